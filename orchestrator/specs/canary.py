@@ -1,0 +1,176 @@
+"""The ``CanaryRollout`` spec."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from orchestrator.specs.base import API_VERSION, K8sName, Metadata, Strict
+from orchestrator.specs.checks import Check
+from orchestrator.specs.duration import Duration
+
+
+class Target(Strict):
+    namespace: K8sName
+    deployment: K8sName
+    container: K8sName | None = None  # the first container when omitted
+
+
+class Change(Strict):
+    image: str | None = Field(default=None, pattern=r"^[^\s\"'\\{}]+$")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ReplicasRouting(Strict):
+    """No mesh: traffic follows the ratio of ready canary to stable pods behind the same Service."""
+
+    type: Literal["replicas"] = "replicas"
+
+
+class GatewayApiRouting(Strict):
+    """Gateway API: the weights of two backendRefs in one rule of an HTTPRoute."""
+
+    type: Literal["gateway-api"]
+    http_route: K8sName = Field(alias="httpRoute")
+    stable_service: K8sName = Field(alias="stableService")
+    canary_service: K8sName = Field(alias="canaryService")
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class IstioRouting(Strict):
+    """Istio: the weights of two destinations in one HTTP route of a VirtualService."""
+
+    type: Literal["istio"]
+    virtual_service: K8sName = Field(alias="virtualService")
+    route: str | None = None  # the named http route; the first one when omitted
+    stable_host: str = Field(alias="stableHost")
+    canary_host: str = Field(alias="canaryHost")
+    stable_subset: str | None = Field(default=None, alias="stableSubset")
+    canary_subset: str | None = Field(default=None, alias="canarySubset")
+
+
+Routing = Annotated[
+    ReplicasRouting | GatewayApiRouting | IstioRouting, Field(discriminator="type")
+]
+
+
+class SetWeightStep(Strict):
+    set_weight: int = Field(alias="setWeight", ge=0, le=100)
+
+
+class Pause(Strict):
+    duration: Duration | None = None
+    until_approved: bool = Field(default=False, alias="untilApproved")
+    timeout: Duration | None = None  # for untilApproved: what happens when nobody approves
+    on_timeout: Literal["rollback", "promote"] = Field(default="rollback", alias="onTimeout")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Pause:
+        if self.until_approved:
+            if self.duration is not None:
+                raise ValueError("a pause is either for a duration or untilApproved, not both")
+            if self.timeout is None:
+                raise ValueError("untilApproved needs a timeout (what a forgotten approval turns into)")
+        elif self.duration is None:
+            raise ValueError("give duration or untilApproved: true")
+        return self
+
+
+class PauseStep(Strict):
+    pause: Pause
+
+
+class Analysis(Strict):
+    """Run checks and wait for their verdicts before the next step."""
+
+    checks: list[Check] = Field(min_length=1)
+    duration: Duration | None = None  # for checks without a count: how long the step lasts
+
+
+class AnalysisStep(Strict):
+    analysis: Analysis
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        keys = set(value)
+        for key in ("setWeight", "pause", "analysis"):
+            if key in keys:
+                return key
+        return None
+    return {SetWeightStep: "setWeight", PauseStep: "pause", AnalysisStep: "analysis"}.get(type(value))
+
+
+Step = Annotated[
+    Annotated[SetWeightStep, Tag("setWeight")]
+    | Annotated[PauseStep, Tag("pause")]
+    | Annotated[AnalysisStep, Tag("analysis")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step is one of setWeight, pause or analysis",
+    ),
+]
+
+
+class OnFailure(StrEnum):
+    ROLLBACK = "rollback"
+
+
+class RollbackPolicy(Strict):
+    # Keep the canary Deployment (scaled to 0) after a rollback, for post-mortems.
+    keep_canary: bool = Field(default=False, alias="keepCanary")
+    # Restore the stable template if a failure happens after promotion began.
+    restore_stable: bool = Field(default=True, alias="restoreStable")
+
+
+class CanarySpec(Strict):
+    target: Target
+    change: Change = Field(default_factory=Change)
+    baseline: bool = False
+    traffic: Routing = Field(default_factory=ReplicasRouting)
+    steps: list[Step] = Field(min_length=1)
+    background_checks: list[Check] = Field(default_factory=list, alias="backgroundChecks")
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+    canary_replicas: int | None = Field(default=None, alias="canaryReplicas", ge=1)
+    progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CanarySpec:
+        names = [c.name for c in self.background_checks]
+        for step in self.steps:
+            if isinstance(step, AnalysisStep):
+                names += [c.name for c in step.analysis.checks]
+                for c in step.analysis.checks:
+                    if c.count is None and step.analysis.duration is None:
+                        raise ValueError(
+                            f"check {c.name!r} has no count, so its analysis step needs a duration"
+                        )
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"check names must be unique; {dupes[0]!r} appears more than once")
+        relative = [
+            c
+            for c in self._all_checks()
+            if getattr(c.condition, "compare_to", None) == "baseline"
+        ]
+        if relative and not self.baseline:
+            raise ValueError(f"check {relative[0].name!r} compares to baseline, so set baseline: true")
+        return self
+
+    def _all_checks(self) -> list[Check]:
+        out = list(self.background_checks)
+        for step in self.steps:
+            if isinstance(step, AnalysisStep):
+                out += step.analysis.checks
+        return out
+
+
+class CanaryRollout(Strict):
+    api_version: Literal["orchestrator.dev/v1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["CanaryRollout"]
+    metadata: Metadata
+    spec: CanarySpec

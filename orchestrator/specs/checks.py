@@ -1,0 +1,116 @@
+"""Metric checks: the vocabulary shared by canary gates, flag-ramp gates and chaos steady-state hypotheses.
+
+A check is a templated PromQL query plus a condition. Each evaluation yields one
+measurement (successful, failed, inconclusive or error); the check's limits turn the
+series of measurements into a verdict. Missing data is a decision of its own
+(``noData``), and its default is to fail: a gate that sees nothing must never promote.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from orchestrator.specs.base import Strict
+from orchestrator.specs.duration import Duration
+
+TEMPLATE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class NoDataPolicy(StrEnum):
+    FAIL = "fail"
+    PASS = "pass"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Track(StrEnum):
+    STABLE = "stable"
+    CANARY = "canary"
+    BASELINE = "baseline"
+
+
+class Threshold(Strict):
+    """Absolute bounds on the value (every returned series must hold)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+
+class Relative(Strict):
+    """The value for the subject track compared with the same query for a control track."""
+
+    compare_to: Literal["stable", "baseline"] = Field(alias="compareTo")
+    max_ratio: float | None = Field(default=None, alias="maxRatio", gt=0)
+    min_ratio: float | None = Field(default=None, alias="minRatio", ge=0)
+    max_difference: float | None = Field(default=None, alias="maxDifference")
+    min_difference: float | None = Field(default=None, alias="minDifference")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Relative:
+        if all(
+            v is None for v in (self.max_ratio, self.min_ratio, self.max_difference, self.min_difference)
+        ):
+            raise ValueError("give maxRatio, minRatio, maxDifference or minDifference")
+        return self
+
+
+def _condition_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "relative" if "compareTo" in value or "compare_to" in value else "threshold"
+    return "relative" if isinstance(value, Relative) else "threshold"
+
+
+Condition = Annotated[
+    Annotated[Threshold, Tag("threshold")] | Annotated[Relative, Tag("relative")],
+    Discriminator(_condition_kind),
+]
+
+
+class Check(Strict):
+    """One PromQL query and the condition its result must meet."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
+    query: Annotated[str, Field(min_length=1)]
+    condition: Condition
+    interval: Duration = timedelta(seconds=30)
+    count: Annotated[int | None, Field(ge=1)] = None
+    failure_limit: Annotated[int, Field(alias="failureLimit", ge=0)] = 0
+    inconclusive_limit: Annotated[int, Field(alias="inconclusiveLimit", ge=0)] = 0
+    consecutive_error_limit: Annotated[int, Field(alias="consecutiveErrorLimit", ge=0)] = 4
+    no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
+    track: Track = Track.CANARY
+    initial_delay: Duration = Field(default=timedelta(0), alias="initialDelay")
+
+    @field_validator("query")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        unknown = sorted({m for m in TEMPLATE_VAR.findall(query) if m not in TEMPLATE_VARIABLES})
+        if unknown:
+            raise ValueError(
+                f"unknown template variable {{{{{unknown[0]}}}}} (known: {', '.join(sorted(TEMPLATE_VARIABLES))})"
+            )
+        if query.count("{{") != len(TEMPLATE_VAR.findall(query)):
+            raise ValueError("malformed template: every '{{' must be closed as {{name}}")
+        return query
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("interval must be greater than 0")
+        return value
+
+
+TEMPLATE_VARIABLES = frozenset({"namespace", "app", "track", "image", "version", "target", "variant"})
