@@ -95,10 +95,9 @@ def _yaml_loc(loc: tuple[Any, ...], data: Any) -> PathKey:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif isinstance(node, dict | list):
@@ -179,3 +178,12 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 Loader = Callable[[str | Path], BaseModel]
+
+
+def line_of(path: str | Path, keys: PathKey) -> int:
+    """The line where ``keys`` stands in the YAML file (its nearest written ancestor if absent)."""
+    try:
+        _, lines = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, SpecError):
+        return 0
+    return _line_for(keys, lines)

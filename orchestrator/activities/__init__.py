@@ -1,0 +1,1 @@
+"""Thin Temporal activities: one side effect each, idempotent, heartbeating while they wait."""

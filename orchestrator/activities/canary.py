@@ -1,0 +1,205 @@
+"""Activities of the canary rollout: Deployments, traffic and metric checks.
+
+Every activity is idempotent: it converges the cluster to a described state, so the
+retry after a worker crash changes nothing the first attempt already changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.activities.errors import temporal_errors
+from orchestrator.activities.models import (
+    CopyRequest,
+    DeploymentRef,
+    EvaluateRequest,
+    NotifyRequest,
+    RouteRequest,
+    ScaleRequest,
+    StableSnapshot,
+    TemplateRestore,
+    TemplateUpdate,
+    WaitRequest,
+)
+from orchestrator.config import Settings
+from orchestrator.gates.model import Measurement
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from orchestrator.gates.prometheus import MetricProvider
+    from orchestrator.kube.routers.base import RouteTarget
+
+
+class CanaryActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: ApiClient | None = None,
+        metrics: MetricProvider | None = None,
+    ) -> None:
+        self._settings = settings
+        self._api_client = api_client
+        self._metrics = metrics
+
+    # Clients are built on first use so a worker starts even while a backend is briefly down.
+    @property
+    def api(self) -> ApiClient:
+        if self._api_client is None:
+            from orchestrator.kube.client import load_api_client
+
+            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
+        return self._api_client
+
+    @property
+    def metrics(self) -> MetricProvider:
+        if self._metrics is None:
+            from orchestrator.gates.prometheus import PrometheusProvider
+
+            self._metrics = PrometheusProvider(self._settings.prometheus)
+        return self._metrics
+
+    def _workloads(self) -> Any:
+        from orchestrator.kube.workloads import Workloads
+
+        return Workloads(self.api)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.snapshot_stable,
+            self.ensure_copy,
+            self.wait_available,
+            self.scale,
+            self.set_weight,
+            self.reset_traffic,
+            self.update_stable,
+            self.restore_stable,
+            self.delete_copy,
+            self.evaluate_check,
+            self.notify,
+        ]
+
+    @activity.defn(name="canary.snapshot_stable")
+    @temporal_errors
+    def snapshot_stable(self, ref: DeploymentRef) -> StableSnapshot:
+        snap = self._workloads().snapshot(ref.namespace, ref.name)
+        return StableSnapshot(
+            namespace=ref.namespace,
+            name=ref.name,
+            replicas=snap.replicas,
+            template=snap.template,
+            container=snap.container,
+            image=snap.image,
+        )
+
+    @activity.defn(name="canary.ensure_copy")
+    @temporal_errors
+    def ensure_copy(self, req: CopyRequest) -> None:
+        self._workloads().ensure_copy(
+            namespace=req.snapshot.namespace,
+            source_name=req.snapshot.name,
+            template=req.snapshot.template,
+            name=req.name,
+            role=req.role,
+            rollout=req.rollout,
+            replicas=req.replicas,
+            container=req.snapshot.container,
+            image=req.image,
+            env=req.env,
+        )
+
+    @activity.defn(name="canary.wait_available")
+    @temporal_errors
+    def wait_available(self, req: WaitRequest) -> None:
+        workloads = self._workloads()
+        deadline = time.monotonic() + req.deadline_seconds
+        while True:
+            state = workloads.availability(req.namespace, req.name)
+            activity.heartbeat(state.model_dump(mode="json"))
+            if state.complete:
+                return
+            if state.progress_deadline_exceeded or time.monotonic() > deadline:
+                raise ApplicationError(
+                    f"Deployment {req.namespace}/{req.name} did not become available within "
+                    f"{req.deadline_seconds:.0f}s ({state.available}/{state.desired} available)",
+                    type="ProgressDeadlineExceeded",
+                    non_retryable=True,
+                )
+            time.sleep(0.25)
+
+    @activity.defn(name="canary.scale")
+    @temporal_errors
+    def scale(self, req: ScaleRequest) -> None:
+        self._workloads().scale(req.namespace, req.name, req.replicas)
+
+    def _router(self, req: RouteRequest) -> tuple[Any, RouteTarget]:
+        from orchestrator.kube.routers import router_for
+        from orchestrator.kube.routers.base import RouteTarget
+
+        target = RouteTarget(
+            namespace=req.namespace,
+            rollout=req.rollout,
+            stable=req.stable,
+            canary=req.canary,
+            total_replicas=req.total_replicas,
+            routing=req.routing,
+        )
+        return router_for(req.routing, self.api), target
+
+    @activity.defn(name="canary.set_weight")
+    @temporal_errors
+    def set_weight(self, req: RouteRequest) -> bool | None:
+        router, target = self._router(req)
+        router.set_weight(target, req.weight)
+        verified: bool | None = router.verify_weight(target, req.weight)
+        return verified
+
+    @activity.defn(name="canary.reset_traffic")
+    @temporal_errors
+    def reset_traffic(self, req: RouteRequest) -> None:
+        router, target = self._router(req)
+        router.reset(target)
+
+    @activity.defn(name="canary.update_stable")
+    @temporal_errors
+    def update_stable(self, req: TemplateUpdate) -> None:
+        self._workloads().update_template(req.namespace, req.name, req.container, req.image, req.env)
+
+    @activity.defn(name="canary.restore_stable")
+    @temporal_errors
+    def restore_stable(self, req: TemplateRestore) -> None:
+        self._workloads().restore_template(req.namespace, req.name, req.template)
+
+    @activity.defn(name="canary.delete_copy")
+    @temporal_errors
+    def delete_copy(self, ref: DeploymentRef) -> None:
+        self._workloads().delete(ref.namespace, ref.name, only_if_ours=True)
+
+    @activity.defn(name="canary.evaluate_check")
+    @temporal_errors
+    def evaluate_check(self, req: EvaluateRequest) -> Measurement:
+        from orchestrator.gates.evaluate import evaluate
+
+        return evaluate(req.check, self.metrics, req.variables, at=None)
+
+    @activity.defn(name="notify.outcome")
+    def notify(self, req: NotifyRequest) -> None:
+        # Notification failures never fail or delay a rollback: errors are swallowed here.
+        if not self._settings.notify_webhook:
+            return
+        try:
+            from orchestrator.notify import send_outcome
+
+            send_outcome(self._settings.notify_webhook, req.kind, req.name, req.outcome, req.summary)
+        except Exception:
+            activity.logger.warning("notification to webhook failed", exc_info=True)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,89 @@
+"""Inputs and results of the canary activities.
+
+Pure pydantic models with no client imports, because workflow code imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator.specs.canary import Routing
+from orchestrator.specs.checks import Check
+
+
+class DeploymentRef(BaseModel):
+    namespace: str
+    name: str
+
+
+class StableSnapshot(BaseModel):
+    """The stable Deployment as it was before the rollout touched anything."""
+
+    namespace: str
+    name: str
+    replicas: int
+    template: dict[str, Any]
+    container: str
+    image: str
+
+
+class CopyRequest(BaseModel):
+    """Create or converge ``<app>-canary`` / ``<app>-baseline`` from the stable snapshot."""
+
+    snapshot: StableSnapshot
+    name: str
+    role: Literal["canary", "baseline"]
+    rollout: str
+    replicas: int
+    image: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class WaitRequest(BaseModel):
+    namespace: str
+    name: str
+    deadline_seconds: float
+
+
+class ScaleRequest(BaseModel):
+    namespace: str
+    name: str
+    replicas: int
+
+
+class RouteRequest(BaseModel):
+    namespace: str
+    rollout: str
+    stable: str
+    canary: str
+    total_replicas: int
+    routing: Routing
+    weight: int = 0
+
+
+class TemplateUpdate(BaseModel):
+    namespace: str
+    name: str
+    container: str
+    image: str | None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateRestore(BaseModel):
+    namespace: str
+    name: str
+    template: dict[str, Any]
+
+
+class EvaluateRequest(BaseModel):
+    check: Check
+    variables: dict[str, str]
+
+
+class NotifyRequest(BaseModel):
+    kind: str
+    name: str
+    outcome: str
+    summary: str

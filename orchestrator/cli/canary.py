@@ -1,0 +1,306 @@
+"""``orchestrator canary``: start, watch and steer canary rollouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.cli.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PENDING,
+    connect_temporal,
+    emit_json,
+    fail,
+    finish,
+    handle_errors,
+    output_option,
+    run,
+    settings,
+)
+from orchestrator.config import Settings
+from orchestrator.errors import RefusedError, SpecError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from orchestrator.specs.canary import CanaryRollout
+    from workflows.canary_models import CanaryStatus
+
+
+@click.group()
+def canary() -> None:
+    """Canary rollouts: run, status, pause, resume, promote, abort, approve, list."""
+
+
+def workflow_id_for(name: str, namespace: str) -> str:
+    from workflows.canary import workflow_id
+
+    if name.startswith("canary-"):
+        return name
+    if "/" in name:
+        ns, _, deployment = name.partition("/")
+        return workflow_id(ns, deployment)
+    return workflow_id(namespace, name)
+
+
+def ui_link(s: Settings, workflow_id: str) -> str | None:
+    import os
+
+    base = os.environ.get("ORCHESTRATOR_TEMPORAL_UI")
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/namespaces/{s.temporal_namespace}/workflows/{workflow_id}"
+
+
+def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
+    """Fail fast, before anything starts: Kubernetes and Prometheus reachable, the target exists."""
+    from orchestrator.errors import NotFoundError
+    from orchestrator.kube.client import load_api_client
+    from orchestrator.kube.workloads import Workloads
+
+    api = load_api_client(s.kubeconfig, s.kube_context)
+    target = rollout.spec.target
+    try:
+        Workloads(api).snapshot(target.namespace, target.deployment)
+    except NotFoundError:
+        from orchestrator.specs.loader import line_of
+
+        line = line_of(path, ("spec", "target", "deployment"))
+        raise SpecError(
+            [f"{path}:{line}: spec.target.deployment: Deployment {target.namespace}/{target.deployment} not found"]
+        ) from None
+    if rollout.spec._all_checks():
+        from orchestrator.gates.prometheus import PrometheusProvider
+
+        PrometheusProvider(s.prometheus).check_reachable()
+
+
+@canary.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--image", help="The new image (overrides spec.change.image).")
+@click.option("--wait/--no-wait", default=False, help="Follow the rollout and exit with its outcome.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
+@click.option("--exit-on-pause", is_flag=True, help="With --wait: exit 4 when the rollout waits for approval.")
+@click.option("--preflight/--no-preflight", default=True, show_default=True,
+              help="Check Kubernetes, Prometheus and the target before starting.")
+@output_option
+@click.pass_context
+@handle_errors
+def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeout: float | None,
+            exit_on_pause: bool, preflight: bool, output: str) -> None:
+    """Start a canary rollout of FILE; with --wait, follow it and exit 0 promoted / 1 rolled back."""
+    from orchestrator.specs.canary import CanaryRollout, Change
+    from orchestrator.specs.loader import load_file
+
+    rollout = load_file(file, expect="CanaryRollout")
+    assert isinstance(rollout, CanaryRollout)
+    if image is not None:
+        try:
+            Change(image=image)
+        except Exception:
+            raise SpecError([f"<command line>:0: --image: {image!r} is not a valid image reference"]) from None
+    if not (image or rollout.spec.change.image or rollout.spec.change.env):
+        raise SpecError([f"{file}:0: spec.change: nothing changes: give --image or spec.change.image/env"])
+    s = settings(ctx)
+    if preflight:
+        globals()["preflight"](s, rollout, file)
+
+    async def main() -> int:
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        from workflows.canary import CanaryWorkflow, workflow_id
+        from workflows.canary_models import CanaryInput
+
+        client = await connect_temporal(s)
+        wid = workflow_id(rollout.spec.target.namespace, rollout.spec.target.deployment)
+        try:
+            handle = await client.start_workflow(
+                CanaryWorkflow.run, CanaryInput(rollout=rollout, image=image), id=wid, task_queue=s.task_queue
+            )
+        except WorkflowAlreadyStartedError:
+            raise RefusedError(
+                f"a rollout of {rollout.spec.target.namespace}/{rollout.spec.target.deployment} is already "
+                f"running (workflow {wid}); watch it with: orchestrator canary status {wid}"
+            ) from None
+        if not wait:
+            if output == "json":
+                emit_json({"workflow_id": wid, "run_id": handle.result_run_id})
+            else:
+                click.echo(wid)
+            return EXIT_OK
+        return await follow(client, handle, output, timeout, exit_on_pause, s)
+
+    finish(run(main()))
+
+
+async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, timeout: float | None,
+                 exit_on_pause: bool, s: Settings) -> int:
+    from orchestrator.cli.render import gate_line, render
+    from workflows.canary_models import FINAL_PHASES, Phase
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen_events = 0
+    seen_gates: dict[str, int] = {}
+    live = output == "text"
+    status: CanaryStatus | None = None
+    while True:
+        status = await query_status(handle)
+        if status is not None and live:
+            for event in status.events[seen_events:]:
+                click.echo(f"{event.at:%H:%M:%S} {event.message}")
+            seen_events = len(status.events)
+            for gate in status.gates:
+                if seen_gates.get(gate.check) != gate.measurements:
+                    seen_gates[gate.check] = gate.measurements
+                    click.echo(f"         gate {gate_line(gate)}")
+        if status is not None and status.phase in FINAL_PHASES:
+            break
+        if status is None and await closed(handle):
+            fail(f"error: workflow {handle.id} ended without a status", EXIT_FAILED)
+        if exit_on_pause and status is not None and status.phase == Phase.WAITING_APPROVAL:
+            click.echo(f"waiting for {status.waiting_for}; approve with: orchestrator canary approve {handle.id}")
+            return EXIT_PENDING
+        if deadline is not None and time.monotonic() > deadline:
+            click.echo(f"still in progress after {timeout:g}s (the rollout goes on): {handle.id}")
+            return EXIT_PENDING
+        await asyncio.sleep(1.0)
+    if not live:
+        click.echo(render(status, output, ui_link(s, handle.id)))
+    else:
+        click.echo(f"result: {status.phase.value}" + (f" — {status.reason}" if status.reason else ""))
+    return EXIT_OK if status.phase == Phase.PROMOTED else EXIT_FAILED
+
+
+async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
+    from temporalio.client import WorkflowQueryFailedError
+    from temporalio.service import RPCError
+
+    from workflows.canary import CanaryWorkflow
+
+    try:
+        return await handle.query(CanaryWorkflow.status)
+    except (WorkflowQueryFailedError, RPCError):
+        return None
+
+
+async def closed(handle: WorkflowHandle[Any, Any]) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+
+    desc = await handle.describe()
+    return desc.status not in (None, WorkflowExecutionStatus.RUNNING)
+
+
+name_argument = click.argument("name")
+namespace_option = click.option("--namespace", "-n", default="default", show_default=True,
+                                help="Namespace of the target when NAME is a bare Deployment name.")
+
+
+@canary.command()
+@name_argument
+@namespace_option
+@click.option("--watch", "-w", is_flag=True, help="Keep printing until the rollout ends.")
+@output_option
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, name: str, namespace: str, watch: bool, output: str) -> None:
+    """Show a rollout: NAME is NAMESPACE/DEPLOYMENT, a Deployment with -n, or a workflow id."""
+    from orchestrator.cli.render import render
+
+    s = settings(ctx)
+
+    async def main() -> int:
+        client = await connect_temporal(s)
+        handle = client.get_workflow_handle(workflow_id_for(name, namespace))
+        if watch:
+            return await follow(client, handle, output, None, False, s)
+        st = await query_status(handle)
+        if st is None:
+            raise RefusedError(f"no rollout found for {name} (workflow {handle.id})")
+        click.echo(render(st, output, ui_link(s, handle.id)))
+        return EXIT_OK
+
+    finish(run(main()))
+
+
+def _control(update: str, help_text: str) -> click.Command:
+    @click.command(name=update, help=help_text)
+    @name_argument
+    @namespace_option
+    @click.option("--reason", default="", help="Recorded in the rollout's events.")
+    @click.pass_context
+    @handle_errors
+    def command(ctx: click.Context, name: str, namespace: str, reason: str) -> None:
+        import getpass
+
+        from temporalio.client import WorkflowUpdateFailedError
+        from temporalio.service import RPCError
+
+        from workflows.canary_models import ControlRequest, ControlResponse
+
+        s = settings(ctx)
+
+        async def main() -> int:
+            client = await connect_temporal(s)
+            handle = client.get_workflow_handle(workflow_id_for(name, namespace))
+            try:
+                resp = await handle.execute_update(
+                    update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse
+                )
+            except WorkflowUpdateFailedError as exc:
+                raise RefusedError(f"{update} refused: {exc.cause}") from None
+            except RPCError as exc:
+                raise RefusedError(f"{update} refused: {exc.message}") from None
+            click.echo(f"{handle.id}: {resp.message}")
+            return EXIT_OK
+
+        finish(run(main()))
+
+    return command
+
+
+for _name, _help in (
+    ("pause", "Hold the rollout before its next step."),
+    ("resume", "Continue a paused rollout."),
+    ("promote", "Skip the remaining steps and promote now."),
+    ("abort", "Roll back now."),
+    ("approve", "Approve a step waiting for manual approval."),
+):
+    canary.add_command(_control(_name, _help))
+
+
+@canary.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include finished rollouts.")
+@output_option
+@click.pass_context
+@handle_errors
+def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
+    """List canary rollouts (running ones by default)."""
+    s = settings(ctx)
+
+    async def main() -> int:
+        client = await connect_temporal(s)
+        query = "WorkflowType = 'CanaryRollout'"
+        if not show_all:
+            query += " AND ExecutionStatus = 'Running'"
+        rows = []
+        async for wf in client.list_workflows(query):
+            rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
+                         "started": wf.start_time.isoformat()})
+        if output == "json":
+            emit_json(rows)
+        elif not rows:
+            click.echo("no canary rollouts" + ("" if show_all else " running"))
+        else:
+            for row in rows:
+                click.echo(f"{row['workflow_id']:<50} {row['status']:<12} {row['started']}")
+        return EXIT_OK
+
+    finish(run(main()))
+
+
+__all__ = ["EXIT_INVALID", "canary"]

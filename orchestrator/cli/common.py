@@ -1,0 +1,108 @@
+"""What every command shares: settings, error-to-exit-code mapping, the Temporal connection, output.
+
+Exit codes (the contract CI jobs rely on): 0 success/promoted, 1 rolled back, aborted or
+refused, 2 invalid input, 3 a backing system unreachable, 4 still running at timeout or
+waiting for a manual approval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from orchestrator.config import Settings
+from orchestrator.errors import OrchestratorError, SpecError, UnreachableError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 3
+EXIT_PENDING = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="How to print the result.",
+)
+
+
+def finish(code: int) -> NoReturn:
+    """Exit with ``code`` reliably (the Temporal SDK can abort the interpreter at exit otherwise)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    finish(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn the project's errors into one line on stderr and their exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            for problem in exc.problems:
+                click.echo(problem, err=True)
+            finish(EXIT_INVALID)
+        except OrchestratorError as exc:
+            fail(f"error: {exc}", exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Settings):
+        obj = Settings.from_env()
+        ctx.find_root().obj = obj
+    return obj
+
+
+async def connect_temporal(s: Settings) -> Client:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                s.temporal_address,
+                namespace=s.temporal_namespace,
+                data_converter=pydantic_data_converter,
+                tls=s.temporal_tls,
+            ),
+            timeout=10,
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreachableError("Temporal", s.temporal_address, reason[:200]) from None
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))

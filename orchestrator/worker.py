@@ -1,0 +1,109 @@
+"""The Temporal worker: every workflow and activity of the project on one task queue.
+
+Capabilities register here, one entry each: a workflow module and an activities class
+built from the settings. ``run_worker`` connects, runs the chaos janitor once (faults whose
+expiry passed are reverted even if their workflow is gone), serves health and metrics,
+and shuts down gracefully on SIGTERM/SIGINT, letting running activities finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.workflow import NondeterminismError
+
+from orchestrator.config import Settings
+
+log = logging.getLogger("orchestrator.worker")
+
+# (workflow module, workflow class names, activities module, activities class)
+CAPABILITIES: list[tuple[str, list[str], str, str]] = [
+    ("workflows.canary", ["CanaryWorkflow"], "orchestrator.activities.canary", "CanaryActivities"),
+    ("workflows.flag_ramp", ["FlagRampWorkflow"], "orchestrator.activities.flags", "FlagActivities"),
+    ("workflows.chaos", ["ChaosExperimentWorkflow"], "orchestrator.activities.chaos", "ChaosActivities"),
+    ("workflows.gameday", ["GameDayWorkflow"], "", ""),
+]
+
+
+def collect(settings: Settings, **clients: Any) -> tuple[list[type], list[Callable[..., Any]]]:
+    """The workflows and activities of every capability present in this installation."""
+    workflows: list[type] = []
+    activities: list[Callable[..., Any]] = []
+    for wf_module, wf_names, act_module, act_class in CAPABILITIES:
+        try:
+            wf = importlib.import_module(wf_module)
+        except ModuleNotFoundError as exc:
+            if exc.name == wf_module:
+                continue
+            raise
+        workflows += [getattr(wf, n) for n in wf_names]
+        if act_module:
+            cls = getattr(importlib.import_module(act_module), act_class)
+            activities += cls(settings, **clients).activities()
+    return workflows, activities
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    **clients: Any,
+) -> Worker:
+    workflows, activities = collect(settings, **clients)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=workflows,
+        activities=activities,
+        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),
+        workflow_failure_exception_types=[NondeterminismError],
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+def run_janitor(settings: Settings) -> Sequence[str]:
+    try:
+        janitor = importlib.import_module("orchestrator.chaos.janitor")
+    except ModuleNotFoundError:
+        return []
+    try:
+        reverted: Sequence[str] = janitor.run_janitor(settings)
+    except Exception:
+        log.exception("chaos janitor failed on start")
+        return []
+    return reverted
+
+
+async def run_worker(client: Client, settings: Settings, health_port: int | None = None) -> None:
+    ready = asyncio.Event()
+    health = None
+    if health_port is not None:
+        from orchestrator.health import start_health
+
+        health = start_health(health_port, ready.is_set)
+    for item in await asyncio.to_thread(run_janitor, settings):
+        log.info("janitor reverted %s", item)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        ready.set()
+        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        await stop.wait()
+        ready.clear()
+        log.info("shutting down: letting running activities finish")
+    if health is not None:
+        health.stop()
