@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import inspect
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -48,7 +49,9 @@ def collect(settings: Settings, **clients: Any) -> tuple[list[type], list[Callab
         workflows += [getattr(wf, n) for n in wf_names]
         if act_module:
             cls = getattr(importlib.import_module(act_module), act_class)
-            activities += cls(settings, **clients).activities()
+            accepted = inspect.signature(cls).parameters
+            given = {k: v for k, v in clients.items() if k in accepted}
+            activities += cls(settings, **given).activities()
     return workflows, activities
 
 

@@ -107,7 +107,7 @@ class CanaryWorkflow:
         self._status.started_at = workflow.now()
         self._snapshot = await self._act(
             "canary.snapshot_stable",
-            DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment),
+            DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment, container=spec.target.container),
             StableSnapshot,
         )
         self._status.image = self._image = self._image or self._snapshot.image
@@ -259,9 +259,10 @@ class CanaryWorkflow:
             "version": self._image.rsplit(":", 1)[-1] if ":" in self._image else self._image,
         }
         try:
-            return await self._act(
+            measurement: Measurement = await self._act(
                 "canary.evaluate_check", EvaluateRequest(check=check, variables=variables), Measurement,
                 retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)))
+            return measurement
         except ActivityError as err:
             # The metric backend itself failed: an error measurement, which the limits turn into a verdict.
             return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
@@ -327,7 +328,8 @@ class CanaryWorkflow:
             await workflow.execute_activity(
                 "notify.outcome",
                 NotifyRequest(kind="canary", name=self._status.name, outcome=self._status.phase.value,
-                              summary=self._status.reason or ""),
+                              target=f"{self._status.namespace}/{self._status.deployment}",
+                              reason=self._status.reason, workflow_id=workflow.info().workflow_id),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )

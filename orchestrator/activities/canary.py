@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
@@ -88,7 +87,7 @@ class CanaryActivities:
     @activity.defn(name="canary.snapshot_stable")
     @temporal_errors
     def snapshot_stable(self, ref: DeploymentRef) -> StableSnapshot:
-        snap = self._workloads().snapshot(ref.namespace, ref.name)
+        snap = self._workloads().snapshot(ref.namespace, ref.name, ref.container)
         return StableSnapshot(
             namespace=ref.namespace,
             name=ref.name,
@@ -96,15 +95,17 @@ class CanaryActivities:
             template=snap.template,
             container=snap.container,
             image=snap.image,
+            source=snap.model_dump(mode="json"),
         )
 
     @activity.defn(name="canary.ensure_copy")
     @temporal_errors
     def ensure_copy(self, req: CopyRequest) -> None:
+        from orchestrator.kube.workloads import DeploymentSnapshot
+
         self._workloads().ensure_copy(
             namespace=req.snapshot.namespace,
-            source_name=req.snapshot.name,
-            template=req.snapshot.template,
+            source=DeploymentSnapshot.model_validate(req.snapshot.source),
             name=req.name,
             role=req.role,
             rollout=req.rollout,
@@ -193,13 +194,7 @@ class CanaryActivities:
         # Notification failures never fail or delay a rollback: errors are swallowed here.
         if not self._settings.notify_webhook:
             return
-        try:
-            from orchestrator.notify import send_outcome
+        from orchestrator.notify import Outcome, send_outcome
 
-            send_outcome(self._settings.notify_webhook, req.kind, req.name, req.outcome, req.summary)
-        except Exception:
-            activity.logger.warning("notification to webhook failed", exc_info=True)
+        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump()))
 
-
-def now() -> datetime:
-    return datetime.now(UTC)

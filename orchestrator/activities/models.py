@@ -16,6 +16,7 @@ from orchestrator.specs.checks import Check
 class DeploymentRef(BaseModel):
     namespace: str
     name: str
+    container: str | None = None
 
 
 class StableSnapshot(BaseModel):
@@ -27,6 +28,7 @@ class StableSnapshot(BaseModel):
     template: dict[str, Any]
     container: str
     image: str
+    source: dict[str, Any] = Field(default_factory=dict)  # the Kubernetes layer's full snapshot
 
 
 class CopyRequest(BaseModel):
@@ -83,7 +85,9 @@ class EvaluateRequest(BaseModel):
 
 
 class NotifyRequest(BaseModel):
-    kind: str
+    kind: Literal["canary", "flag_ramp", "chaos"]
     name: str
     outcome: str
-    summary: str
+    target: str | None = None
+    reason: str | None = None
+    workflow_id: str | None = None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from orchestrator.specs.base import API_VERSION, K8sName, Metadata, Strict
+from orchestrator.specs.base import K8sName, Metadata, Strict
 from orchestrator.specs.checks import Check
 from orchestrator.specs.duration import Duration
 
@@ -101,7 +101,8 @@ def _step_kind(value: Any) -> str | None:
             if key in keys:
                 return key
         return None
-    return {SetWeightStep: "setWeight", PauseStep: "pause", AnalysisStep: "analysis"}.get(type(value))
+    kinds: dict[type, str] = {SetWeightStep: "setWeight", PauseStep: "pause", AnalysisStep: "analysis"}
+    return kinds.get(type(value))
 
 
 Step = Annotated[
@@ -170,7 +171,7 @@ class CanarySpec(Strict):
 
 
 class CanaryRollout(Strict):
-    api_version: Literal["orchestrator.dev/v1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: Literal["orchestrator.dev/v1"] = Field(default="orchestrator.dev/v1", alias="apiVersion")
     kind: Literal["CanaryRollout"]
     metadata: Metadata
     spec: CanarySpec

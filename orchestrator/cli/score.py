@@ -1,0 +1,41 @@
+"""``orchestrator score [SERVICE]``: resilience scores from the run store, in one of four formats.
+
+Reading the store needs no Temporal connection, so this command exits normally (no
+``os._exit``) and can be driven by click's test runner. ``--format`` is a plain string
+checked by the report module so that a bad value gives one line and exit 2, like an
+unknown service, instead of click's multi-line usage error.
+"""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.config import Settings
+from orchestrator.errors import OrchestratorError, SpecError
+from orchestrator.scoring.report import FORMATS, render_report
+from orchestrator.scoring.store import RunStore
+
+
+@click.command("score")
+@click.argument("service", required=False)
+@click.option(
+    "--format", "fmt", default="text", show_default=True, metavar="|".join(FORMATS), help="Report format."
+)
+@click.option("--db", "db", type=click.Path(dir_okay=False), help="Run store (default: ORCHESTRATOR_DB).")
+@click.pass_context
+def score(ctx: click.Context, service: str | None, fmt: str, db: str | None) -> None:
+    """Resilience score of SERVICE (namespace/app), or of every service in the store."""
+    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+    path = db or settings.db_path
+    try:
+        if fmt not in FORMATS:
+            raise SpecError([f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})"])
+        with RunStore(path) as store:
+            output = render_report(store, service, fmt)
+    except SpecError as exc:
+        click.echo("; ".join(exc.problems), err=True)
+        ctx.exit(exc.exit_code)
+    except OrchestratorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    click.echo(output, nl=False)
