@@ -107,7 +107,8 @@ class CanaryWorkflow:
         self._status.started_at = workflow.now()
         self._snapshot = await self._act(
             "canary.snapshot_stable",
-            DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment, container=spec.target.container),
+            DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment,
+                          container=spec.target.container),
             StableSnapshot,
         )
         self._status.image = self._image = self._image or self._snapshot.image
@@ -185,14 +186,14 @@ class CanaryWorkflow:
     async def _set_weight(self, weight: int) -> None:
         self._status.step_description = f"setWeight {weight}"
         self._log(f"shifting {weight}% of traffic to the canary")
-        verified = await self._act("canary.set_weight", self._route(weight))
+        deadline = self._inp.rollout.spec.progress_deadline
+        verified = await self._act("canary.set_weight", self._route(weight), timeout=deadline + timedelta(seconds=30),
+                                   heartbeat=timedelta(seconds=10))
         self._status.weight = weight
-        if isinstance(self._inp.rollout.spec.traffic, ReplicasRouting) and weight > 0:
-            await self._wait_available(self._canary_name)
         if weight > 0 and self._status.canary_traffic_at is None:
             self._status.canary_traffic_at = workflow.now()
         if verified is False:
-            raise _Stop("error", f"the router did not confirm weight {weight}")
+            raise _Stop("error", f"the router did not confirm weight {weight} within the progress deadline")
 
     async def _pause(self, step: PauseStep) -> None:
         pause = step.pause
@@ -429,7 +430,8 @@ class CanaryWorkflow:
         return RouteRequest(
             namespace=self._status.namespace, rollout=self._status.name, stable=self._status.deployment,
             canary=self._canary_name, total_replicas=self._snapshot.replicas,
-            routing=self._inp.rollout.spec.traffic, weight=weight)
+            routing=self._inp.rollout.spec.traffic, weight=weight,
+            verify_seconds=self._inp.rollout.spec.progress_deadline.total_seconds())
 
     def _raise_if_stopped(self) -> None:
         if self._stop is not None:

@@ -156,10 +156,18 @@ class CanaryActivities:
     @activity.defn(name="canary.set_weight")
     @temporal_errors
     def set_weight(self, req: RouteRequest) -> bool | None:
+        """Shift the weight, then wait until the router confirms it is in effect (None: it cannot tell)."""
         router, target = self._router(req)
         router.set_weight(target, req.weight)
-        verified: bool | None = router.verify_weight(target, req.weight)
-        return verified
+        deadline = time.monotonic() + req.verify_seconds
+        while True:
+            verified: bool | None = router.verify_weight(target, req.weight)
+            activity.heartbeat(req.weight)
+            if verified is None or verified:
+                return verified
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     @activity.defn(name="canary.reset_traffic")
     @temporal_errors

@@ -63,6 +63,7 @@ class RouteRequest(BaseModel):
     total_replicas: int
     routing: Routing
     weight: int = 0
+    verify_seconds: float = 60.0
 
 
 class TemplateUpdate(BaseModel):

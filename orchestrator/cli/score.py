@@ -18,9 +18,7 @@ from orchestrator.scoring.store import RunStore
 
 @click.command("score")
 @click.argument("service", required=False)
-@click.option(
-    "--format", "fmt", default="text", show_default=True, metavar="|".join(FORMATS), help="Report format."
-)
+@click.option("--format", "fmt", default="text", show_default=True, metavar="|".join(FORMATS), help="Report format.")
 @click.option("--db", "db", type=click.Path(dir_okay=False), help="Run store (default: ORCHESTRATOR_DB).")
 @click.pass_context
 def score(ctx: click.Context, service: str | None, fmt: str, db: str | None) -> None:

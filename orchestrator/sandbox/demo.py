@@ -1,0 +1,223 @@
+"""``make demo``: the orchestrator doing its real job on the local sandbox.
+
+1. bring the sandbox up (Temporal, the sandbox cluster, traffic, Prometheus);
+2. deploy the demo app ``shop`` at v1 behind a Service, with steady load;
+3. canary v2 (healthy) → promoted;
+4. canary v3 (10 % errors) → rolled back automatically by its gate;
+5. print a summary: outcomes, the deciding verdicts with their values, time to
+   rollback, and links to the workflows in the Temporal UI;
+6. stop the sandbox unless ``--keep``.
+
+The same code path as on a cluster: the CLI's workflow, activities and routers,
+talking HTTP to the sandbox's Kubernetes API and Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+NAMESPACE = "demo"
+APP = "shop"
+REPLICAS = 4
+ERROR_RATIO = (
+    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}",code=~"5.."}[20s]))'
+    ' / sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}"}[20s]))'
+)
+LATENCY_P95 = (
+    'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",'
+    'app="{{app}}",track="{{track}}"}[20s])))'
+)
+
+
+def rollout_spec(image: str, env: dict[str, str]) -> dict[str, Any]:
+    error_check = {
+        "name": "error-rate", "query": ERROR_RATIO, "condition": {"max": 0.02},
+        "interval": "3s", "count": 3, "failureLimit": 0, "initialDelay": "6s",
+    }
+    return {
+        "apiVersion": "orchestrator.dev/v1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": APP},
+        "spec": {
+            "target": {"namespace": NAMESPACE, "deployment": APP, "container": APP},
+            "change": {"image": image, "env": env},
+            "traffic": {"type": "replicas"},
+            "steps": [
+                {"setWeight": 25},
+                {"analysis": {"checks": [error_check]}},
+                {"setWeight": 50},
+                {"analysis": {"checks": [{**error_check, "name": "error-rate-50"}]}},
+            ],
+            "backgroundChecks": [{
+                "name": "p95-latency", "query": LATENCY_P95, "condition": {"max": 0.5},
+                "interval": "5s", "initialDelay": "8s", "failureLimit": 1, "noData": "inconclusive",
+                "inconclusiveLimit": 10,
+            }],
+            "progressDeadline": "60s",
+        },
+    }
+
+
+def deploy_app(api_client: Any) -> None:
+    from kubernetes import client as k8s
+
+    core, apps = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client)
+    try:
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+    except k8s.ApiException as exc:
+        if exc.status != 409:
+            raise
+    labels = {"app": APP, "track": "stable"}
+    for create, body in (
+        (core.create_namespaced_service, {
+            "metadata": {"name": APP, "labels": {"app": APP}},
+            "spec": {"selector": {"app": APP}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }),
+        (apps.create_namespaced_deployment, {
+            "metadata": {"name": APP, "labels": {"app": APP}},
+            "spec": {
+                "replicas": REPLICAS,
+                "selector": {"matchLabels": {"app": APP}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": APP, "image": "registry.local/shop:v1",
+                                             "env": [{"name": "LATENCY_MS", "value": "20-60"}]}]},
+                },
+            },
+        }),
+    ):
+        try:
+            create(NAMESPACE, body)
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def wait_for_metrics(prometheus_url: str, timeout: float = 90.0) -> None:
+    query = f'sum(rate(http_requests_total{{namespace="{NAMESPACE}",app="{APP}",track="stable"}}[20s]))'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            if b'"result":[{' in resp.read():
+                return
+        time.sleep(1)
+    raise RuntimeError("Prometheus has no request rate for the demo app yet")
+
+
+async def run_canary(client: Any, settings: Any, spec: dict[str, Any], echo: Any) -> Any:
+    from orchestrator.specs.canary import CanaryRollout
+    from workflows.canary import CanaryWorkflow, workflow_id
+    from workflows.canary_models import FINAL_PHASES, CanaryInput
+
+    rollout = CanaryRollout.model_validate(spec)
+    handle = await client.start_workflow(
+        CanaryWorkflow.run, CanaryInput(rollout=rollout),
+        id=workflow_id(NAMESPACE, APP), task_queue=settings.task_queue,
+    )
+    seen = 0
+    while True:
+        status = await handle.query(CanaryWorkflow.status)
+        for event in status.events[seen:]:
+            echo(f"  {event.at:%H:%M:%S}  {event.message}")
+        seen = len(status.events)
+        if status.phase in FINAL_PHASES:
+            return handle, await handle.result()
+        await asyncio.sleep(0.5)
+
+
+def summary(results: list[tuple[str, Any, Any]], ui: str) -> str:
+    from orchestrator.cli.render import fmt_value
+
+    lines = ["", "=" * 78, "Demo summary", "=" * 78]
+    for label, handle, st in results:
+        lines.append(f"{label}: {st.phase.value.upper()}  ({st.image})")
+        gate = st.decisive_gate or (st.gates[0] if st.gates else None)
+        if gate is not None and gate.last is not None:
+            lines.append(f"  deciding verdict: {gate.reason}")
+            lines.append(f"  last value: {fmt_value(gate.last.value)}  query: {gate.last.query.strip()[:90]}...")
+        if st.canary_traffic_at and st.weight_zero_at:
+            a = (st.weight_zero_at - st.canary_traffic_at).total_seconds()
+            lines.append(f"  time to rollback: {a:.1f}s from the bad version receiving traffic to canary weight 0")
+        if st.rollback_started_at and st.weight_zero_at:
+            b = (st.weight_zero_at - st.rollback_started_at).total_seconds()
+            lines.append(f"  revert alone (decision to weight 0): {b:.2f}s")
+        lines.append(f"  workflow: {ui}/namespaces/default/workflows/{handle.id}/{handle.result_run_id}/history")
+    return "\n".join(lines)
+
+
+async def demo(state_dir: Path, keep: bool) -> int:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from orchestrator.config import PrometheusSettings, Settings
+    from orchestrator.kube.client import load_api_client
+    from orchestrator.sandbox import manager
+    from orchestrator.worker import build_worker
+
+    def echo(msg: str) -> None:
+        print(msg, flush=True)
+
+    started = time.monotonic()
+    echo("== 1. sandbox up")
+    info = manager.up(state_dir)
+    echo(f"   Temporal {info.temporal_address} (UI {info.temporal_ui_url}), Kubernetes API {info.kube_api_url},"
+         f" Prometheus {info.prometheus_url}")
+    try:
+        settings = Settings(temporal_address=info.temporal_address, task_queue="orchestrator",
+                            prometheus=PrometheusSettings(url=info.prometheus_url), kubeconfig=info.kubeconfig)
+        api_client = load_api_client(info.kubeconfig)
+        echo(f"== 2. deploying {NAMESPACE}/{APP} v1 ({REPLICAS} replicas) with steady load")
+        deploy_app(api_client)
+        await asyncio.to_thread(wait_for_metrics, info.prometheus_url)
+        echo("   v1 serves traffic; Prometheus sees it")
+        client = await Client.connect(info.temporal_address, data_converter=pydantic_data_converter)
+        results = []
+        async with build_worker(client, settings, api_client=api_client):
+            echo("== 3. canary v2 (healthy)")
+            handle, st = await run_canary(client, settings, rollout_spec("registry.local/shop:v2", {}), echo)
+            results.append(("canary v2", handle, st))
+            echo("== 4. canary v3 (10 % of requests fail)")
+            handle, st = await run_canary(
+                client, settings, rollout_spec("registry.local/shop:v3", {"ERROR_RATE": "0.1"}), echo)
+            results.append(("canary v3", handle, st))
+        echo(summary(results, info.temporal_ui_url))
+        echo(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+        ok = [r[2].phase.value for r in results] == ["promoted", "rolled-back"]
+        return 0 if ok else 1
+    finally:
+        if keep:
+            echo(f"\nsandbox kept running (stop it with: orchestrator sandbox down --state-dir {state_dir})")
+        else:
+            manager.down(state_dir)
+            echo("sandbox stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("ORCHESTRATOR_STATE_DIR", ".sandbox")))
+    args = parser.parse_args(argv)
+    try:
+        code = asyncio.run(demo(args.state_dir, args.keep))
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # a demo ends with one line, not a traceback
+        from orchestrator.errors import OrchestratorError
+
+        print(f"demo failed: {exc}", file=sys.stderr)
+        code = exc.exit_code if isinstance(exc, OrchestratorError) else 1
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
