@@ -1,0 +1,146 @@
+"""Each report format carries the right numbers; the CLI gives one line and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli.score import score
+from orchestrator.errors import SpecError
+from orchestrator.scoring.model import ErrorBudget, Outcome
+from orchestrator.scoring.report import render_report
+from orchestrator.scoring.store import RunStore
+from tests.scoring import T0, error_rate, make_run
+
+NOW = T0 + timedelta(seconds=90)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RunStore]:
+    """checkout: pod-kill scored 100 then 65 (recovery 0.5, budget 0) -> 82.5 - 17.5 = 65;
+    the latest run has a NaN during the fault. payments: one refused run."""
+    with RunStore(tmp_path / "runs.db") as s:
+        s.save(make_run(run_id="run-1", ended_at=NOW - timedelta(hours=1)))
+        s.save(
+            make_run(
+                run_id="run-2",
+                recovery_time=timedelta(seconds=120),
+                error_budget=ErrorBudget(slo_target=0.999, burned=0.05),
+                checks=[error_rate(during=[0.01, float("nan"), 0.01, 0.01])],
+            )
+        )
+        s.save(make_run(run_id="run-3", service="shop/payments", outcome=Outcome.REFUSED))
+        yield s
+
+
+def test_json_is_complete_and_strict(store: RunStore) -> None:
+    document = json.loads(render_report(store, "shop/checkout", "json", now=NOW))
+    [service] = document["services"]
+    assert service["service"] == "shop/checkout"
+    # latest run: deviation 0 (NaN during the fault), recovery 0.5, budget 0
+    # -> 100 - 35 - 15 - 20 = 30; with run-1 (100) an hour earlier, nearly equal freshness
+    runs = {r["run_id"]: r for r in service["runs"]}
+    assert runs["run-1"]["score"] == pytest.approx(100.0)
+    assert runs["run-2"]["score"] == pytest.approx(30.0)
+    subs = {s["name"]: s["value"] for s in runs["run-2"]["subscores"]}
+    assert subs == {"deviation": 0.0, "recovery": 0.5, "detection": 1.0, "budget": 0.0, "containment": 1.0}
+    experiment = service["experiments"][0]
+    assert experiment["runs"] == 2
+    assert service["score"] == pytest.approx(experiment["mean"] - experiment["stddev"])
+    assert service["score"] == pytest.approx(30.0, abs=0.2)  # 65 - 35 with equal weights
+    # the evidence is all there, and NaN became null
+    during = runs["run-2"]["evidence"]["checks"][0]["during"]
+    assert [m["value"] for m in during] == [0.01, None, 0.01, 0.01]
+    assert [p["run_id"] for p in service["trend"]] == ["run-1", "run-2"]
+    assert document["config"]["weight_deviation"] == 0.35
+
+
+def test_json_for_all_services_includes_unscored(store: RunStore) -> None:
+    document = json.loads(render_report(store, None, "json", now=NOW))
+    by_name = {s["service"]: s for s in document["services"]}
+    assert set(by_name) == {"shop/checkout", "shop/payments"}
+    assert by_name["shop/payments"]["score"] is None
+    assert by_name["shop/payments"]["status"] == "UNSCORED"
+
+
+def test_markdown_has_header_subscore_table_evidence_and_trend(store: RunStore) -> None:
+    text = render_report(store, "shop/checkout", "markdown", now=NOW)
+    header = text.splitlines()[0]
+    assert header.startswith("### Resilience score for `shop/checkout`: 30.")
+    assert header.endswith("/ 100 (FRAGILE)")
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["deviation"].startswith("| deviation | 0.00 | 35 % | error-rate: no data during the fault")
+    assert rows["recovery"].startswith("| recovery | 0.50 | 30 % | recovered in 120s (objective 60s)")
+    assert rows["budget"].startswith("| budget | 0.00 | 20 % | burned 5.00 %")
+    assert rows["containment"].startswith("| containment | pass | gate |")
+    assert rows["pod-kill"].startswith("| pod-kill | 2 | ")
+    assert "Evidence: run `run-2`, workflow `chaos-pod-kill-1`, [history](http://" in text
+    assert "**Trend** (oldest to newest): 100.0 -> 30.0" in text
+
+
+def test_text_report_numbers(store: RunStore) -> None:
+    text = render_report(store, "shop/checkout", "text", now=NOW)
+    assert text.startswith("shop/checkout: 30.")
+    assert "trend: 100.0 -> 30.0" in text
+    assert "run run-2 (pod-kill, completed," in text
+
+
+class _SvgCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.svgs: list[dict[str, object]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "svg":
+            self.svgs.append({"attrs": a, "points": 0, "rects": 0, "nodata": 0})
+        elif self.svgs and tag == "polyline":
+            current = self.svgs[-1]
+            current["points"] = int(str(current["points"])) + len((a.get("points") or "").split())
+        elif self.svgs and tag == "rect" and a.get("class") == "fault":
+            self.svgs[-1]["rects"] = 1
+        elif self.svgs and tag == "line" and a.get("class") == "nodata":
+            self.svgs[-1]["nodata"] = int(str(self.svgs[-1]["nodata"])) + 1
+
+
+def test_html_has_metric_and_trend_charts(store: RunStore) -> None:
+    page = render_report(store, "shop/checkout", "html", now=NOW)
+    assert page.startswith("<!DOCTYPE html>")
+    # self-contained: no scripts, no stylesheets or images fetched from elsewhere
+    assert "<script" not in page and "<link" not in page and "<img" not in page
+    parser = _SvgCollector()
+    parser.feed(page)
+    trend = [s for s in parser.svgs if s["attrs"]["class"] == "trend"]  # type: ignore[index]
+    metric = [s for s in parser.svgs if s["attrs"]["class"] == "metric"]  # type: ignore[index]
+    assert len(trend) == 1 and trend[0]["points"] == 2
+    # the latest run: 3 before + 4 during (one NaN) + 3 after = 9 points drawn, one no-data tick
+    assert len(metric) == 1
+    assert metric[0]["points"] == 9
+    assert metric[0]["nodata"] == 1
+    assert metric[0]["rects"] == 1
+    assert '<span class="status FRAGILE">FRAGILE</span>' in page
+
+
+def test_unknown_service_and_format_are_spec_errors(store: RunStore) -> None:
+    with pytest.raises(SpecError, match="unknown service 'shop/nope'"):
+        render_report(store, "shop/nope", "text")
+    with pytest.raises(SpecError, match="unknown format 'pdf'"):
+        render_report(store, "shop/checkout", "pdf")
+
+
+def test_cli_exit_codes_and_output(store: RunStore) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(score, ["shop/checkout", "--format", "json", "--db", store.path])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["services"][0]["service"] == "shop/checkout"
+    for args in (["shop/nope", "--db", store.path], ["--format", "pdf", "--db", store.path]):
+        result = runner.invoke(score, args)
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
