@@ -28,6 +28,11 @@ class Settings(BaseModel):
     temporal_namespace: str = "default"
     task_queue: str = "orchestrator"
     temporal_tls: bool = False
+    temporal_tls_cert: str | None = None  # client certificate file (mTLS)
+    temporal_tls_key: str | None = None
+    temporal_tls_ca: str | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = None  # Temporal Cloud API key
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     kubeconfig: str | None = None
     kube_context: str | None = None
@@ -57,6 +62,11 @@ class Settings(BaseModel):
             "temporal_namespace": get("TEMPORAL_NAMESPACE") or "default",
             "task_queue": get("TASK_QUEUE") or "orchestrator",
             "temporal_tls": (get("TEMPORAL_TLS") or "").lower() in ("1", "true", "yes"),
+            "temporal_tls_cert": get("TEMPORAL_TLS_CERT"),
+            "temporal_tls_key": get("TEMPORAL_TLS_KEY"),
+            "temporal_tls_ca": get("TEMPORAL_TLS_CA"),
+            "temporal_tls_server_name": get("TEMPORAL_TLS_SERVER_NAME"),
+            "temporal_api_key": get("TEMPORAL_API_KEY"),
             "prometheus": prom,
             "kubeconfig": get("KUBECONFIG") or e.get("KUBECONFIG") or None,
             "kube_context": get("KUBE_CONTEXT"),

@@ -330,7 +330,8 @@ class CanaryWorkflow:
                 "notify.outcome",
                 NotifyRequest(kind="canary", name=self._status.name, outcome=self._status.phase.value,
                               target=f"{self._status.namespace}/{self._status.deployment}",
-                              reason=self._status.reason, workflow_id=workflow.info().workflow_id),
+                              reason=self._status.reason, workflow_id=workflow.info().workflow_id,
+                              reason_kind=self._stop.kind if self._stop else None),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from orchestrator import telemetry
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import (
     CopyRequest,
@@ -87,6 +88,8 @@ class CanaryActivities:
     @activity.defn(name="canary.snapshot_stable")
     @temporal_errors
     def snapshot_stable(self, ref: DeploymentRef) -> StableSnapshot:
+        if activity.info().attempt == 1:
+            telemetry.record_rollout_started("canary")
         snap = self._workloads().snapshot(ref.namespace, ref.name, ref.container)
         return StableSnapshot(
             namespace=ref.namespace,
@@ -195,14 +198,19 @@ class CanaryActivities:
     def evaluate_check(self, req: EvaluateRequest) -> Measurement:
         from orchestrator.gates.evaluate import evaluate
 
-        return evaluate(req.check, self.metrics, req.variables, at=None)
+        measurement = evaluate(req.check, self.metrics, req.variables, at=None)
+        telemetry.record_gate(measurement.phase.value)
+        return measurement
 
     @activity.defn(name="notify.outcome")
     def notify(self, req: NotifyRequest) -> None:
-        # Notification failures never fail or delay a rollback: errors are swallowed here.
+        # Notification failures never fail or delay a rollback: send_outcome never raises.
+        telemetry.record_rollout_finished(req.kind, req.outcome)
+        if req.outcome not in ("promoted", "completed"):
+            telemetry.record_rollback(req.kind, req.reason_kind or req.outcome)
         if not self._settings.notify_webhook:
             return
         from orchestrator.notify import Outcome, send_outcome
 
-        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump()))
+        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude={"reason_kind"})))
 

@@ -91,4 +91,5 @@ class NotifyRequest(BaseModel):
     outcome: str
     target: str | None = None
     reason: str | None = None
+    reason_kind: str | None = None  # gate | abort | approval-timeout | error | cancelled (the metrics label)
     workflow_id: str | None = None

