@@ -94,15 +94,19 @@ def _yaml_loc(loc: tuple[Any, ...], data: Any) -> PathKey:
     """Drop pydantic's union tags (``threshold``, ``setWeight``...) that are not keys of the document."""
     out: list[str | int] = []
     node = data
-    for part in loc:
+    for index, part in enumerate(loc):
         in_dict = isinstance(node, dict) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif isinstance(node, dict | list):
-            # a key that does not exist (missing field) or a union tag
-            if isinstance(part, str) and not _is_tag(part):
+            # Either a key that is absent (a missing field) or a union tag. A tag is followed by a part that
+            # is a key of the same node; a missing field is not.
+            following = loc[index + 1] if index + 1 < len(loc) else None
+            tag = _is_tag(part) if isinstance(part, str) else False
+            tag = tag or (isinstance(node, dict) and following is not None and following in node)
+            if isinstance(part, str) and not tag:
                 out.append(part)
                 node = None
         else:

@@ -1,0 +1,255 @@
+"""A small HTTP server that follows the part of Unleash's documented Admin API the flag ramps use.
+
+It stands in for a real Unleash in tests and the demo (a real one needs Node 20+,
+``unleash-server`` and PostgreSQL). It keeps features in memory, checks the
+``Authorization`` header like Unleash does for admin tokens (the raw token, no scheme),
+answers with Unleash's JSON shapes, and records every write in ``audit`` so tests can
+assert which changes reached the provider and how often::
+
+    GET   /health
+    GET   /api/admin/projects/{project}/features/{name}
+    GET   /api/admin/projects/{project}/features/{name}/environments/{env}/strategies[/{id}]
+    PUT   /api/admin/projects/{project}/features/{name}/environments/{env}/strategies/{id}
+    PATCH /api/admin/projects/{project}/features/{name}/environments/{env}/strategies/{id}  (JSON Patch)
+    POST  /api/admin/projects/{project}/features/{name}/environments/{env}/on|off
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+Json = dict[str, Any]
+
+_FEATURE = re.compile(r"^/api/admin/projects/([^/]+)/features/([^/]+)(/environments/([^/]+)(/.*)?)?$")
+
+
+@dataclass
+class AuditEntry:
+    method: str
+    path: str
+    body: Any
+
+
+@dataclass
+class UnleashState:
+    token: str
+    features: dict[tuple[str, str], Json] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_flexible_rollout(
+        self,
+        name: str,
+        *,
+        project: str = "default",
+        environment: str = "production",
+        rollout: int = 0,
+        enabled: bool = True,
+        stickiness: str = "default",
+    ) -> str:
+        """Create a feature with one flexibleRollout strategy in ``environment``; returns the strategy id."""
+        strategy_id = str(uuid.uuid4())
+        strategy = {
+            "id": strategy_id,
+            "name": "flexibleRollout",
+            "title": "",
+            "disabled": False,
+            "sortOrder": 0,
+            "constraints": [],
+            "segments": [],
+            "variants": [],
+            "parameters": {"rollout": str(rollout), "stickiness": stickiness, "groupId": name},
+        }
+        with self.lock:
+            self.features[(project, name)] = {
+                "name": name,
+                "project": project,
+                "type": "release",
+                "description": "",
+                "stale": False,
+                "archived": False,
+                "impressionData": False,
+                "environments": [
+                    {"name": environment, "type": "production", "enabled": enabled, "strategies": [strategy]}
+                ],
+            }
+        return strategy_id
+
+    def strategy(self, name: str, *, project: str = "default", environment: str = "production") -> Json:
+        with self.lock:
+            env = self._env(project, name, environment)
+            assert env is not None
+            return copy.deepcopy(env["strategies"][0])
+
+    def enabled(self, name: str, *, project: str = "default", environment: str = "production") -> bool:
+        with self.lock:
+            env = self._env(project, name, environment)
+            assert env is not None
+            return bool(env["enabled"])
+
+    def _env(self, project: str, name: str, environment: str) -> Json | None:
+        feature = self.features.get((project, name))
+        if feature is None:
+            return None
+        for env in feature["environments"]:
+            if env["name"] == environment:
+                return env  # type: ignore[no-any-return]
+        return None
+
+
+def _apply_patch(doc: Json, ops: list[Json]) -> Json:
+    out = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in str(op["path"]).split("/")[1:]]
+        parent: Any = out
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        last = parts[-1]
+        if op["op"] in ("replace", "add"):
+            if op["op"] == "replace" and last not in parent:
+                raise KeyError(op["path"])
+            parent[last] = op["value"]
+        elif op["op"] == "remove":
+            del parent[last]
+        else:
+            raise ValueError(f"unsupported op {op['op']}")
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: UnleashState
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: Any = None) -> None:
+        raw = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"id": str(uuid.uuid4()), "name": "Error", "message": message})
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length)) if length else None
+
+    def _route(self, method: str) -> None:
+        if self.path == "/health":
+            self._send(200, {"health": "GOOD"})
+            return
+        if self.headers.get("Authorization") != self.state.token:
+            self._error(401, "You must log in to use Unleash.")
+            return
+        match = _FEATURE.match(self.path.split("?")[0])
+        if not match:
+            self._error(404, "Not found")
+            return
+        project, name = unquote(match.group(1)), unquote(match.group(2))
+        env_name = unquote(match.group(4)) if match.group(4) else None
+        rest = match.group(5) or ""
+        body: Any = self._body() if method in ("PUT", "PATCH", "POST") else None
+        st = self.state
+        with st.lock:
+            feature = st.features.get((project, name))
+            if feature is None:
+                self._error(404, f"Could not find feature flag with name {name}")
+                return
+            if env_name is None:
+                if method == "GET":
+                    self._send(200, feature)
+                else:
+                    self._error(405, "Method not allowed")
+                return
+            env = st._env(project, name, env_name)
+            if env is None:
+                self._error(404, f"Could not find environment {env_name}")
+                return
+            if method == "POST" and rest in ("/on", "/off"):
+                st.audit.append(AuditEntry(method, self.path, body))
+                env["enabled"] = rest == "/on"
+                self._send(200)
+                return
+            if rest == "/strategies" and method == "GET":
+                self._send(200, env["strategies"])
+                return
+            sid = rest[len("/strategies/") :] if rest.startswith("/strategies/") else None
+            strategies = [s for s in env["strategies"] if s["id"] == sid]
+            if sid is None or not strategies:
+                self._error(404, "Could not find strategy")
+                return
+            strategy = strategies[0]
+            if method == "GET":
+                self._send(200, strategy)
+                return
+            try:
+                if method == "PUT":
+                    new = {**strategy, **body, "id": strategy["id"]}
+                elif method == "PATCH":
+                    new = _apply_patch(strategy, body)
+                else:
+                    self._error(405, "Method not allowed")
+                    return
+                rollout = int(str(new.get("parameters", {}).get("rollout", "0")))
+                if not 0 <= rollout <= 100:
+                    raise ValueError("rollout must be 0-100")
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
+                self._error(400, f"Request validation failed: {exc}")
+                return
+            st.audit.append(AuditEntry(method, self.path, body))
+            strategy.clear()
+            strategy.update(new)
+            self._send(200, strategy)
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+
+class UnleashAdminServer:
+    """``with UnleashAdminServer(token) as server: server.url, server.state``."""
+
+    def __init__(self, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.state = UnleashState(token=token)
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> UnleashAdminServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> UnleashAdminServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
