@@ -68,7 +68,7 @@ async def test_healthy_canary_promoted_and_bad_canary_rolled_back(sandbox: manag
     assert good.phase.value == "promoted", good.reason
     assert all(g.phase.value == "successful" for g in good.gates if g.check.startswith("error-rate"))
     assert bad.phase.value == "rolled-back", bad.reason
-    assert bad.decisive_gate is not None and bad.decisive_gate.check == "error-rate"
+    assert bad.decisive_gate is not None and bad.decisive_gate.check == "error-rate", bad.model_dump_json(indent=1)
     last = bad.decisive_gate.last
     assert last is not None and last.value is not None and last.value > 0.02, last
     apps = k8s.AppsV1Api(api_client)
