@@ -98,6 +98,7 @@ class CanaryWorkflow:
         self._stable_modified = False
         self._gates: dict[str, CheckStatus] = {}
         self._snapshot: StableSnapshot | None = None
+        self._step_seconds: list[tuple[str, float]] = []
 
     # ---- the algorithm -------------------------------------------------------------------
 
@@ -125,7 +126,10 @@ class CanaryWorkflow:
                     self._log("promote requested: remaining steps skipped")
                     break
                 self._raise_if_stopped()
+                began = workflow.now()
                 await self._run_step(step)
+                kind = next(iter(step.model_dump(by_alias=True)))
+                self._step_seconds.append((kind, (workflow.now() - began).total_seconds()))
                 self._raise_if_stopped()
             self._status.step = len(spec.steps)
             self._raise_if_stopped()
@@ -331,7 +335,8 @@ class CanaryWorkflow:
                 NotifyRequest(kind="canary", name=self._status.name, outcome=self._status.phase.value,
                               target=f"{self._status.namespace}/{self._status.deployment}",
                               reason=self._status.reason, workflow_id=workflow.info().workflow_id,
-                              reason_kind=self._stop.kind if self._stop else None),
+                              reason_kind=self._stop.kind if self._stop else None,
+                              step_seconds=self._step_seconds),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )

@@ -206,11 +206,13 @@ class CanaryActivities:
     def notify(self, req: NotifyRequest) -> None:
         # Notification failures never fail or delay a rollback: send_outcome never raises.
         telemetry.record_rollout_finished(req.kind, req.outcome)
+        for step, seconds in req.step_seconds:
+            telemetry.observe_step(req.kind, step, seconds)
         if req.outcome not in ("promoted", "completed"):
             telemetry.record_rollback(req.kind, req.reason_kind or req.outcome)
         if not self._settings.notify_webhook:
             return
         from orchestrator.notify import Outcome, send_outcome
 
-        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude={"reason_kind"})))
+        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude={"reason_kind", "step_seconds"})))
 

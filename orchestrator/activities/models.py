@@ -93,3 +93,4 @@ class NotifyRequest(BaseModel):
     reason: str | None = None
     reason_kind: str | None = None  # gate | abort | approval-timeout | error | cancelled (the metrics label)
     workflow_id: str | None = None
+    step_seconds: list[tuple[str, float]] = Field(default_factory=list)  # (step kind, duration) for the metrics

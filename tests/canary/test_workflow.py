@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from tests.canary.helpers import (
     deployment,
@@ -25,6 +27,7 @@ from tests.canary.helpers import (
     wait_for,
 )
 from tests.fixtures_kube import deployment_manifest
+from workflows.canary import CanaryWorkflow
 from workflows.canary_models import ControlRequest, Phase
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +73,10 @@ async def test_healthy_canary_walks_every_step_and_is_promoted(
     assert deployment(kube.api_client, kube.namespace, "healthy-canary") is None
     weights = [e.message for e in result.events if "% of traffic" in e.message]
     assert weights == ["shifting 34% of traffic to the canary", "shifting 67% of traffic to the canary"]
+
+    # Determinism guard: the recorded history replays against the current workflow code.
+    history = await handle.fetch_history()
+    await Replayer(workflows=[CanaryWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
 
 
 async def test_canary_breaking_its_error_threshold_is_rolled_back_with_the_verdict(
