@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from orchestrator import telemetry
+from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import (
     CopyRequest,
@@ -27,44 +28,14 @@ from orchestrator.activities.models import (
     TemplateUpdate,
     WaitRequest,
 )
-from orchestrator.config import Settings
 from orchestrator.gates.model import Measurement
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
 
-    from orchestrator.gates.prometheus import MetricProvider
     from orchestrator.kube.routers.base import RouteTarget
 
 
-class CanaryActivities:
-    def __init__(
-        self,
-        settings: Settings,
-        api_client: ApiClient | None = None,
-        metrics: MetricProvider | None = None,
-    ) -> None:
-        self._settings = settings
-        self._api_client = api_client
-        self._metrics = metrics
-
-    # Clients are built on first use so a worker starts even while a backend is briefly down.
-    @property
-    def api(self) -> ApiClient:
-        if self._api_client is None:
-            from orchestrator.kube.client import load_api_client
-
-            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
-        return self._api_client
-
-    @property
-    def metrics(self) -> MetricProvider:
-        if self._metrics is None:
-            from orchestrator.gates.prometheus import PrometheusProvider
-
-            self._metrics = PrometheusProvider(self._settings.prometheus)
-        return self._metrics
-
+class CanaryActivities(ActivityClients):
     def _workloads(self) -> Any:
         from orchestrator.kube.workloads import Workloads
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from temporalio import activity
 
+from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.config import Settings
 from orchestrator.errors import MetricError
@@ -59,7 +60,7 @@ class SampleRequest(BaseModel):
     variables: dict[str, str]
 
 
-class FlagActivities:
+class FlagActivities(ActivityClients):
     def __init__(
         self,
         settings: Settings,
@@ -68,25 +69,11 @@ class FlagActivities:
         env: Mapping[str, str] | None = None,
         **_other_clients: Any,  # the worker hands every capability the same clients
     ) -> None:
-        self._settings = settings
-        self._api_client = api_client
-        self._metrics = metrics
+        super().__init__(settings, api_client, metrics)
         self._env = env
 
     def _kube(self) -> ApiClient:
-        if self._api_client is None:
-            from orchestrator.kube.client import load_api_client
-
-            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
-        return self._api_client
-
-    @property
-    def metrics(self) -> MetricProvider:
-        if self._metrics is None:
-            from orchestrator.gates.prometheus import PrometheusProvider
-
-            self._metrics = PrometheusProvider(self._settings.prometheus)
-        return self._metrics
+        return self.api
 
     def provider(self, ref: FlagRef) -> FlagProvider:
         import os

@@ -18,8 +18,11 @@ from orchestrator.cli.common import (
     fail,
     finish,
     handle_errors,
+    list_runs,
     output_option,
+    print_runs,
     run,
+    send_control,
     settings,
 )
 from orchestrator.config import Settings
@@ -177,14 +180,23 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, 
 
 
 async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
-    from temporalio.client import WorkflowQueryFailedError
+    """The live status; for a finished rollout, its result (queries need a worker, results do not)."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
     from temporalio.service import RPCError
 
     from workflows.canary import CanaryWorkflow
+    from workflows.canary_models import CanaryStatus
 
     try:
-        return await handle.query(CanaryWorkflow.status)
-    except (WorkflowQueryFailedError, RPCError):
+        desc = await handle.describe()
+    except RPCError:
+        return None
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        return result if isinstance(result, CanaryStatus) else CanaryStatus.model_validate(result)
+    try:
+        return await asyncio.wait_for(handle.query(CanaryWorkflow.status), 10)
+    except (WorkflowQueryFailedError, RPCError, TimeoutError):
         return None
 
 
@@ -235,30 +247,9 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, namespace: str, reason: str) -> None:
-        import getpass
-
-        from temporalio.client import WorkflowUpdateFailedError
-        from temporalio.service import RPCError
-
-        from workflows.canary_models import ControlRequest, ControlResponse
-
         s = settings(ctx)
-
-        async def main() -> int:
-            client = await connect_temporal(s)
-            handle = client.get_workflow_handle(workflow_id_for(name, namespace))
-            try:
-                resp = await handle.execute_update(
-                    update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse
-                )
-            except WorkflowUpdateFailedError as exc:
-                raise RefusedError(f"{update} refused: {exc.cause}") from None
-            except RPCError as exc:
-                raise RefusedError(f"{update} refused: {exc.message}") from None
-            click.echo(f"{handle.id}: {resp.message}")
-            return EXIT_OK
-
-        finish(run(main()))
+        click.echo(run(send_control(s, workflow_id_for(name, namespace), update, reason)))
+        finish(EXIT_OK)
 
     return command
 
@@ -281,26 +272,8 @@ for _name, _help in (
 def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
     """List canary rollouts (running ones by default)."""
     s = settings(ctx)
-
-    async def main() -> int:
-        client = await connect_temporal(s)
-        query = "WorkflowType = 'CanaryRollout'"
-        if not show_all:
-            query += " AND ExecutionStatus = 'Running'"
-        rows = []
-        async for wf in client.list_workflows(query):
-            rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
-                         "started": wf.start_time.isoformat()})
-        if output == "json":
-            emit_json(rows)
-        elif not rows:
-            click.echo("no canary rollouts" + ("" if show_all else " running"))
-        else:
-            for row in rows:
-                click.echo(f"{row['workflow_id']:<50} {row['status']:<12} {row['started']}")
-        return EXIT_OK
-
-    finish(run(main()))
+    print_runs(run(list_runs(s, "CanaryRollout", show_all)), output, "canary rollouts", show_all)
+    finish(EXIT_OK)
 
 
 __all__ = ["EXIT_INVALID", "canary"]

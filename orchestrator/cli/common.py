@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError, SpecError, UnreachableError
+from orchestrator.errors import OrchestratorError, RefusedError, SpecError, UnreachableError
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -131,3 +131,47 @@ async def connect_temporal(s: Settings) -> Client:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+async def send_control(s: Settings, workflow_id: str, update: str, reason: str = "") -> str:
+    """Send a control update (pause, resume, promote, abort, approve) and return the workflow's answer."""
+    import getpass
+
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    from workflows.canary_models import ControlRequest, ControlResponse
+
+    client = await connect_temporal(s)
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        resp = await handle.execute_update(
+            update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise RefusedError(f"{update} refused: {exc.cause}") from None
+    except RPCError as exc:
+        raise RefusedError(f"{update} refused: {exc.message}") from None
+    return f"{handle.id}: {resp.message}"
+
+
+async def list_runs(s: Settings, workflow_type: str, show_all: bool) -> list[dict[str, str]]:
+    client = await connect_temporal(s)
+    query = f"WorkflowType = '{workflow_type}'"
+    if not show_all:
+        query += " AND ExecutionStatus = 'Running'"
+    rows = []
+    async for wf in client.list_workflows(query):
+        rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
+                     "started": wf.start_time.isoformat()})
+    return rows
+
+
+def print_runs(rows: list[dict[str, str]], output: str, noun: str, show_all: bool) -> None:
+    if output == "json":
+        emit_json(rows)
+    elif not rows:
+        click.echo(f"no {noun}" + ("" if show_all else " running"))
+    else:
+        for row in rows:
+            click.echo(f"{row['workflow_id']:<50} {row['status']:<12} {row['started']}")

@@ -22,8 +22,11 @@ from orchestrator.cli.common import (
     fail,
     finish,
     handle_errors,
+    list_runs,
     output_option,
+    print_runs,
     run,
+    send_control,
     settings,
 )
 from orchestrator.config import Settings
@@ -237,29 +240,9 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, provider: str, reason: str) -> None:
-        import getpass
-
-        from temporalio.client import WorkflowUpdateFailedError
-        from temporalio.service import RPCError
-
-        from workflows.flag_ramp_models import ControlRequest, ControlResponse
-
         s = settings(ctx)
-
-        async def main() -> int:
-            client = await connect_temporal(s)
-            handle = client.get_workflow_handle(workflow_id_for(name, provider))
-            try:
-                resp = await handle.execute_update(
-                    update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse)
-            except WorkflowUpdateFailedError as exc:
-                raise RefusedError(f"{update} refused: {exc.cause}") from None
-            except RPCError as exc:
-                raise RefusedError(f"{update} refused: {exc.message}") from None
-            click.echo(f"{handle.id}: {resp.message}")
-            return EXIT_OK
-
-        finish(run(main()))
+        click.echo(run(send_control(s, workflow_id_for(name, provider), update, reason)))
+        finish(EXIT_OK)
 
     return command
 
@@ -281,26 +264,8 @@ for _name, _help in (
 def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
     """List flag ramps (running ones by default)."""
     s = settings(ctx)
-
-    async def main() -> int:
-        client = await connect_temporal(s)
-        query = "WorkflowType = 'FlagRamp'"
-        if not show_all:
-            query += " AND ExecutionStatus = 'Running'"
-        rows = []
-        async for wf in client.list_workflows(query):
-            rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
-                         "started": wf.start_time.isoformat()})
-        if output == "json":
-            emit_json(rows)
-        elif not rows:
-            click.echo("no flag ramps" + ("" if show_all else " running"))
-        else:
-            for row in rows:
-                click.echo(f"{row['workflow_id']:<50} {row['status']:<12} {row['started']}")
-        return EXIT_OK
-
-    finish(run(main()))
+    print_runs(run(list_runs(s, "FlagRamp", show_all)), output, "flag ramps", show_all)
+    finish(EXIT_OK)
 
 
 @flag.command()

@@ -114,7 +114,7 @@ BUILTINS: dict[tuple[str, str], ResourceInfo] = {
         _b("", "v1", "namespaces", "Namespace", False, ("ns",), ("status", "finalize")),
         _b("", "v1", "nodes", "Node", False, ("no",), ("status",)),
         _b("", "v1", "persistentvolumes", "PersistentVolume", False, ("pv",), ("status",)),
-        _b("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction", "log")),
+        _b("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction")),
         _b("", "v1", "services", "Service", True, ("svc",), ("status",)),
         _b("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
         _b("", "v1", "secrets", "Secret", True),

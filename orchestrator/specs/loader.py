@@ -106,6 +106,8 @@ def _yaml_loc(loc: tuple[Any, ...], data: Any) -> PathKey:
             following = loc[index + 1] if index + 1 < len(loc) else None
             tag = _is_tag(part) if isinstance(part, str) else False
             tag = tag or (isinstance(node, dict) and following is not None and following in node)
+            # pydantic names the member of a ``type``-discriminated union after its tag
+            tag = tag or (isinstance(node, dict) and node.get("type") == part)
             if isinstance(part, str) and not tag:
                 out.append(part)
                 node = None

@@ -176,3 +176,36 @@ async def test_run_wait_exit_codes_and_one_rollout_per_target(
         assert code == 1, out + err
         assert "### Canary `broken`: Rolled back" in out
         assert "| error-rate | failed |" in out
+
+
+async def test_status_list_and_controls_from_the_command_line(
+    kube: Any, prom_live: Any, temporal_client: Client, temporal_address: str, task_queue: str
+) -> None:
+    import json
+
+    from tests.canary.helpers import start, wait_for
+
+    k8s.AppsV1Api(kube.api_client).create_namespaced_deployment(
+        kube.namespace, deployment_manifest("healthy", replicas=3, image="demo:1"))
+    env = {"ORCHESTRATOR_TEMPORAL_ADDRESS": temporal_address, "ORCHESTRATOR_TASK_QUEUE": task_queue}
+    name = f"{kube.namespace}/healthy"
+    spec = rollout(kube.namespace, "healthy", [{"setWeight": 34}, {"pause": {"duration": "5m"}}])
+    async with running_worker(temporal_client, settings_for(prom_live.url, task_queue), kube.api_client):
+        handle = await start(temporal_client, spec, task_queue)
+        await wait_for(handle, lambda s: s.step == 1)
+        code, out, err = await orchestrator("canary", "list", "-o", "json", env=env)
+        assert code == 0, err
+        assert handle.id in [row["workflow_id"] for row in json.loads(out)]
+        code, out, err = await orchestrator("canary", "status", name, "-o", "json", env=env)
+        assert code == 0, err
+        assert json.loads(out)["weight"] == 34
+        code, out, err = await orchestrator("canary", "approve", name, env=env)
+        assert code == 1 and "approve refused" in err and "nothing waits for approval" in err, err
+        code, out, err = await orchestrator("canary", "pause", name, env=env)
+        assert code == 0 and "paused" in out, err
+        code, out, err = await orchestrator("canary", "abort", name, "--reason", "bad numbers", env=env)
+        assert code == 0 and "rolling back" in out, err
+        result = await handle.result()
+    assert result.phase.value == "aborted" and "bad numbers" in (result.reason or "")
+    code, out, err = await orchestrator("canary", "status", name, env=env)
+    assert code == 0 and "phase aborted" in out, err

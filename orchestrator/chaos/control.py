@@ -1,0 +1,101 @@
+"""Starting, listing and stopping experiment workflows: what the CLI and the schedules share.
+
+``abort_all`` is the big red button: it sends ``abort`` to every running experiment (each reverts
+through its own ledger) and, without waiting for them, sweeps the cluster with the janitor in
+``force`` mode, so faults are reverted right away even when a workflow is stuck or its worker is down.
+Reverting twice is harmless: every revert is a no-op on an object no longer marked by its run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import RefusedError
+from workflows.chaos import memo_for, workflow_id
+from workflows.chaos_models import (
+    WORKFLOW_TYPE,
+    ChaosInput,
+    ChaosStatus,
+    ControlRequest,
+    ControlResponse,
+)
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from orchestrator.chaos.janitor import JanitorReport
+    from orchestrator.chaos.objects import Objects
+
+__all__ = ["AbortAllReport", "abort", "abort_all", "running", "start", "status"]
+
+RUNNING_QUERY = f"WorkflowType='{WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
+
+
+async def start(client: Client, inp: ChaosInput, task_queue: str) -> WorkflowHandle[object, ChaosStatus]:
+    """Start one experiment; refused when the same experiment is already running."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    target = inp.experiment.spec.target
+    wid = workflow_id(target.namespace, inp.experiment.metadata.name)
+    try:
+        return await client.start_workflow(
+            WORKFLOW_TYPE, inp, id=wid, task_queue=task_queue, memo=memo_for(inp), result_type=ChaosStatus)
+    except WorkflowAlreadyStartedError:
+        raise RefusedError(f"experiment {inp.experiment.metadata.name} is already running (workflow {wid})") from None
+
+
+async def status(client: Client, wid: str) -> ChaosStatus:
+    result: ChaosStatus = await client.get_workflow_handle(wid).query("status", result_type=ChaosStatus)
+    return result
+
+
+async def abort(client: Client, wid: str, reason: str = "", by: str = "") -> ControlResponse:
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    handle = client.get_workflow_handle(wid)
+    try:
+        result: ControlResponse = await handle.execute_update(
+            "abort", ControlRequest(reason=reason, by=by), result_type=ControlResponse)
+        return result
+    except WorkflowUpdateFailedError as exc:
+        raise RefusedError(f"{wid}: {exc.cause or exc}") from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RefusedError(f"no running experiment {wid}") from None
+        raise
+
+
+async def running(client: Client) -> list[str]:
+    """Workflow ids of every running experiment."""
+    return [wf.id async for wf in client.list_workflows(RUNNING_QUERY)]
+
+
+@dataclass
+class AbortAllReport:
+    aborted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+
+
+async def abort_all(client: Client, objects: Objects, reason: str = "abort --all", by: str = "") -> AbortAllReport:
+    from orchestrator.chaos.janitor import scope, sweep
+
+    report = AbortAllReport()
+    ids = await running(client)
+
+    async def one(wid: str) -> None:
+        try:
+            await asyncio.wait_for(abort(client, wid, reason, by), timeout=10)
+            report.aborted.append(wid)
+        except (RefusedError, TimeoutError) as exc:
+            report.problems.append(f"{wid}: {exc or 'no answer within 10s'}")
+
+    await asyncio.gather(*(one(w) for w in ids))
+    swept: JanitorReport = await asyncio.to_thread(
+        lambda: sweep(objects, None, force=True, namespaces=scope()))
+    report.reverted = swept.reverted
+    report.problems += swept.problems
+    return report

@@ -1,0 +1,108 @@
+"""Node drain: cordon the nodes running the chosen pods, then evict their pods.
+
+Evictions go through the ``pods/eviction`` subresource, so PodDisruptionBudgets decide: a refused
+eviction (429) is retried until ``evictionTimeout``, then left in place and reported; the node
+stays cordoned either way until revert. Like ``kubectl drain --ignore-daemonsets``, DaemonSet pods
+and mirror pods are not evicted, and pods in protected namespaces are never touched. Evicted pods
+are rescheduled by their controllers; revert restores the node's recorded ``unschedulable``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestrator.chaos import ledger
+from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.models import LedgerEntry, Plan
+from orchestrator.chaos.objects import NODE, Objects, ref
+from orchestrator.errors import KubeError, RefusedError
+from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
+from orchestrator.specs.chaos import NodeDrain
+
+__all__ = ["NodeDrainInjector"]
+
+
+def _skippable(pod: dict[str, Any], protected: set[str]) -> bool:
+    meta = pod.get("metadata") or {}
+    if meta.get("namespace") in protected or meta.get("deletionTimestamp"):
+        return True
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return True
+    return any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or [])
+
+
+class NodeDrainInjector:
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
+
+    def _pods_on(self, node: str) -> list[dict[str, Any]]:
+        with kube_errors(f"list pods on node {node}", self.objects.api_client):
+            resp = self.objects.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        return [p for p in read_json(resp).get("items") or [] if isinstance(p, dict)]
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        fault = ctx.fault
+        assert isinstance(fault, NodeDrain)
+        nodes = sorted({p.node for p in ctx.targets.chosen if p.node})
+        if not nodes:
+            raise RefusedError("node-drain: none of the chosen pods is scheduled on a node")
+        candidates = {p.name for p in ctx.targets.candidates}
+        entries, lines, affected = [], [], 0
+        for node in nodes:
+            r = ref(NODE, node)
+            obj = self.objects.get(r)
+            pods = [p for p in self._pods_on(node) if not _skippable(p, set(ctx.protected_namespaces))]
+            affected += sum(
+                1 for p in pods
+                if p["metadata"].get("namespace") == ctx.targets.namespace and p["metadata"]["name"] in candidates
+            )
+            entries.append(LedgerEntry(
+                run=ctx.run, fault="node-drain", object=r,
+                action={"evictionTimeoutSeconds": fault.eviction_timeout.total_seconds(),
+                        "protected": sorted(ctx.protected_namespaces)},
+                revert={"unschedulable": bool((obj.get("spec") or {}).get("unschedulable", False))},
+                expires_at=ctx.expires_at))
+            names = ", ".join(f"{p['metadata'].get('namespace')}/{p['metadata']['name']}" for p in pods)
+            lines.append(f"cordon node {node}, then evict {len(pods)} pod(s): {names or '(none)'}")
+        return Plan(run=ctx.run, fault="node-drain", targets=ctx.targets, entries=entries,
+                    affected_pods=affected, total_pods=len(ctx.targets.candidates), lines=lines)
+
+    def inject(self, entry: LedgerEntry) -> str:
+        node = self.objects.get(entry.object)
+        if ledger.owner_of(node) != entry.run:
+            raise RefusedError(f"{entry.object} is not marked by run {entry.run}; refusing to drain it")
+        if not (node.get("spec") or {}).get("unschedulable"):
+            self.objects.patch(entry.object, {"spec": {"unschedulable": True}})
+        protected = set(entry.action.get("protected") or [])
+        deadline = time.monotonic() + float(entry.action.get("evictionTimeoutSeconds", 30))
+        evicted: list[str] = []
+        while True:
+            refused: list[str] = []
+            for pod in self._pods_on(entry.object.name):
+                if _skippable(pod, protected):
+                    continue
+                ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+                try:
+                    self.objects.evict(ns, name)
+                    evicted.append(f"{ns}/{name}")
+                except KubeError as exc:
+                    if exc.status == 404:
+                        continue
+                    if exc.status != 429:
+                        raise
+                    refused.append(f"{ns}/{name}")
+            if not refused or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        note = f"; a PodDisruptionBudget kept {', '.join(refused)}" if refused else ""
+        return f"cordoned {entry.object.name}, evicted {len(evicted)} pod(s){note}"
+
+    def revert(self, entry: LedgerEntry) -> str:
+        was = bool(entry.revert.get("unschedulable", False))
+        # null removes the field, which is how an uncordoned node looks.
+        done = ledger.restore(self.objects, entry, {"spec": {"unschedulable": True if was else None}})
+        return f"uncordoned {entry.object.name}" if done else f"{entry.object} already restored"

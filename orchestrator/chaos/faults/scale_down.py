@@ -1,0 +1,55 @@
+"""Scale down: set the replicas of the chosen pods' Deployments; revert restores the recorded count."""
+
+from __future__ import annotations
+
+from orchestrator.chaos import ledger
+from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.models import LedgerEntry, Plan
+from orchestrator.chaos.objects import DEPLOYMENT, Objects, ref
+from orchestrator.errors import RefusedError
+from orchestrator.specs.chaos import ScaleDown
+
+__all__ = ["ScaleDownInjector"]
+
+
+class ScaleDownInjector:
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        assert isinstance(ctx.fault, ScaleDown)
+        owners = sorted({p.owner for p in ctx.targets.chosen if p.owner})
+        if not owners:
+            raise RefusedError(
+                f"scale-down: no Deployment in {ctx.targets.namespace} owns the pods the selector matches"
+            )
+        entries: list[LedgerEntry] = []
+        lines = []
+        affected = 0
+        total = len(ctx.targets.candidates)
+        for name in owners:
+            r = ref(DEPLOYMENT, name, ctx.targets.namespace)
+            current = int((self.objects.get(r).get("spec") or {}).get("replicas", 1))
+            target = min(ctx.fault.replicas, current)
+            affected += current - target
+            entries.append(LedgerEntry(
+                run=ctx.run, fault="scale-down", object=r, action={"replicas": target},
+                revert={"replicas": current}, expires_at=ctx.expires_at))
+            lines.append(f"scale Deployment {ctx.targets.namespace}/{name} from {current} to {target} replicas")
+        return Plan(run=ctx.run, fault="scale-down", targets=ctx.targets, entries=entries,
+                    affected_pods=affected, total_pods=total, lines=lines)
+
+    def inject(self, entry: LedgerEntry) -> str:
+        replicas = int(entry.action["replicas"])
+        obj = self.objects.get(entry.object)
+        if ledger.owner_of(obj) != entry.run:
+            # Never change an object whose mark is not ours: the revert could not restore it.
+            raise RefusedError(f"{entry.object} is not marked by run {entry.run}; refusing to scale it")
+        if (obj.get("spec") or {}).get("replicas") != replicas:
+            self.objects.patch(entry.object, {"spec": {"replicas": replicas}})
+        return f"scaled {entry.object} to {replicas}"
+
+    def revert(self, entry: LedgerEntry) -> str:
+        replicas = int(entry.revert["replicas"])
+        done = ledger.restore(self.objects, entry, {"spec": {"replicas": replicas}})
+        return f"restored {entry.object} to {replicas} replicas" if done else f"{entry.object} already restored"

@@ -1,0 +1,112 @@
+"""From an experiment spec to a checked ``Plan``: resolve targets, plan the fault, run the rails.
+
+The one function both the workflow's first activity and ``orchestrator chaos run --dry-run`` call,
+so a dry run shows exactly the targets, the changes and the refusals a real run would meet. It
+never writes: the ledger and injection come after, in their own activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import datetime, timedelta
+
+from orchestrator.chaos import safety
+from orchestrator.chaos.faults import PlanContext, injector_for
+from orchestrator.chaos.models import Plan
+from orchestrator.chaos.objects import Objects
+from orchestrator.chaos.safety import ActiveWork, CanaryId, ChaosPolicy
+from orchestrator.chaos.targets import resolve
+from orchestrator.gates.prometheus import MetricProvider
+from orchestrator.specs.chaos import ChaosExperiment
+
+__all__ = ["check_remote", "expiry", "plan_fault", "prepare", "seed_for", "variables_for"]
+
+
+def seed_for(experiment: ChaosExperiment, run: str, round_: int = 0) -> int:
+    """The spec's seed, else one derived from the run id; each round of a repeated kill picks anew."""
+    base = experiment.spec.target.seed
+    if base is None:
+        base = int.from_bytes(hashlib.sha256(run.encode()).digest()[:6], "big")
+    return base + round_
+
+
+def expiry(experiment: ChaosExperiment, now: datetime) -> datetime:
+    """When a left-behind fault counts as orphaned: the planned end, the recovery window and a margin."""
+    spec = experiment.spec
+    before = max((c.interval * (c.count or 1) for c in spec.steady_state.checks), default=timedelta(0))
+    return now + before + spec.duration + spec.steady_state.recover_within + spec.blast_radius.expiry_margin
+
+
+def variables_for(experiment: ChaosExperiment) -> dict[str, str]:
+    """Template variables of steady-state and budget queries."""
+    target = experiment.spec.target
+    return {"namespace": target.namespace, "app": target.app, "target": experiment.metadata.name}
+
+
+def plan_fault(
+    *,
+    objects: Objects,
+    policy: ChaosPolicy,
+    experiment: ChaosExperiment,
+    run: str,
+    now: datetime,
+    round_: int = 0,
+) -> Plan:
+    """Resolve and plan, with the rails the cluster alone decides (namespace, opt-in, blast radius)."""
+    spec = experiment.spec
+    # The namespace rail comes first: nothing in a protected namespace is even listed.
+    safety.check_namespace(spec.target.namespace, policy)
+    targets = resolve(objects, spec.target, seed_for(experiment, run, round_))
+    ctx = PlanContext(
+        run=run, fault=spec.fault, targets=targets, duration=spec.duration,
+        expires_at=expiry(experiment, now), protected_namespaces=policy.protected,
+    )
+    plan = injector_for(spec.fault.type, objects).plan(ctx)
+    safety.check_opt_in(objects, plan)
+    safety.check_blast_radius(plan, spec.blast_radius.max_pods_percent)
+    return plan
+
+
+async def check_remote(
+    *,
+    metrics: MetricProvider,
+    active: ActiveWork,
+    experiment: ChaosExperiment,
+    plan: Plan,
+    workflow_id: str | None,
+    canary_id: CanaryId,
+) -> None:
+    """The rails Temporal and Prometheus decide: active rollouts/experiments, error budget, alerts."""
+    spec = experiment.spec
+    await safety.check_active(active, spec, plan, workflow_id, canary_id)
+
+    def prometheus_rails() -> None:
+        safety.check_error_budget(metrics, spec, variables_for(experiment))
+        safety.check_alerts(metrics, spec)
+
+    await asyncio.to_thread(prometheus_rails)
+
+
+async def prepare(
+    *,
+    objects: Objects,
+    metrics: MetricProvider,
+    active: ActiveWork,
+    policy: ChaosPolicy,
+    experiment: ChaosExperiment,
+    run: str,
+    now: datetime,
+    workflow_id: str | None,
+    canary_id: CanaryId,
+    round_: int = 0,
+    rails: bool = True,
+) -> Plan:
+    """``plan_fault`` (in a thread: the client blocks) and, with ``rails``, ``check_remote``."""
+    plan = await asyncio.to_thread(
+        lambda: plan_fault(objects=objects, policy=policy, experiment=experiment, run=run, now=now, round_=round_)
+    )
+    if rails:
+        await check_remote(metrics=metrics, active=active, experiment=experiment, plan=plan,
+                           workflow_id=workflow_id, canary_id=canary_id)
+    return plan

@@ -1,0 +1,201 @@
+"""``orchestrator chaos`` as a user runs it: a real process, real exit codes, one clear line on errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from temporalio.client import Client
+
+from orchestrator.chaos import control
+from orchestrator.config import Settings
+from tests.chaos.conftest import PromRules, deploy, experiment, writes
+from tests.chaos.test_workflow import _replicas, _until, _worker
+from tests.fixtures_kube import KubeTestEnv
+from workflows.chaos_models import ChaosInput, ChaosPhase
+
+pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parents[2]
+LINE = re.compile(r"^\S+:\d+: [\w.\-()]+: .+$")
+
+
+def orchestrator(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from orchestrator.cli.main import main; main()", *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=ROOT)
+
+
+def _write(tmp_path: Path, name: str, doc: object) -> str:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def _valid() -> dict[str, object]:
+    return experiment("prod", {"type": "pod-kill"}).model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+def _mutate(path: str, value: object) -> dict[str, object]:
+    doc = _valid()
+    node: dict[str, object] = doc
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})  # type: ignore[assignment]
+    if value is None:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+    return doc
+
+
+INVALID = {
+    "unknown-fault": (_mutate("spec.fault", {"type": "disk-fill"}), "spec.fault"),
+    "missing-selector": (_mutate("spec.target.selector", None), "spec.target.selector"),
+    "percent-over-100": (_mutate("spec.target.mode", {"type": "percent", "value": 150}), "spec.target.mode"),
+    "fixed-without-value": (_mutate("spec.target.mode", {"type": "fixed"}), "spec.target.mode"),
+    "bad-duration": (_mutate("spec.duration", "soon"), "spec.duration"),
+    "unknown-key": (_mutate("spec.blastRadius.maxPods", 3), "spec.blastRadius.maxPods"),
+    "no-checks": (_mutate("spec.steadyState.checks", []), "spec.steadyState.checks"),
+    "http-without-fault": (_mutate("spec.fault", {"type": "http-fault", "virtualService": "web"}), "spec.fault"),
+    "loss-without-loss": (_mutate("spec.fault", {"type": "network-chaos", "action": "loss"}), "spec.fault"),
+    "bad-alert-label": (_mutate("spec.safety", {"alerts": {"matchLabels": {"bad-name": "x"}}}), "spec.safety"),
+    "budget-floor": (_mutate("spec.safety", {"errorBudget": {"query": "x", "floor": 2}}), "spec.safety"),
+    "yaml": ("apiVersion: orchestrator.dev/v1\nkind: ChaosExperiment\nspec: [unclosed\n", "yaml"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_experiment_gives_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
+    doc, field = INVALID[case]
+    path = _write(tmp_path, f"{case}.yaml", doc)
+    result = orchestrator("chaos", "run", path, "--dry-run")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and LINE.match(lines[0]), lines
+    assert lines[0].startswith(path) and field.split(".")[0] in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_every_shipped_experiment_is_valid() -> None:
+    files = sorted(str(p) for p in (ROOT / "experiments").glob("*.yaml"))
+    assert len(files) >= 7
+    result = orchestrator("validate", *files)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def _env(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules) -> dict[str, str]:
+    return {
+        "ORCHESTRATOR_TEMPORAL_ADDRESS": settings.temporal_address,
+        "ORCHESTRATOR_PROMETHEUS_URL": prom_rules.url,
+        "ORCHESTRATOR_KUBECONFIG": str(kube.kubeconfig),
+        "ORCHESTRATOR_CHAOS_NAMESPACES": kube.namespace,
+    }
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                                    tmp_path: Path) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "scale-down", "replicas": 2}, mode="all", max_percent=50)
+    path = _write(tmp_path, "exp.yaml", exp.model_dump(mode="json", by_alias=True))
+    kube._audit_start = kube.server.audit_log.last_seq
+    result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
+    assert result.returncode == 0, result.stderr
+    assert "every safety rail passed" in result.stdout
+    assert f"scale Deployment {kube.namespace}/web from 4 to 2 replicas" in result.stdout
+    assert writes(kube, all_namespaces=True) == []
+    assert _replicas(kube) == 4
+
+
+def test_dry_run_shows_a_refusal_with_exit_1(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                             tmp_path: Path) -> None:
+    deploy(kube, replicas=4, allow=False)
+    path = _write(tmp_path, "exp.yaml", experiment(kube.namespace, {"type": "pod-kill"}).model_dump(
+        mode="json", by_alias=True))
+    result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
+    assert result.returncode == 1
+    assert "has not opted in" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_temporal_is_exit_3(tmp_path: Path) -> None:
+    path = _write(tmp_path, "exp.yaml", _valid())
+    from tests.fixtures_temporal import free_port
+
+    result = orchestrator("chaos", "run", path, env={"ORCHESTRATOR_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 3, result.stderr
+    assert "cannot reach Temporal" in result.stderr
+
+
+@pytest.fixture
+async def worker(temporal_client: Client, task_queue: str, settings: Settings, kube: KubeTestEnv,
+                 metrics: object, policy: object) -> AsyncIterator[None]:
+    async with _worker(temporal_client, task_queue, settings, kube, metrics, policy):  # type: ignore[arg-type]
+        yield
+
+
+@pytest.mark.usefixtures("worker")
+async def test_abort_all_reverts_at_once(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                         temporal_client: Client, task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "scale-down", "replicas": 1}, mode="all", max_percent=100,
+                     duration="60s")
+    handle = await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)
+    await _until(lambda: _replicas(kube) == 1)
+    result = await asyncio.to_thread(orchestrator, "chaos", "abort", "--all", env=_env(kube, settings, prom_rules))
+    assert result.returncode == 0, result.stderr
+    assert f"aborted {handle.id}" in result.stdout
+    # The janitor-style sweep ran in the command itself: the fault is gone when it returns.
+    assert _replicas(kube) == 4
+    final = await handle.result()
+    assert final.phase is ChaosPhase.ABORTED
+
+
+@pytest.mark.usefixtures("worker")
+async def test_run_wait_status_and_abort_by_name(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                                 tmp_path: Path, task_queue: str, temporal_client: Client) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "scale-down", "replicas": 1}, mode="all", max_percent=100,
+                     duration="60s", name="cli-abort")
+    path = _write(tmp_path, "exp.yaml", exp.model_dump(mode="json", by_alias=True))
+    env = {**_env(kube, settings, prom_rules), "ORCHESTRATOR_TASK_QUEUE": task_queue}
+    waiting = asyncio.create_task(asyncio.to_thread(orchestrator, "chaos", "run", path, "--wait", env=env,
+                                                    timeout=80))
+    await _until(lambda: _replicas(kube) == 1)
+    status = await asyncio.to_thread(orchestrator, "chaos", "status", "cli-abort", env=env)
+    assert status.returncode == 0 and "fault-active" in status.stdout, status.stderr
+    abort = await asyncio.to_thread(orchestrator, "chaos", "abort", "cli-abort", "--reason", "enough", env=env)
+    assert abort.returncode == 0, abort.stderr
+    result = await waiting
+    assert result.returncode == 1 and "aborted" in result.stdout, result.stdout + result.stderr
+    assert _replicas(kube) == 4
+
+
+def test_janitor_command_reverts_an_expired_fault(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                                  objects: object, policy: object) -> None:
+    from datetime import timedelta
+
+    from orchestrator.chaos import ledger
+    from orchestrator.chaos.faults import injector_for
+    from orchestrator.chaos.planning import plan_fault
+    from tests.chaos.conftest import now
+
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "scale-down", "replicas": 1}, mode="all", max_percent=100)
+    # Planned two hours ago: its expiry has passed, and no workflow exists for it.
+    plan = plan_fault(objects=objects, policy=policy, experiment=exp, run="gone-1",  # type: ignore[arg-type]
+                      now=now() - timedelta(hours=2))
+    for entry in plan.entries:
+        injector_for(entry.fault, objects).inject(ledger.record(objects, entry))  # type: ignore[arg-type]
+    assert _replicas(kube) == 1
+    result = orchestrator("chaos", "janitor", env=_env(kube, settings, prom_rules))
+    assert result.returncode == 0, result.stderr
+    assert f"reverted Deployment {kube.namespace}/web (run gone-1)" in result.stdout
+    assert _replicas(kube) == 4

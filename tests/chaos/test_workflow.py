@@ -1,0 +1,222 @@
+"""The experiment workflow against real Temporal, a real Prometheus and the sandbox API server.
+
+Steady-state checks use queries whose answer is known: ``vector(1)`` always holds; ``vector(time())``
+with a ``max`` a few seconds ahead holds before the fault and breaks during it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+from temporalio.workflow import NondeterminismError
+
+from orchestrator.activities.chaos import ChaosActivities
+from orchestrator.chaos import control
+from orchestrator.chaos.models import EXPERIMENT_LABEL
+from orchestrator.chaos.safety import ChaosPolicy
+from orchestrator.config import Settings
+from orchestrator.gates.prometheus import PrometheusProvider
+from orchestrator.scoring.model import Outcome
+from orchestrator.scoring.store import RunStore
+from tests.chaos.conftest import PromRules, deploy, experiment, writes
+from tests.fixtures_kube import KubeTestEnv
+from workflows.chaos import ChaosExperimentWorkflow
+from workflows.chaos_models import ChaosInput, ChaosPhase, ChaosStatus, GameDayInput, GameDayResult
+from workflows.gameday import GameDayWorkflow
+
+pytestmark = pytest.mark.timeout(90)
+
+SCALE = {"type": "scale-down", "replicas": 1}
+
+
+def _worker(client: Client, task_queue: str, settings: Settings, kube: KubeTestEnv, metrics: PrometheusProvider,
+            policy: ChaosPolicy) -> Worker:
+    acts = ChaosActivities(settings, api_client=kube.api_client, metrics=metrics, temporal=client, policy=policy)
+    return Worker(client, task_queue=task_queue, workflows=[ChaosExperimentWorkflow, GameDayWorkflow],
+                  activities=acts.activities(), activity_executor=concurrent.futures.ThreadPoolExecutor(8),
+                  workflow_failure_exception_types=[NondeterminismError])
+
+
+@pytest.fixture
+async def worker(temporal_client: Client, task_queue: str, settings: Settings, kube: KubeTestEnv,
+                 metrics: PrometheusProvider, policy: ChaosPolicy) -> AsyncIterator[Worker]:
+    w = _worker(temporal_client, task_queue, settings, kube, metrics, policy)
+    async with w:
+        yield w
+
+
+def _replicas(kube: KubeTestEnv) -> int:
+    return int(kube.apps.read_namespaced_deployment("web", kube.namespace).spec.replicas)
+
+
+def _unmarked(kube: KubeTestEnv) -> bool:
+    dep = kube.apps.read_namespaced_deployment("web", kube.namespace)
+    return EXPERIMENT_LABEL not in (dep.metadata.labels or {})
+
+
+async def _until(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+def _breaking_check(seconds: float = 4) -> list[dict[str, Any]]:
+    return [{"name": "clock", "query": "vector(time())", "condition": {"max": time.time() + seconds},
+             "interval": "1s", "count": 1}]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_completed_run_reverts_recovers_and_is_recorded(kube: KubeTestEnv, temporal_client: Client,
+                                                              task_queue: str, settings: Settings) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="2s")
+    handle = await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)
+    seen: list[int] = []
+    while True:
+        seen.append(await asyncio.to_thread(_replicas, kube))
+        st = await control.status(temporal_client, handle.id)
+        if st.phase in (ChaosPhase.COMPLETED, ChaosPhase.NOT_RECOVERED, ChaosPhase.FAILED, ChaosPhase.REFUSED):
+            break
+        await asyncio.sleep(0.2)
+    result = await handle.result()
+    assert result.phase is ChaosPhase.COMPLETED, result.reason
+    assert 1 in seen  # the fault was really in
+    assert result.recovered is True and _replicas(kube) == 4 and _unmarked(kube)
+    assert result.ledger and result.ledger[0].revert == {"replicas": 4}
+    with RunStore(settings.db_path) as store:
+        run = store.get(result.run)
+    assert run is not None and run.outcome is Outcome.COMPLETED
+    assert run.service == f"{kube.namespace}/web" and run.recovery_time is not None
+    assert run.checks[0].before and run.checks[0].during and run.checks[0].after
+
+
+@pytest.mark.usefixtures("worker")
+async def test_breach_stops_early_and_reverts(kube: KubeTestEnv, temporal_client: Client, task_queue: str,
+                                              settings: Settings) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="60s",
+                     checks=_breaking_check(), recover_within="2s")
+    started = time.monotonic()
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.BREACHED, result.reason
+    assert "clock failed" in (result.reason or "")
+    assert time.monotonic() - started < 40  # stopped long before the 60 s duration
+    assert _replicas(kube) == 4 and _unmarked(kube)
+    with RunStore(settings.db_path) as store:
+        run = store.get(result.run)
+    assert run is not None and run.outcome is Outcome.BREACHED and run.detection_time is not None
+
+
+@pytest.mark.usefixtures("worker")
+async def test_abort_reverts(kube: KubeTestEnv, temporal_client: Client, task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="60s")
+    handle = await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)
+    await _until(lambda: _replicas(kube) == 1)
+    answer = await control.abort(temporal_client, handle.id, reason="test", by="pytest")
+    assert answer.accepted
+    result = await handle.result()
+    assert result.phase is ChaosPhase.ABORTED and "aborted by pytest: test" in (result.reason or "")
+    assert _replicas(kube) == 4 and _unmarked(kube)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cancellation_reverts(kube: KubeTestEnv, temporal_client: Client, task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="60s")
+    handle = await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)
+    await _until(lambda: _replicas(kube) == 1)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert _replicas(kube) == 4 and _unmarked(kube)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_unsteady_system_is_refused_without_a_write(kube: KubeTestEnv, temporal_client: Client,
+                                                          task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    kube._audit_start = kube.server.audit_log.last_seq
+    bad = [{"name": "never", "query": "vector(0)", "condition": {"min": 1}, "interval": "1s", "count": 1}]
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, checks=bad)
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.REFUSED and "does not hold before injection" in (result.reason or "")
+    assert writes(kube) == []
+
+
+@pytest.mark.usefixtures("worker")
+async def test_safety_refusal_ends_the_run_as_refused(kube: KubeTestEnv, temporal_client: Client,
+                                                      task_queue: str) -> None:
+    deploy(kube, replicas=4, allow=False)
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100)
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.REFUSED and "has not opted in" in (result.reason or "")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_repeated_pod_kill(kube: KubeTestEnv, temporal_client: Client, task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "pod-kill", "interval": "1s"}, duration="3s")
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.COMPLETED, result.reason
+    assert result.rounds >= 2 and len(set(result.touched)) >= 2
+    deletes = [w for w in writes(kube) if w[0] == "delete" and w[1] == "pods"]
+    assert len(deletes) == result.rounds
+    assert _unmarked(kube)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_gameday_stops_at_the_first_unrecovered(kube: KubeTestEnv, temporal_client: Client,
+                                                       task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    ok = experiment(kube.namespace, {"type": "pod-kill"}, name="first", duration="1s")
+    broken = experiment(kube.namespace, SCALE, name="second", mode="all", max_percent=100, duration="30s",
+                        checks=_breaking_check(6), recover_within="1s")
+    never = experiment(kube.namespace, {"type": "pod-kill"}, name="third", duration="1s")
+    inp = GameDayInput(name="gd", experiments=[ChaosInput(experiment=e) for e in (ok, broken, never)])
+    result = await temporal_client.execute_workflow(
+        "GameDay", inp, id=f"gameday-{kube.namespace}", task_queue=task_queue, result_type=GameDayResult)
+    assert [r.phase for r in result.results] == [ChaosPhase.COMPLETED, ChaosPhase.BREACHED]
+    assert result.stopped_at == "second" and result.skipped == ["third"] and not result.passed
+    assert _replicas(kube) == 4
+
+
+@pytest.mark.timeout(150)
+async def test_killed_worker_still_reverts(kube: KubeTestEnv, temporal_client: Client, task_queue: str,
+                                           settings: Settings, metrics: PrometheusProvider, policy: ChaosPolicy,
+                                           prom_rules: PromRules, temporal_address: str) -> None:
+    deploy(kube, replicas=4)
+    env = {**os.environ, "ORCHESTRATOR_CHAOS_NAMESPACES": kube.namespace}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.chaos.worker_proc", temporal_address, task_queue, str(kube.kubeconfig),
+         prom_rules.url, settings.db_path], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="6s")
+        handle = await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)
+        await _until(lambda: _replicas(kube) == 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _replicas(kube) == 1  # the fault outlived its worker...
+    async with _worker(temporal_client, task_queue, settings, kube, metrics, policy):
+        result: ChaosStatus = await asyncio.wait_for(handle.result(), 80)
+    # ...until a new worker resumed the workflow and reverted it.
+    assert result.phase is ChaosPhase.COMPLETED, result.reason
+    assert _replicas(kube) == 4 and _unmarked(kube)
