@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import EvaluateRequest
 from orchestrator.chaos.models import LedgerEntry, Plan
@@ -88,7 +89,7 @@ class TemporalActiveWork:
         return out
 
 
-class ChaosActivities:
+class ChaosActivities(ActivityClients):
     def __init__(
         self,
         settings: Settings,
@@ -97,27 +98,9 @@ class ChaosActivities:
         temporal: Client | None = None,
         policy: ChaosPolicy | None = None,
     ) -> None:
-        self._settings = settings
-        self._api_client = api_client
-        self._metrics = metrics
+        super().__init__(settings, api_client, metrics)
         self._temporal = temporal
         self._policy = policy
-
-    @property
-    def api(self) -> ApiClient:
-        if self._api_client is None:
-            from orchestrator.kube.client import load_api_client
-
-            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
-        return self._api_client
-
-    @property
-    def metrics(self) -> MetricProvider:
-        if self._metrics is None:
-            from orchestrator.gates.prometheus import PrometheusProvider
-
-            self._metrics = PrometheusProvider(self._settings.prometheus)
-        return self._metrics
 
     @property
     def policy(self) -> ChaosPolicy:

@@ -4,9 +4,10 @@
 2. deploy the demo app ``shop`` at v1 behind a Service, with steady load;
 3. canary v2 (healthy) → promoted;
 4. canary v3 (10 % errors) → rolled back automatically by its gate;
-5. print a summary: outcomes, the deciding verdicts with their values, time to
-   rollback, and links to the workflows in the Temporal UI;
-6. stop the sandbox unless ``--keep``.
+5. run the pod-kill chaos experiment against the promoted version and score it;
+6. print a summary: outcomes, the deciding verdicts with their values, time to
+   rollback, the resilience score, and links to the workflows in the Temporal UI;
+7. stop the sandbox unless ``--keep``.
 
 The same code path as on a cluster: the CLI's workflow, activities and routers,
 talking HTTP to the sandbox's Kubernetes API and Prometheus.
@@ -22,9 +23,13 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 NAMESPACE = "demo"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "pod-kill.yaml"
 APP = "shop"
 REPLICAS = 4
 ERROR_RATIO = (
@@ -71,7 +76,9 @@ def deploy_app(api_client: Any) -> None:
 
     core, apps = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client)
     try:
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        # The namespace opts in to chaos experiments: without the annotation they are refused.
+        core.create_namespace({"metadata": {"name": NAMESPACE,
+                                            "annotations": {"chaos.orchestrator.dev/allow": "true"}}})
     except k8s.ApiException as exc:
         if exc.status != 409:
             raise
@@ -134,6 +141,26 @@ async def run_canary(client: Any, settings: Any, spec: dict[str, Any], echo: Any
         await asyncio.sleep(0.5)
 
 
+async def run_experiment(client: Client, settings: Any, path: Path, echo: Any) -> Any:
+    from orchestrator.chaos import control
+    from orchestrator.specs.chaos import ChaosExperiment
+    from orchestrator.specs.loader import load_file
+    from workflows.chaos_models import ChaosInput, ChaosStatus
+
+    experiment = load_file(path, expect="ChaosExperiment")
+    assert isinstance(experiment, ChaosExperiment)
+    handle = await control.start(client, ChaosInput(experiment=experiment, source=str(path)), settings.task_queue)
+    seen = 0
+    while True:
+        status = await handle.query("status", result_type=ChaosStatus)
+        for event in status.events[seen:]:
+            echo(f"  {event.at:%H:%M:%S}  {event.message}")
+        seen = len(status.events)
+        if status.finished_at is not None:
+            return handle, await handle.result()
+        await asyncio.sleep(0.5)
+
+
 def summary(results: list[tuple[str, Any, Any]], ui: str) -> str:
     from orchestrator.cli.render import fmt_value
 
@@ -173,7 +200,9 @@ async def demo(state_dir: Path, keep: bool) -> int:
          f" Prometheus {info.prometheus_url}")
     try:
         settings = Settings(temporal_address=info.temporal_address, task_queue="orchestrator",
-                            prometheus=PrometheusSettings(url=info.prometheus_url), kubeconfig=info.kubeconfig)
+                            prometheus=PrometheusSettings(url=info.prometheus_url), kubeconfig=info.kubeconfig,
+                            db_path=str(Path(info.state_dir) / "orchestrator.db"))
+        os.environ.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", NAMESPACE)
         api_client = load_api_client(info.kubeconfig)
         echo(f"== 2. deploying {NAMESPACE}/{APP} v1 ({REPLICAS} replicas) with steady load")
         deploy_app(api_client)
@@ -189,9 +218,21 @@ async def demo(state_dir: Path, keep: bool) -> int:
             handle, st = await run_canary(
                 client, settings, rollout_spec("registry.local/shop:v3", {"ERROR_RATE": "0.1"}), echo)
             results.append(("canary v3", handle, st))
+            echo("== 5. chaos: kill one pod of shop (v2) and watch the steady state")
+            chaos_handle, chaos = await run_experiment(client, settings, EXPERIMENT, echo)
         echo(summary(results, info.temporal_ui_url))
+        echo(f"chaos pod-kill: {chaos.phase.value.upper()}  killed {', '.join(chaos.touched) or 'nothing'}; "
+             f"{'recovered' if chaos.recovered else 'did not recover'}")
+        echo(f"  workflow: {info.temporal_ui_url}/namespaces/default/workflows/{chaos_handle.id}")
+        from orchestrator.scoring.report import render_report
+        from orchestrator.scoring.store import RunStore
+
+        with RunStore.from_settings(settings) as store:
+            echo("")
+            echo(render_report(store, f"{NAMESPACE}/{APP}", "text"))
+        echo(f"(orchestrator score {NAMESPACE}/{APP} --db {settings.db_path} --format markdown|html|json)")
         echo(f"\ndemo finished in {time.monotonic() - started:.0f}s")
-        ok = [r[2].phase.value for r in results] == ["promoted", "rolled-back"]
+        ok = [r[2].phase.value for r in results] == ["promoted", "rolled-back"] and bool(chaos.recovered)
         return 0 if ok else 1
     finally:
         if keep:
