@@ -11,6 +11,7 @@ then MODIFIED/DELETED events as they happen, until ``timeoutSeconds`` (default 6
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -68,11 +69,15 @@ def _truthy(value: str | None) -> bool:
 
 
 class Audit:
-    """Every Kubernetes request the server answered, in order, with a sequence number for "since" queries."""
+    """Every Kubernetes request the server answered, in order, with a sequence number for "since" queries.
 
-    def __init__(self) -> None:
+    Bounded: a long-running sandbox (the traffic generator lists objects several times a second) keeps only
+    the newest ``limit`` entries; sequence numbers keep counting, so "since" queries stay correct.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
+        self._entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
         self._seq = 0
 
     def add(self, entry: dict[str, Any]) -> None:

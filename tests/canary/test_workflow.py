@@ -237,3 +237,51 @@ async def test_cancellation_rolls_back(
 
     assert final["phase"] == "aborted"
     assert_rolled_back(kube, "healthy")
+
+
+async def test_gateway_api_rollout_shifts_route_weights_and_cleans_up(
+    kube: Any, prom_live: Any, temporal_client: Client, task_queue: str
+) -> None:
+    """Through a mesh router the canary is sized up front, traffic moves only by backendRef weights, and
+    at the end the HTTPRoute points at stable alone and the canary Service is gone."""
+    make_stable(kube, "healthy")
+    k8s.CoreV1Api(kube.api_client).create_namespaced_service(kube.namespace, {
+        "metadata": {"name": "healthy", "labels": {"app": "healthy"}},
+        "spec": {"selector": {"app": "healthy"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    })
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "healthy"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["shop.local"],
+                 "rules": [{"backendRefs": [{"name": "healthy", "port": 80}]}]},
+    }
+    custom = k8s.CustomObjectsApi(kube.api_client)
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube.namespace, "httproutes", route)
+    spec = rollout(kube.namespace, "healthy", [{"setWeight": 20}, {"pause": {"duration": "5m"}}, {"setWeight": 60}],
+                   traffic={"type": "gateway-api", "httpRoute": "healthy", "stableService": "healthy",
+                            "canaryService": "healthy-canary"}, canaryReplicas=2)
+
+    def weights() -> dict[str, int]:
+        obj = custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", kube.namespace, "httproutes", "healthy")
+        return {ref["name"]: ref.get("weight", 1) for ref in obj["spec"]["rules"][0]["backendRefs"]}
+
+    async with running_worker(temporal_client, settings_for(prom_live.url, task_queue), kube.api_client):
+        handle = await start(temporal_client, spec, task_queue)
+        await wait_for(handle, lambda s: s.step == 1 and s.weight == 20)
+        assert weights() == {"healthy": 80, "healthy-canary": 20}
+        canary = deployment(kube.api_client, kube.namespace, "healthy-canary")
+        assert canary is not None and canary.spec.replicas == 2
+        stable = deployment(kube.api_client, kube.namespace, "healthy")
+        assert stable is not None and stable.spec.replicas == 3, "a mesh router never scales the stable"
+        svc = k8s.CoreV1Api(kube.api_client).read_namespaced_service("healthy-canary", kube.namespace)
+        assert svc.spec.selector.get("orchestrator.dev/role") == "canary"
+        await handle.execute_update("promote", ControlRequest())
+        result = await handle.result()
+
+    assert result.phase == Phase.PROMOTED
+    assert weights() == {"healthy": 100}
+    services = [s.metadata.name for s in k8s.CoreV1Api(kube.api_client).list_namespaced_service(kube.namespace).items]
+    assert services == ["healthy"]
+    stable = deployment(kube.api_client, kube.namespace, "healthy")
+    assert stable is not None and image_of(stable) == "demo:2"

@@ -8,6 +8,7 @@ these tests check the bucketing property users actually experience.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,10 @@ def flag_file(path: Path) -> None:
             "other-flag": {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "b"},
         },
     }, indent=2))
+    # The provider reloads when the mtime grows; a first edit within the filesystem's timestamp granularity
+    # of this write would look unchanged, so the starting file is dated in the past.
+    past = time.time() - 60
+    os.utime(path, (past, past))
 
 
 class App:
