@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.canary_models import (
         FINAL_PHASES,
         CanaryInput,
+        CanaryResume,
         CanaryStatus,
         ControlRequest,
         ControlResponse,
@@ -75,6 +76,15 @@ class _Stop(Exception):
     gate: CheckStatus | None = None
 
 
+class _Continue(Exception):
+    """History is long: continue as a new run from ``step`` (keeping a pause's deadline)."""
+
+    def __init__(self, step: int, deadline: datetime | None = None) -> None:
+        super().__init__(step)
+        self.step = step
+        self.deadline = deadline
+
+
 @workflow.defn(name="CanaryRollout")
 class CanaryWorkflow:
     @workflow.init
@@ -99,28 +109,44 @@ class CanaryWorkflow:
         self._gates: dict[str, CheckStatus] = {}
         self._snapshot: StableSnapshot | None = None
         self._step_seconds: list[tuple[str, float]] = []
+        self._resume_deadline: datetime | None = None
+        if inp.resume is not None:
+            self._status = inp.resume.status
+            self._snapshot = inp.resume.snapshot
+            self._paused = inp.resume.paused
+            self._step_seconds = list(inp.resume.step_seconds)
+            self._resume_deadline = inp.resume.step_deadline
 
     # ---- the algorithm -------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: CanaryInput) -> CanaryStatus:
         spec = inp.rollout.spec
-        self._status.started_at = workflow.now()
-        self._snapshot = await self._act(
-            "canary.snapshot_stable",
-            DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment,
-                          container=spec.target.container),
-            StableSnapshot,
-        )
-        self._status.image = self._image = self._image or self._snapshot.image
+        first = 0 if inp.resume is None else inp.resume.step
+        if inp.resume is None:
+            self._status.started_at = workflow.now()
+            self._snapshot = await self._act(
+                "canary.snapshot_stable",
+                DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment,
+                              container=spec.target.container),
+                StableSnapshot,
+            )
+            self._status.image = self._image = self._image or self._snapshot.image
         background: list[asyncio.Task[None]] = []
         promoted = False
+        continuing: _Continue | None = None
         try:
-            await self._create_copies()
-            self._status.phase = Phase.PROGRESSING
+            if inp.resume is None:
+                await self._create_copies()
+                self._status.phase = Phase.PROGRESSING
+            else:
+                self._log(f"continued as a new run at step {first + 1} (history size)")
             background = [asyncio.create_task(self._background(c)) for c in spec.background_checks]
-            for index, step in enumerate(spec.steps):
+            for index in range(first, len(spec.steps)):
+                step = spec.steps[index]
                 self._status.step = index
+                if index > first and self._should_continue():
+                    raise _Continue(index)
                 await self._hold_while_paused()
                 if self._promote_now:
                     self._log("promote requested: remaining steps skipped")
@@ -137,6 +163,8 @@ class CanaryWorkflow:
                 task.cancel()
             await self._promote()
             promoted = True
+        except _Continue as cont:
+            continuing = cont
         except _Stop as stop:
             self._stop = stop
         except asyncio.CancelledError:
@@ -150,10 +178,30 @@ class CanaryWorkflow:
         finally:
             for task in background:
                 task.cancel()
-            if not promoted:
-                await self._rollback()
+            if continuing is None:
+                if not promoted:
+                    await self._rollback()
+                await self._notify()
+        if continuing is not None and self._stop is None:
+            assert self._snapshot is not None
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(CanaryInput(
+                rollout=inp.rollout, image=self._image, history_limit=inp.history_limit,
+                resume=CanaryResume(status=self._status, snapshot=self._snapshot, step=continuing.step,
+                                    step_deadline=continuing.deadline, paused=self._paused,
+                                    step_seconds=self._step_seconds)))
+        if continuing is not None:
+            # A stop arrived while continuing: roll back here rather than hand a stopping rollout on.
+            await self._rollback()
             await self._notify()
         return self._status
+
+    def _should_continue(self) -> bool:
+        info = workflow.info()
+        limit = self._inp.history_limit
+        if limit is not None and info.get_current_history_length() >= limit:
+            return True
+        return info.is_continue_as_new_suggested()
 
     async def _create_copies(self) -> None:
         assert self._snapshot is not None
@@ -201,17 +249,21 @@ class CanaryWorkflow:
 
     async def _pause(self, step: PauseStep) -> None:
         pause = step.pause
+        now = workflow.now()
+        resumed_deadline, self._resume_deadline = self._resume_deadline, None
         if pause.until_approved:
             assert pause.timeout is not None
+            deadline = resumed_deadline or now + pause.timeout
             self._status.phase = Phase.WAITING_APPROVAL
             self._status.waiting_for = f"manual approval (timeout {pause.timeout}, then {pause.on_timeout})"
             self._status.step_description = "waiting for approval"
-            self._log(self._status.step_description)
-            self._approved = False
+            if resumed_deadline is None:
+                self._log(self._status.step_description)
+                self._approved = False
             try:
                 await workflow.wait_condition(
-                    lambda: self._approved or self._promote_now or self._stop is not None,
-                    timeout=pause.timeout,
+                    lambda: self._approved or self._promote_now or self._stop is not None or self._should_continue(),
+                    timeout=max(deadline - workflow.now(), timedelta(0)),
                 )
             except TimeoutError:
                 if pause.on_timeout == "rollback":
@@ -223,11 +275,23 @@ class CanaryWorkflow:
                     self._status.phase = Phase.PROGRESSING
             if self._approved:
                 self._log("approved")
+            elif not self._promote_now and self._stop is None and workflow.now() < deadline:
+                raise _Continue(self._status.step, deadline)
         else:
             assert pause.duration is not None
+            deadline = resumed_deadline or now + pause.duration
             self._status.step_description = f"pause {pause.duration}"
-            self._log(self._status.step_description)
-            await self._sleep(pause.duration)
+            if resumed_deadline is None:
+                self._log(self._status.step_description)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stop is not None or self._promote_now or self._should_continue(),
+                    timeout=max(deadline - workflow.now(), timedelta(0)),
+                )
+            except TimeoutError:
+                return
+            if self._stop is None and not self._promote_now:
+                raise _Continue(self._status.step, deadline)
 
     async def _watch(self, check: Check, duration: timedelta | None) -> None:
         """Evaluate one check every interval until it decides (or its step or the rollout ends)."""

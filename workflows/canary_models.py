@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from orchestrator.activities.models import StableSnapshot
 from orchestrator.gates.model import CheckStatus
 from orchestrator.specs.canary import CanaryRollout
 
@@ -14,6 +15,9 @@ from orchestrator.specs.canary import CanaryRollout
 class CanaryInput(BaseModel):
     rollout: CanaryRollout
     image: str | None = None  # overrides spec.change.image
+    # Continue as new once the history holds this many events (default: when Temporal suggests it).
+    history_limit: int | None = None
+    resume: CanaryResume | None = None  # set when a long rollout continues as a new run
 
 
 class Phase(StrEnum):
@@ -58,6 +62,20 @@ class CanaryStatus(BaseModel):
     canary_traffic_at: datetime | None = None
     finished_at: datetime | None = None
     events: list[Event] = Field(default_factory=list)
+
+
+class CanaryResume(BaseModel):
+    """Where a rollout that continued as new picks up: the canary already exists, traffic is where it was."""
+
+    status: CanaryStatus
+    snapshot: StableSnapshot
+    step: int
+    step_deadline: datetime | None = None  # an interrupted pause or approval keeps its original deadline
+    paused: bool = False
+    step_seconds: list[tuple[str, float]] = Field(default_factory=list)
+
+
+CanaryInput.model_rebuild()
 
 
 class ControlRequest(BaseModel):

@@ -285,3 +285,32 @@ async def test_gateway_api_rollout_shifts_route_weights_and_cleans_up(
     assert services == ["healthy"]
     stable = deployment(kube.api_client, kube.namespace, "healthy")
     assert stable is not None and image_of(stable) == "demo:2"
+
+
+async def test_a_long_rollout_continues_as_new_without_repeating_steps(
+    kube: Any, prom_live: Any, temporal_client: Client, task_queue: str
+) -> None:
+    """A low history limit forces continue-as-new during a pause: the next run keeps the pause's deadline,
+    the status and the canary, and no step is applied twice."""
+    from workflows.canary import CanaryWorkflow, workflow_id
+    from workflows.canary_models import CanaryInput
+
+    make_stable(kube, "healthy")
+    spec = rollout(kube.namespace, "healthy", [{"setWeight": 34}, {"pause": {"duration": "6s"}}, {"setWeight": 67}],
+                   backgroundChecks=[error_check(name="bg-errors", count=None)])
+    async with running_worker(temporal_client, settings_for(prom_live.url, task_queue), kube.api_client):
+        handle = await temporal_client.start_workflow(
+            CanaryWorkflow.run, CanaryInput(rollout=spec, history_limit=40),
+            id=workflow_id(kube.namespace, "healthy"), task_queue=task_queue)
+        result = await handle.result()
+
+    assert result.phase == Phase.PROMOTED, result.reason
+    continued = [e.message for e in result.events if e.message.startswith("continued as a new run")]
+    assert continued, "the history limit must have forced at least one continue-as-new"
+    weights = [e.message for e in result.events if "% of traffic" in e.message]
+    assert weights == ["shifting 34% of traffic to the canary", "shifting 67% of traffic to the canary"]
+    assert sum(1 for e in result.events if e.message == "pause 0:00:06") == 1
+    assert result.started_at is not None and result.finished_at is not None
+    assert (result.finished_at - result.started_at).total_seconds() >= 6, "the pause kept its deadline"
+    stable = deployment(kube.api_client, kube.namespace, "healthy")
+    assert stable is not None and image_of(stable) == "demo:2"
