@@ -10,10 +10,10 @@ KEEP ?= 0
 
 help:
 	@echo "make demo   - sandbox up, a healthy canary promoted, a bad one rolled back (KEEP=1 keeps the sandbox)"
-	@echo "make test   - the whole test suite (real Temporal, real Prometheus, sandbox Kubernetes API)"
+	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
 	@echo "make check  - ruff and mypy"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/install-unleash.sh
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing prometheus (Debian package)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@scripts/install-unleash.sh
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -46,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_rollback.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .unleash

@@ -125,6 +125,7 @@ class ChaosExperimentWorkflow:
         self._plan = await self._act("chaos.plan", self._plan_request(0, rails=True), Plan)
         self._status.plan = list(self._plan.lines)
         self._status.candidates = [p.name for p in self._plan.targets.candidates]
+        self._status.budget_before = self._plan.budget
         for line in self._plan.lines:
             self._log(f"plan: {line}")
 

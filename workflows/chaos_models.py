@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from orchestrator.chaos.models import LedgerEntry, Plan
+from orchestrator.chaos.models import BudgetReading, LedgerEntry, Plan
 from orchestrator.gates.model import CheckStatus, Measurement
 from orchestrator.specs.chaos import ChaosExperiment
 
@@ -82,6 +82,8 @@ class ChaosStatus(BaseModel):
     reverted_at: datetime | None = None
     recovered_at: datetime | None = None
     finished_at: datetime | None = None
+    budget_before: BudgetReading | None = None
+    """The error budget as the safety rail read it before injection (None when none is declared)."""
     recorded: bool = False
     events: list[Event] = Field(default_factory=list)
 

@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import EvaluateRequest
-from orchestrator.chaos.models import LedgerEntry, Plan
+from orchestrator.chaos.models import BudgetReading, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -166,10 +166,23 @@ class ChaosActivities(ActivityClients):
     @activity.defn(name="chaos.save_run")
     @temporal_errors
     def save_run(self, req: RunRecordRequest) -> str:
-        from orchestrator.chaos.record import build_record
+        from orchestrator.chaos.planning import variables_for
+        from orchestrator.chaos.record import build_record, wants_budget_after
+        from orchestrator.chaos.safety import read_error_budget
         from orchestrator.scoring.store import RunStore
 
-        record = build_record(req)
+        budget = req.experiment.spec.safety.error_budget
+        after = None
+        if budget is not None and wants_budget_after(req):
+            # The workflow schedules this after the recovery window, so this read closes the burn window.
+            try:
+                after = read_error_budget(self.metrics, budget, variables_for(req.experiment))
+            except OrchestratorError as exc:
+                # Losing the whole record over one unreadable figure would be worse than recording it
+                # without that figure (and saying why in its message).
+                after = BudgetReading(query=budget.query, at=now(),
+                                      message=f"the error budget could not be read: {exc}")
+        record = build_record(req, budget_after=after)
         with RunStore.from_settings(self._settings) as store:
             store.save(record)
         return record.run_id

@@ -76,6 +76,19 @@ class TargetSet(BaseModel):
     seed: int
 
 
+class BudgetReading(BaseModel):
+    """One read of the experiment's error-budget query: the remaining fraction (0..1), or why there is none.
+
+    Taken by the safety rail before injection and again when the run is recorded; the burn is the
+    difference. ``remaining`` is None when the query had no (finite) data: nothing is guessed.
+    """
+
+    query: str
+    remaining: float | None = None
+    at: datetime
+    message: str = ""
+
+
 class Plan(BaseModel):
     """A fault, resolved and checked, ready to record and inject; also the output of ``--dry-run``."""
 
@@ -86,6 +99,8 @@ class Plan(BaseModel):
     affected_pods: int
     total_pods: int
     lines: list[str] = Field(default_factory=list)  # human-readable description of what will happen
+    # The error budget as the safety rail read it (None when no budget is declared or the rails were skipped).
+    budget: BudgetReading | None = None
 
     def describe(self) -> str:
         return "\n".join(self.lines)
@@ -96,6 +111,7 @@ __all__ = [
     "EXPERIMENT_LABEL",
     "EXPIRES_ANNOTATION",
     "LEDGER_ANNOTATION",
+    "BudgetReading",
     "LedgerEntry",
     "ObjectRef",
     "Plan",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.chaos import safety
 from orchestrator.chaos.faults import PlanContext, injector_for
-from orchestrator.chaos.models import Plan
+from orchestrator.chaos.models import BudgetReading, Plan
 from orchestrator.chaos.objects import Objects
 from orchestrator.chaos.safety import ActiveWork, CanaryId, ChaosPolicy
 from orchestrator.chaos.targets import resolve
@@ -77,15 +77,26 @@ async def check_remote(
     workflow_id: str | None,
     canary_id: CanaryId,
 ) -> None:
-    """The rails Temporal and Prometheus decide: active rollouts/experiments, error budget, alerts."""
+    """The rails Temporal and Prometheus decide: active rollouts/experiments, error budget, alerts.
+
+    Fills ``plan.budget`` with the budget as the rail read it.
+    """
     spec = experiment.spec
     await safety.check_active(active, spec, plan, workflow_id, canary_id)
 
-    def prometheus_rails() -> None:
-        safety.check_error_budget(metrics, spec, variables_for(experiment))
+    def prometheus_rails() -> BudgetReading | None:
+        reading = safety.check_error_budget(metrics, spec, variables_for(experiment))
         safety.check_alerts(metrics, spec)
+        return reading
 
-    await asyncio.to_thread(prometheus_rails)
+    # Kept in the plan: the "before" end of the budget burn the run record measures.
+    plan.budget = await asyncio.to_thread(prometheus_rails)
+    if plan.budget is not None and spec.safety.error_budget is not None:
+        remaining = plan.budget.remaining
+        plan.lines.append(
+            f"error budget remaining {remaining:.4g} (floor {spec.safety.error_budget.floor:g})"
+            if remaining is not None else "error budget: no data (noData: pass)"
+        )
 
 
 async def prepare(

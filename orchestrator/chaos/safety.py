@@ -23,14 +23,15 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
-from orchestrator.chaos.models import ALLOW_ANNOTATION, Plan
+from orchestrator.chaos.models import ALLOW_ANNOTATION, BudgetReading, Plan
 from orchestrator.chaos.objects import DEPLOYMENT, NAMESPACE, POD, Objects, annotations_of, ref
 from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render, validate_value
-from orchestrator.specs.chaos import ChaosSpec
+from orchestrator.specs.chaos import ChaosSpec, ErrorBudget
 from orchestrator.specs.checks import NoDataPolicy
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "check_error_budget",
     "check_namespace",
     "check_opt_in",
+    "read_error_budget",
     "selectors_overlap",
 ]
 
@@ -187,26 +189,40 @@ async def check_active(
 
 
 def _finite(values: Iterable[float]) -> list[float]:
-    return [v for v in values if not math.isnan(v)]
+    # NaN and ±inf are what a broken recording rule produces; neither is a remaining budget.
+    return [v for v in values if math.isfinite(v)]
 
 
-def check_error_budget(metrics: MetricProvider, spec: ChaosSpec, variables: Mapping[str, str]) -> None:
-    budget = spec.safety.error_budget
-    if budget is None:
-        return
+def read_error_budget(metrics: MetricProvider, budget: ErrorBudget, variables: Mapping[str, str]) -> BudgetReading:
+    """The remaining budget fraction now: the lowest series when several answer (the most spent one)."""
     query = render(budget.query, variables)
+    at = datetime.now(UTC)
     values = _finite(s.value for s in metrics.query(query))
     if not values:
+        return BudgetReading(query=query, at=at, message=f"the error budget query returned no data: {query}")
+    return BudgetReading(query=query, remaining=min(values), at=at)
+
+
+def check_error_budget(
+    metrics: MetricProvider, spec: ChaosSpec, variables: Mapping[str, str]
+) -> BudgetReading | None:
+    """Refuse below the floor (or without data, unless ``noData: pass``); the reading, for the run's record."""
+    budget = spec.safety.error_budget
+    if budget is None:
+        return None
+    reading = read_error_budget(metrics, budget, variables)
+    if reading.remaining is None:
         if budget.no_data is NoDataPolicy.PASS:
-            return
+            return reading
         raise RefusedError(
-            f"refused: the error budget query returned no data (noData: {budget.no_data.value}): {query}"
+            f"refused: the error budget query returned no data (noData: {budget.no_data.value}): {reading.query}"
         )
-    remaining = min(values)
-    if remaining < budget.floor:
+    if reading.remaining < budget.floor:
         raise RefusedError(
-            f"refused: error budget remaining {remaining:.3g} is below the floor {budget.floor:g} ({query})"
+            f"refused: error budget remaining {reading.remaining:.3g} is below the floor {budget.floor:g} "
+            f"({reading.query})"
         )
+    return reading
 
 
 def alerts_query(match_labels: Mapping[str, str]) -> str:

@@ -28,6 +28,18 @@ from orchestrator.flags.base import Allocation, Change, FlagTarget, ProviderClie
 Json = dict[str, Any]
 
 
+def _error_message(raw: bytes) -> str:
+    """Unleash answers errors with ``{"name", "message", "details"}``; fall back to the raw body."""
+    text = raw.decode(errors="replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:300]
+    return text.strip()[:300]
+
+
 class UnleashProvider:
     type = "unleash"
 
@@ -70,10 +82,11 @@ class UnleashProvider:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
+            detail = _error_message(exc.read())
             retryable = exc.code >= 500 or exc.code == 429
+            hint = " (check the Admin API token)" if exc.code in (401, 403) else ""
             raise FlagProviderError(
-                f"Unleash {method} {path}: {exc.code} {detail}".rstrip(), retryable=retryable
+                f"Unleash {method} {path}: {exc.code} {detail}".rstrip() + hint, retryable=retryable
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -1,10 +1,13 @@
 """A small HTTP server that follows the part of Unleash's documented Admin API the flag ramps use.
 
-It stands in for a real Unleash in tests and the demo (a real one needs Node 20+,
-``unleash-server`` and PostgreSQL). It keeps features in memory, checks the
+It stands in for a real Unleash where starting one (Node 20+, ``unleash-server`` and
+PostgreSQL) is not worth it. It keeps features in memory, checks the
 ``Authorization`` header like Unleash does for admin tokens (the raw token, no scheme),
-answers with Unleash's JSON shapes, and records every write in ``audit`` so tests can
-assert which changes reached the provider and how often::
+answers with Unleash's JSON shapes (the provider tests run against this double and a real
+Unleash 7.5.1, so differences show), and records every write request in ``audit`` and every
+change it made in ``changes``, the way Unleash's event log does: ``/on`` of an enabled
+environment, or an update to the values a strategy already has, changes nothing and is not
+logged. Tests assert from these what reached the provider and how often::
 
     GET   /health
     GET   /api/admin/projects/{project}/features/{name}
@@ -21,9 +24,10 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 Json = dict[str, Any]
@@ -38,11 +42,22 @@ class AuditEntry:
     body: Any
 
 
+@dataclass(frozen=True)
+class ChangeEntry:
+    """One entry of the event log: a strategy update (``kind="rollout"``, the new value) or on/off."""
+
+    feature: str
+    environment: str
+    kind: Literal["rollout", "on", "off"]
+    value: str | None = None
+
+
 @dataclass
 class UnleashState:
     token: str
     features: dict[tuple[str, str], Json] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
+    changes: list[ChangeEntry] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_flexible_rollout(
@@ -54,19 +69,22 @@ class UnleashState:
         rollout: int = 0,
         enabled: bool = True,
         stickiness: str = "default",
+        group_id: str | None = None,
+        constraints: Sequence[Json] = (),
+        title: str = "",
     ) -> str:
         """Create a feature with one flexibleRollout strategy in ``environment``; returns the strategy id."""
         strategy_id = str(uuid.uuid4())
         strategy = {
             "id": strategy_id,
             "name": "flexibleRollout",
-            "title": "",
+            "title": title,
             "disabled": False,
             "sortOrder": 0,
-            "constraints": [],
+            "constraints": copy.deepcopy(list(constraints)),
             "segments": [],
             "variants": [],
-            "parameters": {"rollout": str(rollout), "stickiness": stickiness, "groupId": name},
+            "parameters": {"rollout": str(rollout), "stickiness": stickiness, "groupId": group_id or name},
         }
         with self.lock:
             self.features[(project, name)] = {
@@ -139,8 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, {"id": str(uuid.uuid4()), "name": "Error", "message": message})
+    def _error(self, status: int, name: str, message: str) -> None:
+        self._send(status, {"id": str(uuid.uuid4()), "name": name, "message": message,
+                            "details": [{"message": message}]})
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -151,11 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"health": "GOOD"})
             return
         if self.headers.get("Authorization") != self.state.token:
-            self._error(401, "You must log in to use Unleash.")
+            self._error(401, "UnauthorizedError", "You must log in to use Unleash.")
             return
         match = _FEATURE.match(self.path.split("?")[0])
         if not match:
-            self._error(404, "Not found")
+            self._error(404, "NotFoundError", "Not found")
             return
         project, name = unquote(match.group(1)), unquote(match.group(2))
         env_name = unquote(match.group(4)) if match.group(4) else None
@@ -165,21 +184,23 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             feature = st.features.get((project, name))
             if feature is None:
-                self._error(404, f"Could not find feature flag with name {name}")
+                self._error(404, "NotFoundError", f'There\'s no feature named "{name}" in project "{project}".')
                 return
             if env_name is None:
                 if method == "GET":
                     self._send(200, feature)
                 else:
-                    self._error(405, "Method not allowed")
+                    self._error(405, "MethodNotAllowed", "Method not allowed")
                 return
             env = st._env(project, name, env_name)
             if env is None:
-                self._error(404, f"Could not find environment {env_name}")
+                self._error(404, "NotFoundError", f"Feature {name} does not have environment {env_name}")
                 return
             if method == "POST" and rest in ("/on", "/off"):
                 st.audit.append(AuditEntry(method, self.path, body))
-                env["enabled"] = rest == "/on"
+                if env["enabled"] != (rest == "/on"):
+                    env["enabled"] = rest == "/on"
+                    st.changes.append(ChangeEntry(name, env_name, "on" if env["enabled"] else "off"))
                 self._send(200)
                 return
             if rest == "/strategies" and method == "GET":
@@ -188,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             sid = rest[len("/strategies/") :] if rest.startswith("/strategies/") else None
             strategies = [s for s in env["strategies"] if s["id"] == sid]
             if sid is None or not strategies:
-                self._error(404, "Could not find strategy")
+                self._error(404, "NotFoundError", f"Could not find strategy with id: {sid}")
                 return
             strategy = strategies[0]
             if method == "GET":
@@ -200,15 +221,17 @@ class _Handler(BaseHTTPRequestHandler):
                 elif method == "PATCH":
                     new = _apply_patch(strategy, body)
                 else:
-                    self._error(405, "Method not allowed")
+                    self._error(405, "MethodNotAllowed", "Method not allowed")
                     return
-                rollout = int(str(new.get("parameters", {}).get("rollout", "0")))
-                if not 0 <= rollout <= 100:
-                    raise ValueError("rollout must be 0-100")
+                # Like Unleash 7.5.1, a strategy update does not range-check ``rollout`` (a PATCH
+                # to "250" is stored as is): keeping it within 0-100 is the client's job.
             except (KeyError, ValueError, TypeError, IndexError) as exc:
-                self._error(400, f"Request validation failed: {exc}")
+                self._error(400, "BadDataError", f"Request validation failed: {exc}")
                 return
             st.audit.append(AuditEntry(method, self.path, body))
+            if new != strategy:  # Unleash logs no event for an update that changes nothing
+                st.changes.append(
+                    ChangeEntry(name, env_name, "rollout", str(new.get("parameters", {}).get("rollout"))))
             strategy.clear()
             strategy.update(new)
             self._send(200, strategy)

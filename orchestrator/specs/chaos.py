@@ -213,6 +213,18 @@ class SteadyState(Strict):
     checks: list[Check] = Field(min_length=1)
     # After the revert, how long the checks may take to hold again before the run counts as not recovered.
     recover_within: Duration = Field(default=timedelta(minutes=2), alias="recoverWithin")
+    # How soon after injection the checks are expected to notice the fault when it does hurt: the
+    # objective of the score's detection term. Omitted, the experiment claims nothing about detection
+    # and that term does not apply (rather than being judged against a made-up objective).
+    detect_within: Duration | None = Field(default=None, alias="detectWithin")
+
+    @field_validator("recover_within", "detect_within")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        # A zero objective cannot be met by any measurement, and the score divides by it.
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("must be greater than 0")
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> SteadyState:
@@ -231,11 +243,18 @@ class BlastRadius(Strict):
 
 
 class ErrorBudget(Strict):
-    """A query answering the remaining error budget as a fraction (0..1); refuse below ``floor``."""
+    """A query answering the remaining error budget as a fraction (0..1); refuse below ``floor``.
+
+    With ``sloTarget`` the experiment also claims a cost: the budget is read again after the
+    recovery window and the fraction burned by the run enters its score. Without it the budget is
+    only a precondition, and the score's budget term does not apply.
+    """
 
     query: str = Field(min_length=1)
     floor: float = Field(ge=0, le=1)
     no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
+    # The SLO the budget belongs to (0.999 = 99.9 %); strictly between 0 and 1 because 1 leaves no budget.
+    slo_target: float | None = Field(default=None, alias="sloTarget", gt=0, lt=1)
 
 
 class Alerts(Strict):

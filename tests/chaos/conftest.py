@@ -40,11 +40,19 @@ def experiment(
     max_percent: int = 50,
     safety: dict[str, Any] | None = None,
     recover_within: str = "10s",
+    detect_within: str | None = None,
     seed: int | None = 7,
 ) -> ChaosExperiment:
     target: dict[str, Any] = {"namespace": namespace, "selector": {"app": app}, "mode": mode}
     if seed is not None:
         target["seed"] = seed
+    steady: dict[str, Any] = {
+        "checks": checks or [{"name": "up", "query": "vector(1)", "condition": {"min": 1},
+                              "interval": "1s", "count": 1}],
+        "recoverWithin": recover_within,
+    }
+    if detect_within is not None:
+        steady["detectWithin"] = detect_within
     return ChaosExperiment.model_validate({
         "apiVersion": "orchestrator.dev/v1",
         "kind": "ChaosExperiment",
@@ -53,11 +61,7 @@ def experiment(
             "target": target,
             "fault": fault,
             "duration": duration,
-            "steadyState": {
-                "checks": checks or [{"name": "up", "query": "vector(1)", "condition": {"min": 1},
-                                      "interval": "1s", "count": 1}],
-                "recoverWithin": recover_within,
-            },
+            "steadyState": steady,
             "blastRadius": {"maxPodsPercent": max_percent},
             "safety": safety or {},
         },

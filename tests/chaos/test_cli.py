@@ -69,6 +69,9 @@ INVALID = {
     "loss-without-loss": (_mutate("spec.fault", {"type": "network-chaos", "action": "loss"}), "spec.fault"),
     "bad-alert-label": (_mutate("spec.safety", {"alerts": {"matchLabels": {"bad-name": "x"}}}), "spec.safety"),
     "budget-floor": (_mutate("spec.safety", {"errorBudget": {"query": "x", "floor": 2}}), "spec.safety"),
+    "slo-target-1": (_mutate("spec.safety", {"errorBudget": {"query": "x", "floor": 0.2, "sloTarget": 1}}),
+                     "spec.safety"),
+    "detect-within-0": (_mutate("spec.steadyState.detectWithin", "0s"), "spec.steadyState.detectWithin"),
     "yaml": ("apiVersion: orchestrator.dev/v1\nkind: ChaosExperiment\nspec: [unclosed\n", "yaml"),
 }
 

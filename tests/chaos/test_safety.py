@@ -122,10 +122,16 @@ async def test_error_budget_below_floor(kube: KubeTestEnv, env: dict[str, Any]) 
     with pytest.raises(RefusedError, match=r"error budget remaining 0\.1 is below the floor 0\.25"):
         await _prepare(**env, exp=experiment(kube.namespace, KILL, safety=low))
     high = {"errorBudget": {"query": 'chaos_test:error_budget_remaining{service="high"}', "floor": 0.25}}
-    await _prepare(**env, exp=experiment(kube.namespace, KILL, safety=high))
+    plan = await _prepare(**env, exp=experiment(kube.namespace, KILL, safety=high))
+    # The reading the rail passed on is kept in the plan: the "before" end of the run's budget burn.
+    assert plan.budget is not None and plan.budget.remaining == pytest.approx(0.9)
+    assert "error budget remaining 0.9 (floor 0.25)" in plan.lines
     missing = {"errorBudget": {"query": 'chaos_test:error_budget_remaining{service="none"}', "floor": 0.25}}
     with pytest.raises(RefusedError, match="no data"):
         await _prepare(**env, exp=experiment(kube.namespace, KILL, safety=missing))
+    missing["errorBudget"]["noData"] = "pass"
+    plan = await _prepare(**env, exp=experiment(kube.namespace, KILL, safety=missing))
+    assert plan.budget is not None and plan.budget.remaining is None and "no data" in plan.budget.message
 
 
 async def test_firing_alert(kube: KubeTestEnv, env: dict[str, Any]) -> None:

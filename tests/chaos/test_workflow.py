@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from orchestrator.chaos.models import EXPERIMENT_LABEL
 from orchestrator.chaos.safety import ChaosPolicy
 from orchestrator.config import Settings
 from orchestrator.gates.prometheus import PrometheusProvider
+from orchestrator.scoring.formula import score_run
 from orchestrator.scoring.model import Outcome
 from orchestrator.scoring.store import RunStore
 from tests.chaos.conftest import PromRules, deploy, experiment, writes
@@ -118,6 +120,53 @@ async def test_breach_stops_early_and_reverts(kube: KubeTestEnv, temporal_client
     with RunStore(settings.db_path) as store:
         run = store.get(result.run)
     assert run is not None and run.outcome is Outcome.BREACHED and run.detection_time is not None
+
+
+@pytest.mark.usefixtures("worker")
+async def test_declared_budget_records_the_measured_burn(kube: KubeTestEnv, temporal_client: Client,
+                                                         task_queue: str, settings: Settings) -> None:
+    deploy(kube, replicas=4)
+    # The remaining budget steps from 0.9 to 0.88 at ``step``: after the safety rail reads it when the run
+    # starts, before the run is recorded (after the 5 s fault and the recovery). By hand: 0.9 - 0.88 = 2 %
+    # of the whole budget burned, so the budget sub-score is 1 - 0.02 / 0.05 = 0.6.
+    step = time.time() + 2.5
+    budget = {"errorBudget": {"query": f"vector(0.9 - 0.02 * (time() > bool {step:.3f}))", "floor": 0.25,
+                              "sloTarget": 0.999}}
+    exp = experiment(kube.namespace, {"type": "pod-kill"}, duration="5s", safety=budget)
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.COMPLETED, result.reason
+    # Read before the step, or the hand-computed figure below would not apply.
+    assert result.budget_before is not None and result.budget_before.remaining == pytest.approx(0.9)
+    with RunStore(settings.db_path) as store:
+        run = store.get(result.run)
+    assert run is not None and run.error_budget is not None
+    assert run.error_budget.slo_target == 0.999 and run.error_budget.burned == pytest.approx(0.02)
+    budget_score = next(s for s in score_run(run).subscores if s.name == "budget")
+    assert budget_score.value == pytest.approx(0.6)
+    assert budget_score.why == "burned 2.00 % of the 99.9 % SLO budget (0 at 5 %)"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_detection_is_scored_and_a_budget_without_data_is_not(kube: KubeTestEnv, temporal_client: Client,
+                                                                    task_queue: str, settings: Settings) -> None:
+    deploy(kube, replicas=4)
+    # noData: pass lets the run start without a budget series; it must then leave the budget out, not guess.
+    budget = {"errorBudget": {"query": 'chaos_test:error_budget_remaining{service="{{target}}"}', "floor": 0.25,
+                              "noData": "pass", "sloTarget": 0.999}}
+    exp = experiment(kube.namespace, SCALE, mode="all", max_percent=100, duration="60s", checks=_breaking_check(),
+                     recover_within="2s", detect_within="30s", safety=budget)
+    result = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    assert result.phase is ChaosPhase.BREACHED, result.reason
+    with RunStore(settings.db_path) as store:
+        run = store.get(result.run)
+    assert run is not None and run.detection_time is not None
+    # The clock check breaks about 4 s after the start, well inside the 30 s objective: full marks.
+    assert run.detection_time < timedelta(seconds=30) and run.detection_objective == timedelta(seconds=30)
+    subs = {s.name: s for s in score_run(run).subscores}
+    assert subs["detection"].value == 1.0 and "(objective 30s)" in subs["detection"].why
+    assert run.error_budget is None and subs["budget"].value is None
+    assert ("error budget burn not measured: no data before injection (the error budget query returned no data: "
+            'chaos_test:error_budget_remaining{service="exp"})') in run.message
 
 
 @pytest.mark.usefixtures("worker")

@@ -9,12 +9,16 @@ run, and a real ``prometheus`` scraping it every second::
 
 Each test uses its own ``app`` label, so tests share one Prometheus without seeing each
 other's traffic.
+
+``unleash`` runs each Unleash provider test twice: against the HTTP double and against a real
+unleash-server 7.5.1 on a private PostgreSQL 15 cluster (one per session, see ``unleash_real``).
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import secrets
 import shutil
 import subprocess
 import threading
@@ -28,7 +32,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.sandbox.unleash_api import UnleashAdminServer
 from tests.fixtures_temporal import free_port
+from tests.flags.unleash_real import DoubleUnleash, RealUnleash, StartupTimes, UnleashBackend
 
 ERROR_RATIO = (
     'sum(rate(flag_requests_total{app="{{app}}",variant="{{variant}}",code="500"}[4s]))'
@@ -186,3 +192,42 @@ def flags_json(path: Path, key: str) -> None:
             },
         },
     }, indent=2))
+
+
+_unleash_startups: list[StartupTimes] = []
+
+
+@pytest.fixture(scope="session")
+def real_unleash() -> Iterator[RealUnleash]:
+    reason = RealUnleash.missing()
+    if reason is not None:
+        pytest.fail(reason)
+    server = RealUnleash()
+    try:
+        try:
+            server.start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            pytest.fail(f"a real Unleash could not be started: {exc}")
+        _unleash_startups.append(server.times)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["double", "real"])
+def unleash(request: pytest.FixtureRequest) -> Iterator[UnleashBackend]:
+    """An Unleash with a fresh admin token: the in-process double, or the session's real server."""
+    if request.param == "double":
+        with UnleashAdminServer(f"*:*.{secrets.token_hex(16)}") as server:
+            yield DoubleUnleash(server)
+    else:
+        real: RealUnleash = request.getfixturevalue("real_unleash")
+        yield real
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for t in _unleash_startups:
+        terminalreporter.write_line(
+            f"real Unleash 7.5.1: PostgreSQL 15 cluster ready in {t.postgres_seconds:.1f}s, "
+            f"unleash-server (with migrations) in {t.unleash_seconds:.1f}s"
+        )
