@@ -23,7 +23,9 @@ ERROR_RATIO = (
 )
 
 
-def error_check(name: str = "error-rate", count: int | None = 2, max_ratio: float = 0.02, **extra: Any) -> dict[str, Any]:
+def error_check(
+    name: str = "error-rate", count: int | None = 2, max_ratio: float = 0.02, **extra: Any
+) -> dict[str, Any]:
     return {"name": name, "query": ERROR_RATIO, "condition": {"max": max_ratio}, "interval": "1s",
             "count": count, **extra}
 
