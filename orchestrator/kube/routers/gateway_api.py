@@ -16,12 +16,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubernetes import client as k8s
-
 from orchestrator.errors import KubeError, NotFoundError
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json, retry_on_conflict
+from orchestrator.kube.client import retry_on_conflict
 from orchestrator.kube.routers.base import RouteTarget, check_weight, routing_of
-from orchestrator.kube.workloads import Workloads
+from orchestrator.kube.routers.route_object import RouteObjectRouter
 from orchestrator.specs.canary import GatewayApiRouting
 
 __all__ = ["GatewayApiRouter"]
@@ -47,39 +45,12 @@ def _weight(ref: dict[str, Any]) -> int:
     return int(ref.get("weight", 1))
 
 
-class GatewayApiRouter:
+class GatewayApiRouter(RouteObjectRouter):
     type = "gateway-api"
-
-    def __init__(self, api_client: k8s.ApiClient) -> None:
-        self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
-        self.workloads = Workloads(api_client)
-
-    def _get(self, namespace: str, name: str) -> dict[str, Any]:
-        with kube_errors(f"get httproute {namespace}/{name}", self.api_client):
-            resp = self.custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        return read_json(resp)
-
-    def _put(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        with kube_errors(f"update httproute {namespace}/{name}", self.api_client):
-            self.custom.replace_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+    group = GROUP
+    version = VERSION
+    plural = PLURAL
+    noun = "httproute"
 
     def _matching_rules(
         self, route: dict[str, Any], routing: GatewayApiRouting, namespace: str

@@ -15,12 +15,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubernetes import client as k8s
-
 from orchestrator.errors import KubeError, NotFoundError
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json, retry_on_conflict
+from orchestrator.kube.client import retry_on_conflict
 from orchestrator.kube.routers.base import RouteTarget, check_weight, routing_of
-from orchestrator.kube.workloads import Workloads
+from orchestrator.kube.routers.route_object import RouteObjectRouter
 from orchestrator.specs.canary import IstioRouting
 
 __all__ = ["IstioRouter", "service_name"]
@@ -49,39 +47,12 @@ def _destination_is(entry: Any, host: str, subset: str | None, *, any_subset: bo
     return any_subset or dest.get("subset") == subset
 
 
-class IstioRouter:
+class IstioRouter(RouteObjectRouter):
     type = "istio"
-
-    def __init__(self, api_client: k8s.ApiClient) -> None:
-        self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
-        self.workloads = Workloads(api_client)
-
-    def _get(self, namespace: str, name: str) -> dict[str, Any]:
-        with kube_errors(f"get virtualservice {namespace}/{name}", self.api_client):
-            resp = self.custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        return read_json(resp)
-
-    def _put(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        with kube_errors(f"update virtualservice {namespace}/{name}", self.api_client):
-            self.custom.replace_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+    group = GROUP
+    version = VERSION
+    plural = PLURAL
+    noun = "virtualservice"
 
     @staticmethod
     def _checked(target: RouteTarget) -> IstioRouting:
