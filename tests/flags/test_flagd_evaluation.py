@@ -21,6 +21,7 @@ from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
+from openfeature.provider import ProviderStatus
 
 from orchestrator.flags.base import FlagTarget
 from orchestrator.flags.flagd import FileStore
@@ -64,13 +65,19 @@ class App:
             domain=f"ramp-{id(self)}",
         )
         self.client: OpenFeatureClient = api.get_client(f"ramp-{id(self)}")
+        # The provider loads the file in the background; a ramp edit made before that first load would be
+        # the file it starts from, and no reload event would follow. Start once it is ready.
+        deadline = time.monotonic() + 15
+        while self.client.get_provider_status() != ProviderStatus.READY:
+            assert time.monotonic() < deadline, f"flagd provider not ready: {self.client.get_provider_status()}"
+            time.sleep(0.05)
 
     def _on_change(self, details: EventDetails) -> None:
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
 
-    def wait_share(self, since: int, percent: float, timeout: float = 10.0) -> set[str]:
+    def wait_share(self, since: int, percent: float, timeout: float = 20.0) -> set[str]:
         """The keys with the variant once the provider reloaded the file after ``since`` (polled, not slept).
 
         A reload event alone is not proof (the provider's first load also emits one), so
