@@ -7,8 +7,8 @@ keeps answering while the worker's event loop is busy or blocked.
 * ``/readyz`` answers 200 only while ``ready()`` is true, 503 otherwise. The worker sets its
   ``ReadyFlag`` once it is connected to Temporal and polling, and clears it first thing on SIGTERM so
   the pod leaves the Service before the worker drains;
-* ``/metrics`` is the registry's text exposition; ``orchestrator_worker_ready`` is refreshed from
-  ``ready()`` on each scrape so the gauge cannot disagree with /readyz.
+* ``/metrics`` is the ``Metrics`` registry's exposition (``prometheus_client``);
+  ``orchestrator_worker_ready`` is refreshed from ``ready()`` on each scrape so the gauge cannot disagree with /readyz.
 
 Typical use by the worker::
 
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from orchestrator.telemetry import CONTENT_TYPE, Gauge, Metrics, Registry, default_metrics
+from orchestrator.telemetry import CONTENT_TYPE, Metrics, default_metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +95,17 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], ready: Callable[[], bool], registry: Registry) -> None:
+    def __init__(self, address: tuple[str, int], ready: Callable[[], bool], metrics: Metrics) -> None:
         super().__init__(address, _Handler)
         self.ready = ready
-        self.registry = registry
+        self.metrics = metrics
 
     def render_metrics(self) -> str:
-        gauge = self.registry.get("orchestrator_worker_ready")
-        if isinstance(gauge, Gauge) and not gauge.labelnames:
-            try:
-                gauge.set(1 if self.ready() else 0)
-            except Exception:
-                gauge.set(0)
-        return self.registry.render()
+        try:
+            self.metrics.worker_ready.set(1 if self.ready() else 0)
+        except Exception:
+            self.metrics.worker_ready.set(0)
+        return self.metrics.render()
 
 
 class HealthServer:
@@ -118,14 +116,12 @@ class HealthServer:
         host: str,
         port: int,
         ready: Callable[[], bool],
-        registry: Registry | Metrics | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        if isinstance(registry, Metrics):
-            registry = registry.registry
         self.host = host
         self._requested_port = port
         self._ready = ready
-        self._registry = registry if registry is not None else default_metrics().registry
+        self._metrics = metrics if metrics is not None else default_metrics()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -143,7 +139,7 @@ class HealthServer:
     def start(self) -> HealthServer:
         if self._server is not None:
             return self
-        self._server = _Server((self.host, self._requested_port), self._ready, self._registry)
+        self._server = _Server((self.host, self._requested_port), self._ready, self._metrics)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="health-server", daemon=True
         )
@@ -173,7 +169,7 @@ def start_health(
     ready: Callable[[], bool],
     *,
     host: str | None = None,
-    metrics: Metrics | Registry | None = None,
+    metrics: Metrics | None = None,
 ) -> HealthServer:
     """Start a ``HealthServer`` on ``host:port`` with the default metrics unless given others.
 

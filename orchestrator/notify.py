@@ -18,15 +18,18 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+if TYPE_CHECKING:
+    from orchestrator.activities.models import RollbackStuckRequest
+
 log = logging.getLogger(__name__)
 
 _GOOD = {"promoted", "completed", "succeeded", "passed"}
-_ROLLED_BACK = {"rolled_back", "aborted", "killed"}
+_ROLLED_BACK = {"rolled_back", "aborted", "killed", "rollback_recovered"}
 _KIND_LABEL = {"canary": "Canary rollout", "flag_ramp": "Flag ramp", "chaos": "Chaos experiment"}
 
 
@@ -148,3 +151,33 @@ def send_outcome(webhook_url: str | None, event: Outcome, timeout: float = 5.0) 
     except Exception:
         log.exception("notification skipped")
         return False
+
+
+def report_rollback_stuck(webhook_url: str | None, req: RollbackStuckRequest, timeout: float = 5.0) -> bool:
+    """What ``notify.rollback_stuck`` does: set the gauge, log, and notify on news only.
+
+    The workflow calls it at every re-attempt of a failing compensation step; the gauge needs each
+    call (its series expire unless renewed) but people need only the first ("stuck at step X") and
+    the last ("recovered"), so the webhook is posted only when this worker's view changes.
+    Returns whether a notification was posted; never raises.
+    """
+    from orchestrator import telemetry
+
+    news = telemetry.set_rollback_stuck(req.kind, req.workflow_id, req.step, req.stuck)
+    if req.stuck:
+        log.error("rollback stuck at step %s of %s %s: %s", req.step, req.kind, req.workflow_id, req.error,
+                  extra={"workflow_id": req.workflow_id, "step": req.step})
+    else:
+        log.info("rollback of %s %s completed after step %s recovered", req.kind, req.workflow_id, req.step,
+                 extra={"workflow_id": req.workflow_id, "step": req.step})
+    if not news:
+        return False
+    event = Outcome(
+        kind=req.kind,
+        name=req.name,
+        outcome="rollback_stuck" if req.stuck else "rollback_recovered",
+        reason=(f"step {req.step} keeps failing: {req.error}" if req.stuck else f"step {req.step} succeeded"),
+        workflow_id=req.workflow_id,
+        details={"step": req.step} | ({"error": req.error[:500]} if req.error else {}),
+    )
+    return send_outcome(webhook_url, event, timeout)

@@ -1,251 +1,200 @@
-"""The worker's own metrics, and their Prometheus text exposition.
+"""The worker's own metrics on ``prometheus_client``, and the Temporal SDK's metrics beside them.
 
-Shape: a ``Registry`` holds metric families (``Counter``, ``Gauge``, ``Histogram``); each family
-holds one child per label-value tuple. Every mutation and ``render()`` take the registry's single
-lock, so activities running in the worker's thread pool and the health server's scrape thread
-never see a half-updated histogram. ``render()`` writes the text format version 0.0.4 that
-Prometheus scrapes (the runtime dependencies exclude ``prometheus_client``, and the format is
-small enough to write here).
+Shape: ``Metrics`` declares the orchestrator's metrics on its *own* ``CollectorRegistry`` (never the
+library's global one), so a test builds ``Metrics()`` and gets isolated counts without resetting
+anything. Each metric is a thin ``_Family`` over the library's metric: it keeps the call style the
+activities use (``inc(kind="canary")``), rejects a wrong label set with a ``ValueError`` naming the
+expected labels, and reads values back through the registry (``value``/``count``) for tests and
+for the clamp in ``fault_removed``. Exposition is the library's ``generate_latest``.
 
-``Metrics`` declares the orchestrator's metrics on a registry. A process-wide default instance
-backs the module functions (``record_gate``, ``record_rollout_started`` ...) that activities call;
-tests build a fresh ``Metrics()`` or pass ``metrics=`` to keep their counts isolated.
+A process-wide default ``Metrics`` backs the module functions (``record_gate``,
+``record_rollout_started`` ...) that activities call; ``set_default_metrics`` swaps it.
 
-Call these from activities (or the worker), never from workflow code: a workflow replays, and
-a replayed workflow would count its history twice.
+Call these from activities (or the worker), never from workflow code: a workflow replays, and a
+replayed workflow would count its history twice.
+
+Several workers. Counters are per process and Prometheus sums them (``sum by (...) (rate(...))``),
+so they are right with any number of workers. Gauges are harder, because the worker that sets a
+value is not always the one that clears it:
+
+* ``orchestrator_rollback_stuck{kind,workflow_id}`` is a collector over reports with a time to
+  live: a stuck compensation step is re-reported on every re-attempt (the workflow re-attempts on a
+  slow timer and calls the ``notify.rollback_stuck`` activity each time), and a report not renewed
+  within ``stuck_ttl`` vanishes. So when worker B clears a rollback that worker A reported, A's
+  series disappears within the TTL at the latest. Aggregate with ``max by (kind, workflow_id)``.
+* ``orchestrator_active_faults`` counts the faults this process injected minus those it removed;
+  the sum across workers is right only while one fault's inject and revert run on the same worker.
+  ``set_active_faults`` (from the chaos ledger, the source of truth) overwrites it.
+* ``orchestrator_worker_ready`` is per worker by nature.
+
+The SDK's own metrics (task schedule-to-start latency, slots, poll failures, workflow-task failures)
+come from the SDK's Rust core, which serves them itself: ``install_sdk_metrics`` makes the default
+``Runtime`` export them on a second port (``--sdk-metrics-port``), since the core cannot write into
+a Python registry.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Literal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 Kind = Literal["canary", "flag_ramp", "chaos"]
 
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: tuple[str, str] | None = None) -> str:
-    pairs = [f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra is not None:
-        pairs.append(f'{extra[0]}="{_escape_label(extra[1])}"')
-    return "{" + ",".join(pairs) + "}" if pairs else ""
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+# A stuck rollback is re-reported at every slow re-attempt; twice the longest re-attempt interval.
+DEFAULT_STUCK_TTL = 30 * 60.0
 
 
 class _Family:
-    type_name = "untyped"
+    """One metric on a registry, with its label names checked on every call."""
 
-    def __init__(self, registry: Registry, name: str, help_text: str, labelnames: Sequence[str]) -> None:
+    def __init__(self, registry: CollectorRegistry, metric: Any, name: str, labelnames: Sequence[str]) -> None:
+        self._registry = registry
+        self._metric = metric
         self.name = name
-        self.help = help_text
         self.labelnames = tuple(labelnames)
-        self._lock = registry.lock
+        self.lock = threading.RLock()
 
-    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+    def _child(self, labels: dict[str, str]) -> Any:
         if set(labels) != set(self.labelnames):
             raise ValueError(f"{self.name} takes labels {list(self.labelnames)}, got {sorted(labels)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
+        if not self.labelnames:
+            return self._metric
+        return self._metric.labels(**{k: str(v) for k, v in labels.items()})
 
-    def samples(self) -> Iterable[str]:  # pragma: no cover - overridden
-        return ()
+    def _sample(self, suffix: str, labels: dict[str, str]) -> float:
+        self._child(labels)  # validates the label set
+        value = self._registry.get_sample_value(self.name + suffix, {k: str(v) for k, v in labels.items()})
+        return float(value) if value is not None else 0.0
 
 
 class Counter(_Family):
-    type_name = "counter"
-
-    def __init__(self, registry: Registry, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(registry, name, help_text, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterable[str]:
-        for key, v in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.labelnames, key)} {_format_value(v)}"
+        return self._sample("_total", labels)
 
 
 class Gauge(_Family):
-    type_name = "gauge"
-
-    def __init__(self, registry: Registry, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(registry, name, help_text, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-        if not self.labelnames:
-            # An unlabelled gauge exists from the start, so a scrape shows 0 rather than nothing.
-            self._values[()] = 0.0
-
     def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
+        self._child(labels).set(value)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
+        self._child(labels).dec(amount)
 
     def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterable[str]:
-        for key, v in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.labelnames, key)} {_format_value(v)}"
+        return self._sample("", labels)
 
 
 class Histogram(_Family):
-    type_name = "histogram"
-
-    def __init__(
-        self,
-        registry: Registry,
-        name: str,
-        help_text: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> None:
-        if "le" in labelnames:
-            raise ValueError("'le' is reserved for histogram buckets")
-        super().__init__(registry, name, help_text, labelnames)
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        # Per child: non-cumulative bucket counts (last slot is +Inf), sum, count.
-        self._children: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-
     def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            counts, total = self._children.setdefault(key, ([0] * (len(self.buckets) + 1), [0.0]))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
-                    break
-            else:
-                counts[-1] += 1
-            total[0] += value
+        self._child(labels).observe(value)
 
     def count(self, **labels: str) -> int:
+        return int(self._sample("_count", labels))
+
+
+class _StuckRollbacks(Collector):
+    """``orchestrator_rollback_stuck``: one series per stuck rollback, expiring unless re-reported."""
+
+    name = "orchestrator_rollback_stuck"
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reports: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def report(self, kind: str, workflow_id: str, step: str, stuck: bool) -> bool:
+        """Record the report; True when it changes what this process shows (news worth telling)."""
+        self.current()  # drop expired reports first, so a re-report after expiry counts as news
         with self._lock:
-            child = self._children.get(self._key(labels))
-            return sum(child[0]) if child else 0
+            key = (kind, workflow_id)
+            before = self._reports.get(key)
+            if stuck:
+                self._reports[key] = (step, self._clock())
+                return before is None or before[0] != step
+            return self._reports.pop(key, None) is not None
 
-    def samples(self) -> Iterable[str]:
-        for key, (counts, total) in sorted(self._children.items()):
-            running = 0
-            for bound, c in zip((*self.buckets, math.inf), counts, strict=True):
-                running += c
-                le = ("le", _format_value(bound))
-                yield f"{self.name}_bucket{_labels(self.labelnames, key, le)} {running}"
-            yield f"{self.name}_sum{_labels(self.labelnames, key)} {_format_value(total[0])}"
-            yield f"{self.name}_count{_labels(self.labelnames, key)} {running}"
+    def current(self) -> dict[tuple[str, str], str]:
+        """Live reports: (kind, workflow_id) -> the step that is stuck."""
+        now = self._clock()
+        with self._lock:
+            for key in [k for k, (_, at) in self._reports.items() if now - at > self.ttl]:
+                del self._reports[key]
+            return {k: step for k, (step, _) in self._reports.items()}
 
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            self.name,
+            "1 while a rollback (compensation) step keeps failing, by kind and workflow id; "
+            "the series disappears once the rollback completes.",
+            labels=["kind", "workflow_id"],
+        )
+        for (kind, workflow_id), _step in sorted(self.current().items()):
+            family.add_metric([kind, workflow_id], 1.0)
+        yield family
 
-class Registry:
-    """A set of metric families rendered together."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self._families: dict[str, _Family] = {}
-
-    def _add(self, family: _Family) -> None:
-        with self.lock:
-            if family.name in self._families:
-                raise ValueError(f"metric {family.name} is already registered")
-            self._families[family.name] = family
-
-    def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
-        c = Counter(self, name, help_text, labelnames)
-        self._add(c)
-        return c
-
-    def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Gauge:
-        g = Gauge(self, name, help_text, labelnames)
-        self._add(g)
-        return g
-
-    def histogram(
-        self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS
-    ) -> Histogram:
-        h = Histogram(self, name, help_text, labelnames, buckets)
-        self._add(h)
-        return h
-
-    def get(self, name: str) -> _Family | None:
-        with self.lock:
-            return self._families.get(name)
-
-    def render(self) -> str:
-        """The whole registry in the Prometheus text exposition format (0.0.4)."""
-        lines: list[str] = []
-        with self.lock:
-            for family in self._families.values():
-                lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-                lines.append(f"# TYPE {family.name} {family.type_name}")
-                lines.extend(family.samples())
-        return "\n".join(lines) + "\n"
-
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, "", labels=["kind", "workflow_id"])]
 
 
 class Metrics:
-    """The orchestrator's metrics, declared on one registry (a fresh one unless given)."""
+    """The orchestrator's metrics, declared on one registry of their own."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        self.registry = registry or Registry()
+    def __init__(self, registry: CollectorRegistry | None = None, *, stuck_ttl: float = DEFAULT_STUCK_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.rollouts_started = r.counter(
-            "orchestrator_rollouts_started_total",
-            "Rollouts started, by kind (canary, flag_ramp, chaos).", ["kind"])
-        self.rollouts_finished = r.counter(
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            # prometheus_client appends `_total` itself; declaring the stem keeps today's names.
+            stem = name.removesuffix("_total")
+            return Counter(r, prometheus_client.Counter(stem, doc, labels, registry=r), stem, labels)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(r, prometheus_client.Gauge(name, doc, labels, registry=r), name, labels)
+
+        self.rollouts_started = counter(
+            "orchestrator_rollouts_started_total", "Rollouts started, by kind (canary, flag_ramp, chaos).", ["kind"])
+        self.rollouts_finished = counter(
             "orchestrator_rollouts_finished_total",
             "Rollouts finished, by kind and outcome (promoted, rolled_back, completed, aborted, failed...).",
             ["kind", "outcome"])
-        self.rollbacks = r.counter(
+        self.rollbacks = counter(
             "orchestrator_rollbacks_total", "Automatic or manual rollbacks, by kind and reason.", ["kind", "reason"])
-        self.gate_evaluations = r.counter(
+        self.gate_evaluations = counter(
             "orchestrator_gate_evaluations_total",
             "Metric gate evaluations, by verdict (successful, failed, inconclusive, error).", ["verdict"])
-        self.active_faults = r.gauge(
+        self.janitor_runs = counter(
+            "orchestrator_janitor_runs_total", "Chaos janitor sweeps, by outcome (ok, failed).", ["outcome"])
+        self.active_faults = gauge(
             "orchestrator_active_faults", "Faults this worker injected and has not removed yet.")
-        self.step_duration = r.histogram(
-            "orchestrator_step_duration_seconds", "Duration of rollout steps, by kind and step.", ["kind", "step"])
-        self.worker_ready = r.gauge(
+        self.step_duration = Histogram(
+            r,
+            prometheus_client.Histogram(
+                "orchestrator_step_duration_seconds", "Duration of rollout steps, by kind and step.",
+                ["kind", "step"], buckets=DEFAULT_BUCKETS, registry=r),
+            "orchestrator_step_duration_seconds", ["kind", "step"])
+        self.worker_ready = gauge(
             "orchestrator_worker_ready", "1 when the worker is connected to Temporal and polling, else 0.")
+        self.rollback_stuck = _StuckRollbacks(stuck_ttl, clock)
+        r.register(self.rollback_stuck)
 
     def render(self) -> str:
-        return self.registry.render()
+        return generate_latest(self.registry).decode()
 
 
 _default_lock = threading.Lock()
@@ -288,16 +237,30 @@ def record_gate(verdict: str, *, metrics: Metrics | None = None) -> None:
     _m(metrics).gate_evaluations.inc(verdict=verdict)
 
 
+def record_janitor_run(outcome: Literal["ok", "failed"] | str, *, metrics: Metrics | None = None) -> None:
+    """One janitor sweep ended: ``ok`` (whatever it reverted) or ``failed`` (it raised)."""
+    _m(metrics).janitor_runs.inc(outcome=outcome)
+
+
+def set_rollback_stuck(kind: str, workflow_id: str, step: str, stuck: bool, *, metrics: Metrics | None = None) -> bool:
+    """Report that ``workflow_id``'s rollback step ``step`` keeps failing (``stuck``) or is done.
+
+    While stuck, call again at every re-attempt: a report expires after the metrics' TTL. Returns
+    True when this changed what this worker shows (newly stuck, another step, or cleared).
+    """
+    return _m(metrics).rollback_stuck.report(kind, workflow_id, step, stuck)
+
+
 def fault_injected(*, metrics: Metrics | None = None) -> None:
     _m(metrics).active_faults.inc()
 
 
 def fault_removed(*, metrics: Metrics | None = None) -> None:
-    m = _m(metrics)
+    gauge = _m(metrics).active_faults
     # Removal is idempotent (a retried activity may remove twice); never report a negative count.
-    with m.registry.lock:
-        if m.active_faults.value() > 0:
-            m.active_faults.dec()
+    with gauge.lock:
+        if gauge.value() > 0:
+            gauge.dec()
 
 
 def set_active_faults(count: int, *, metrics: Metrics | None = None) -> None:
@@ -314,3 +277,25 @@ def set_worker_ready(ready: bool, *, metrics: Metrics | None = None) -> None:
 
 def render(metrics: Metrics | None = None) -> str:
     return _m(metrics).render()
+
+
+def sdk_runtime(bind_address: str) -> Any:
+    """A Temporal ``Runtime`` whose core serves the SDK's metrics on ``bind_address`` (host:port).
+
+    Metric names keep their ``temporal_`` prefix and gain no unit suffix, matching the SDK's docs.
+    """
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
+def install_sdk_metrics(bind_address: str) -> Any:
+    """Make the SDK metrics runtime the process default, so every client connected afterwards uses it.
+
+    Call once, before the worker connects to Temporal.
+    """
+    from temporalio.runtime import Runtime
+
+    runtime = sdk_runtime(bind_address)
+    Runtime.set_default(runtime, error_if_already_set=True)
+    return runtime

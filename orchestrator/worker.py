@@ -80,11 +80,15 @@ def run_janitor(settings: Settings) -> Sequence[str]:
         janitor = importlib.import_module("orchestrator.chaos.janitor")
     except ModuleNotFoundError:
         return []
+    from orchestrator import telemetry
+
     try:
         reverted: Sequence[str] = janitor.run_janitor(settings)
     except Exception:
         log.exception("chaos janitor failed on start")
+        telemetry.record_janitor_run("failed")
         return []
+    telemetry.record_janitor_run("ok")
     return reverted
 
 

@@ -75,9 +75,9 @@ def test_healthz_always_readyz_only_when_ready(health: tuple[HealthServer, Ready
 def test_metrics_endpoint_reflects_readiness(health: tuple[HealthServer, ReadyFlag, Metrics]) -> None:
     server, ready, _ = health
     status, body = get(f"{server.url}/metrics")
-    assert status == 200 and "orchestrator_worker_ready 0\n" in body
+    assert status == 200 and "orchestrator_worker_ready 0.0\n" in body
     ready.set()
-    assert "orchestrator_worker_ready 1\n" in get(f"{server.url}/metrics")[1]
+    assert "orchestrator_worker_ready 1.0\n" in get(f"{server.url}/metrics")[1]
 
 
 def test_failing_readiness_check_means_not_ready() -> None:
@@ -87,7 +87,7 @@ def test_failing_readiness_check_means_not_ready() -> None:
     with HealthServer("127.0.0.1", 0, broken, Metrics()) as server:
         assert get(f"{server.url}/readyz")[0] == 503
         assert get(f"{server.url}/healthz")[0] == 200
-        assert "orchestrator_worker_ready 0\n" in get(f"{server.url}/metrics")[1]
+        assert "orchestrator_worker_ready 0.0\n" in get(f"{server.url}/metrics")[1]
 
 
 def test_stopped_server_releases_its_port() -> None:
@@ -112,16 +112,16 @@ def test_exposition_text_format() -> None:
     telemetry.fault_removed(metrics=m)  # a retried removal must not go negative
     text = m.render()
     assert "# TYPE orchestrator_rollouts_started_total counter\n" in text
-    assert 'orchestrator_rollouts_started_total{kind="canary"} 1\n' in text
-    assert 'orchestrator_rollouts_finished_total{kind="canary",outcome="rolled_back"} 1\n' in text
-    assert 'orchestrator_rollbacks_total{kind="canary",reason="gate \\"error-rate\\" failed\\n"} 1\n' in text
-    assert "orchestrator_active_faults 0\n" in text
+    assert 'orchestrator_rollouts_started_total{kind="canary"} 1.0\n' in text
+    assert 'orchestrator_rollouts_finished_total{kind="canary",outcome="rolled_back"} 1.0\n' in text
+    assert 'orchestrator_rollbacks_total{kind="canary",reason="gate \\"error-rate\\" failed\\n"} 1.0\n' in text
+    assert "orchestrator_active_faults 0.0\n" in text
     assert "# TYPE orchestrator_step_duration_seconds histogram\n" in text
-    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",step="hold",le="0.1"} 0\n' in text
-    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",step="hold",le="0.5"} 1\n' in text
-    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",step="hold",le="3600"} 1\n' in text
-    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",step="hold",le="+Inf"} 2\n' in text
-    assert 'orchestrator_step_duration_seconds_count{kind="canary",step="hold"} 2\n' in text
+    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",le="0.1",step="hold"} 0.0\n' in text
+    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",le="0.5",step="hold"} 1.0\n' in text
+    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",le="3600.0",step="hold"} 1.0\n' in text
+    assert 'orchestrator_step_duration_seconds_bucket{kind="canary",le="+Inf",step="hold"} 2.0\n' in text
+    assert 'orchestrator_step_duration_seconds_count{kind="canary",step="hold"} 2.0\n' in text
     assert 'orchestrator_step_duration_seconds_sum{kind="canary",step="hold"} 7000.3\n' in text
     with pytest.raises(ValueError, match="takes labels"):
         m.gate_evaluations.inc(kind="canary")
@@ -151,7 +151,7 @@ def test_module_functions_use_the_replaceable_default() -> None:
         telemetry.record_gate("inconclusive")
         telemetry.set_worker_ready(True)
         assert fresh.gate_evaluations.value(verdict="inconclusive") == 1
-        assert "orchestrator_worker_ready 1\n" in telemetry.render()
+        assert "orchestrator_worker_ready 1.0\n" in telemetry.render()
     finally:
         telemetry.set_default_metrics(None)
     assert telemetry.default_metrics() is not fresh
@@ -229,7 +229,7 @@ def test_real_prometheus_scrapes_the_worker_metrics(
         'orchestrator_gate_evaluations_total{verdict="successful"}': 1.0,
         'orchestrator_rollouts_started_total{kind="flag_ramp"}': 1.0,
         'orchestrator_step_duration_seconds_count{kind="flag_ramp",step="25%"}': 1.0,
-        'orchestrator_step_duration_seconds_bucket{kind="flag_ramp",le="30"}': 1.0,
+        'orchestrator_step_duration_seconds_bucket{kind="flag_ramp",le="30.0"}': 1.0,
         "orchestrator_active_faults": 1.0,
     }
     seen: dict[str, float | None] = {}

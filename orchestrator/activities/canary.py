@@ -21,6 +21,7 @@ from orchestrator.activities.models import (
     DeploymentRef,
     EvaluateRequest,
     NotifyRequest,
+    RollbackStuckRequest,
     RouteRequest,
     ScaleRequest,
     StableSnapshot,
@@ -54,6 +55,7 @@ class CanaryActivities(ActivityClients):
             self.delete_copy,
             self.evaluate_check,
             self.notify,
+            self.notify_rollback_stuck,
         ]
 
     @activity.defn(name="canary.snapshot_stable")
@@ -187,3 +189,8 @@ class CanaryActivities(ActivityClients):
 
         send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude={"reason_kind", "step_seconds"})))
 
+    @activity.defn(name="notify.rollback_stuck")
+    def notify_rollback_stuck(self, req: RollbackStuckRequest) -> None:
+        from orchestrator.notify import report_rollback_stuck
+
+        report_rollback_stuck(self._settings.notify_webhook, req)

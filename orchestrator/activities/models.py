@@ -66,6 +66,15 @@ class RouteRequest(BaseModel):
     verify_seconds: float = 60.0
 
 
+class WeightResult(BaseModel):
+    """What a router did with a requested weight, as far as it can tell."""
+
+    requested: int
+    effective: float  # percent of traffic the canary really gets (replica routing rounds to whole pods)
+    verified: bool | None = None  # None: the router cannot confirm (no controller reports status)
+    detail: str = ""
+
+
 class TemplateUpdate(BaseModel):
     namespace: str
     name: str
@@ -94,3 +103,18 @@ class NotifyRequest(BaseModel):
     reason_kind: str | None = None  # gate | abort | approval-timeout | error | cancelled (the metrics label)
     workflow_id: str | None = None
     step_seconds: list[tuple[str, float]] = Field(default_factory=list)  # (step kind, duration) for the metrics
+
+
+class RollbackStuckRequest(BaseModel):
+    """A compensation step keeps failing (``stuck``) or has finally succeeded (``stuck=False``).
+
+    Sent to ``notify.rollback_stuck`` at every re-attempt while stuck: the metric's series expires
+    unless renewed, which keeps it right with several workers.
+    """
+
+    kind: Literal["canary", "flag_ramp", "chaos"]
+    workflow_id: str
+    name: str
+    step: str
+    error: str = ""
+    stuck: bool = True
