@@ -32,6 +32,8 @@ CAPABILITIES: list[tuple[str, list[str], str, str]] = [
     ("workflows.flag_ramp", ["FlagRampWorkflow"], "orchestrator.activities.flags", "FlagActivities"),
     ("workflows.chaos", ["ChaosExperimentWorkflow"], "orchestrator.activities.chaos", "ChaosActivities"),
     ("workflows.gameday", ["GameDayWorkflow"], "", ""),
+    # The pre-flight rails every workflow above calls first: activities only, no workflow of their own.
+    ("workflows.canary", [], "orchestrator.activities.rails", "RailsActivities"),
 ]
 
 

@@ -1,0 +1,71 @@
+"""The ``rails.check`` activity: every pre-flight rail for a canary, a flag ramp or a chaos experiment.
+
+Workflows call it first thing (and chaos right before each injection) and end "refused" when the
+report says so. Built with its clients like the other activity classes; the Temporal client the
+mutual-exclusion rail needs is the worker's own (``activity.client()``) unless one is given, and the
+policy is read once from ``ORCHESTRATOR_POLICY`` unless one is given. The activity only reads, so a
+retry is always safe; an unreachable backend is a retryable error, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.activities.clients import ActivityClients
+from orchestrator.config import Settings
+from orchestrator.errors import OrchestratorError
+from orchestrator.rails.models import RailsReport, RailsRequest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from temporalio.client import Client
+
+    from orchestrator.gates.prometheus import MetricProvider
+    from orchestrator.rails.run import Rails
+    from orchestrator.specs.policy import RailsPolicy
+
+__all__ = ["RailsActivities"]
+
+
+class RailsActivities(ActivityClients):
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: ApiClient | None = None,
+        metrics: MetricProvider | None = None,
+        temporal: Client | None = None,
+        rails_policy: RailsPolicy | None = None,
+    ) -> None:
+        super().__init__(settings, api_client, metrics)
+        self._temporal = temporal
+        self._policy = rails_policy
+
+    @property
+    def policy(self) -> RailsPolicy:
+        if self._policy is None:
+            from orchestrator.specs.policy import policy_from_env
+
+            self._policy = policy_from_env()
+        return self._policy
+
+    def rails(self) -> Rails:
+        from orchestrator.rails.active import TemporalActiveWork
+        from orchestrator.rails.run import Rails
+
+        temporal = self._temporal or activity.client()
+        return Rails(api_client=self.api, metrics=self.metrics, active=TemporalActiveWork(temporal),
+                     policy=self.policy)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.check]
+
+    @activity.defn(name="rails.check")
+    async def check(self, req: RailsRequest) -> RailsReport:
+        try:
+            return await self.rails().check(req)
+        except OrchestratorError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc

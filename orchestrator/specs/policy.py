@@ -1,0 +1,247 @@
+"""The ``RailsPolicy`` file: every setting of the pre-flight rails, in one validated document.
+
+The operator writes it (the chart ships it as a ConfigMap); no spec can widen it, which is
+why none of this lives in canary, flag or chaos specs. It is found through ``--policy`` or
+``ORCHESTRATOR_POLICY``; without one, the defaults below apply (and, for the chaos
+namespaces only, the older ``ORCHESTRATOR_CHAOS_*`` variables, so existing installs keep
+working). Shape::
+
+    apiVersion: orchestrator.dev/v1
+    kind: RailsPolicy
+    metadata: {name: production}
+    spec:
+      namespaces: {allowed: ["shop"], protected: ["payments"]}   # chaos targets ("*": any unprotected)
+      recentDeployments: {quietPeriod: 30m, kinds: [chaos]}      # any rollout of a target workload
+      incidents: {matchLabels: {severity: critical, namespace: "{{namespace}}"}}
+      health:                                                    # declared health queries
+        - name: checkout-burn-rate
+          query: slo:burn_rate1h{app="{{app}}"}
+          max: 1
+          appliesTo: [{namespace: shop, app: checkout}]            # the target or its dependents
+      freezes:                                                   # off unless declared
+        - {name: holidays, start: "2026-12-24T00:00:00+01:00", end: "2026-12-27T00:00:00+01:00"}
+      staffedHours:                                              # off unless declared
+        timezone: Europe/Berlin
+        days: [mon, tue, wed, thu, fri]
+        start: "09:00"
+        end: "17:00"
+
+Errors read ``file:line: field: message`` and exit 2, exactly as spec files, because the same
+YAML reader (``orchestrator.specs.loader``) reports them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import SpecError
+from orchestrator.specs.base import K8sName, Metadata, Strict
+from orchestrator.specs.checks import NoDataPolicy
+from orchestrator.specs.duration import Duration
+from orchestrator.specs.loader import format_errors, parse_yaml
+
+__all__ = [
+    "ENV_VAR",
+    "Freeze",
+    "HealthQuery",
+    "Kind",
+    "PolicySpec",
+    "RailsPolicy",
+    "StaffedHours",
+    "load_policy",
+    "policy_from_env",
+]
+
+ENV_VAR = "ORCHESTRATOR_POLICY"
+
+Kind = Literal["canary", "flag", "chaos"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALL_KINDS: list[Kind] = ["canary", "flag", "chaos"]
+
+
+def _chaos_only() -> list[Kind]:
+    return ["chaos"]
+
+
+class Namespaces(Strict):
+    """Where chaos may act; kube-system & co. and the orchestrator's own namespace are always protected."""
+
+    allowed: list[str] = Field(default_factory=list)
+    protected: list[K8sName] = Field(default_factory=list)
+
+    @field_validator("allowed")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        import re
+
+        for name in value:
+            if name != "*" and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name):
+                raise ValueError(f"{name!r} is not a namespace name (or \"*\" for any unprotected namespace)")
+        return value
+
+
+class RecentDeployments(Strict):
+    quiet_period: Duration = Field(default=timedelta(minutes=30), alias="quietPeriod")
+    kinds: list[Kind] = Field(default_factory=_chaos_only)
+
+
+class Incidents(Strict):
+    """Firing alerts that mean an incident is under way on the target: ``ALERTS{alertstate="firing", ...}``.
+
+    Values may use ``{{namespace}}`` and ``{{app}}``; an empty mapping turns the rail off.
+    """
+
+    match_labels: dict[str, str] = Field(
+        default_factory=lambda: {"severity": "critical", "namespace": "{{namespace}}"}, alias="matchLabels"
+    )
+    kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+
+class AppliesTo(Strict):
+    namespace: K8sName | None = None
+    app: K8sName | None = None
+
+
+class HealthQuery(Strict):
+    """A query that must be healthy: every series within ``min``/``max``; no data follows ``noData``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    query: Annotated[str, Field(min_length=1)]
+    min: float | None = None
+    max: float | None = None
+    no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
+    applies_to: list[AppliesTo] = Field(default_factory=list, alias="appliesTo")  # empty: every target
+    kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> HealthQuery:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+
+class Freeze(Strict):
+    """A change freeze (or maintenance window): nothing of ``kinds`` starts between ``start`` and ``end``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    start: datetime
+    end: datetime
+    kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+    namespaces: list[K8sName] = Field(default_factory=list)  # empty: every namespace
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("give a timezone, e.g. 2026-12-24T00:00:00+01:00 or ...Z")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class StaffedHours(Strict):
+    """When someone is there to respond: ``kinds`` start only on ``days`` between ``start`` and ``end``."""
+
+    timezone: str
+    days: list[Day] = Field(default_factory=lambda: list(DAYS[:5]), min_length=1)
+    start: time
+    end: time
+    kinds: list[Kind] = Field(default_factory=_chaos_only)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StaffedHours:
+        if self.end <= self.start:
+            raise ValueError("end must be after start (hours that span midnight: declare two days' worth)")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class PolicySpec(Strict):
+    namespaces: Namespaces = Field(default_factory=Namespaces)
+    recent_deployments: RecentDeployments = Field(default_factory=RecentDeployments, alias="recentDeployments")
+    incidents: Incidents = Field(default_factory=Incidents)
+    health: list[HealthQuery] = Field(default_factory=list)
+    freezes: list[Freeze] = Field(default_factory=list)
+    staffed_hours: StaffedHours | None = Field(default=None, alias="staffedHours")
+    capacity: bool = True  # canary and baseline pods must fit quota and node allocatable
+
+    @model_validator(mode="after")
+    def _unique(self) -> PolicySpec:
+        names = [h.name for h in self.health]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"health query names must be unique; {dupes[0]!r} appears more than once")
+        return self
+
+
+class RailsPolicy(Strict):
+    api_version: Literal["orchestrator.dev/v1"] = Field(default="orchestrator.dev/v1", alias="apiVersion")
+    kind: Literal["RailsPolicy"] = "RailsPolicy"
+    metadata: Metadata = Field(default_factory=lambda: Metadata(name="default"))
+    spec: PolicySpec = Field(default_factory=PolicySpec)
+    source: str = Field(default="(defaults)", exclude=True)  # where it was read from, for messages
+
+
+def load_text(text: str, source: str) -> RailsPolicy:
+    data, lines = parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise SpecError([f"{source}:1: (document): a policy is a mapping with apiVersion, kind, metadata, spec"])
+    if data.get("kind") != "RailsPolicy":
+        raise SpecError([f"{source}:{lines.get(('kind',), 1)}: kind: expected RailsPolicy, got {data.get('kind')!r}"])
+    try:
+        policy = RailsPolicy.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc, data, lines, source)) from None
+    return policy.model_copy(update={"source": source})
+
+
+def load_policy(path: str | Path) -> RailsPolicy:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{source}:0: (file): no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"{source}:0: (file): cannot read: {exc}"]) from None
+    return load_text(text, source)
+
+
+def policy_from_env(path: str | None = None, env: Mapping[str, str] | None = None) -> RailsPolicy:
+    """``path`` (``--policy``), else ``$ORCHESTRATOR_POLICY``, else the defaults.
+
+    The defaults take the chaos namespaces from the older variables ``ORCHESTRATOR_CHAOS_NAMESPACES`` and
+    ``ORCHESTRATOR_CHAOS_PROTECTED``, so an install without a policy file behaves as before.
+    """
+    e = os.environ if env is None else env
+    chosen = path or e.get(ENV_VAR) or None
+    if chosen:
+        return load_policy(chosen)
+    allowed = [n.strip() for n in e.get("ORCHESTRATOR_CHAOS_NAMESPACES", "").split(",") if n.strip()]
+    protected = [n.strip() for n in e.get("ORCHESTRATOR_CHAOS_PROTECTED", "").split(",") if n.strip()]
+    return RailsPolicy(spec=PolicySpec(namespaces=Namespaces(allowed=allowed, protected=protected)))
