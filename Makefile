@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml scripts/install-unleash.sh
 	  echo "installing prometheus (Debian package)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq prometheus >/dev/null; }
+	@test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  echo "installing postgresql 15 (Debian package; the run store's tests use a throwaway cluster)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

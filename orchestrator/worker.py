@@ -1,7 +1,8 @@
 """The Temporal worker: every workflow and activity of the project on one task queue.
 
 Capabilities register here, one entry each: a workflow module and an activities class
-built from the settings. ``run_worker`` connects, runs the chaos janitor once (faults whose
+built from the settings. ``run_worker`` connects, migrates the run store (before any activity
+can write to it), runs the chaos janitor once (faults whose
 expiry passed are reverted even if their workflow is gone), serves health and metrics,
 and shuts down gracefully on SIGTERM/SIGINT, letting running activities finish.
 """
@@ -94,6 +95,14 @@ def run_janitor(settings: Settings) -> Sequence[str]:
     return reverted
 
 
+def migrate_store(settings: Settings) -> None:
+    """Bring the run store to the newest schema before any activity can write to it."""
+    from orchestrator.scoring.store import migrate
+
+    done = migrate(settings=settings)
+    log.info("run store %s at schema %s (found %s) in %.3fs", done.location, done.after, done.before, done.seconds)
+
+
 async def run_worker(client: Client, settings: Settings, health_port: int | None = None) -> None:
     ready = asyncio.Event()
     health = None
@@ -101,6 +110,7 @@ async def run_worker(client: Client, settings: Settings, health_port: int | None
         from orchestrator.health import start_health
 
         health = start_health(health_port, ready.is_set)
+    await asyncio.to_thread(migrate_store, settings)
     for item in await asyncio.to_thread(run_janitor, settings):
         log.info("janitor reverted %s", item)
     worker = build_worker(client, settings)

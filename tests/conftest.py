@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_temporal", "tests.fixtures_kube", "tests.fixtures_prom"]
+pytest_plugins = ["tests.fixtures_temporal", "tests.fixtures_kube", "tests.fixtures_prom", "tests.fixtures_pg"]
 
 
 @pytest.hookimpl(trylast=True)

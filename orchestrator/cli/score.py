@@ -3,7 +3,9 @@
 Reading the store needs no Temporal connection, so this command exits normally (no
 ``os._exit``) and can be driven by click's test runner. ``--format`` is a plain string
 checked by the report module so that a bad value gives one line and exit 2, like an
-unknown service, instead of click's multi-line usage error.
+unknown service, instead of click's multi-line usage error. A store that cannot be opened is
+one line too: exit 2 for a path or URL that names no store, exit 3 for a database that does
+not answer.
 """
 
 from __future__ import annotations
@@ -13,22 +15,26 @@ import click
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, SpecError
 from orchestrator.scoring.report import FORMATS, render_report
-from orchestrator.scoring.store import RunStore
+from orchestrator.scoring.store import RunStore, location_from
 
 
 @click.command("score")
 @click.argument("service", required=False)
 @click.option("--format", "fmt", default="text", show_default=True, metavar="|".join(FORMATS), help="Report format.")
-@click.option("--db", "db", type=click.Path(dir_okay=False), help="Run store (default: ORCHESTRATOR_DB).")
+@click.option(
+    "--db", "db", metavar="PATH|URL",
+    help="Run store: a SQLite path or a database URL (default: ORCHESTRATOR_DATABASE_URL, else ORCHESTRATOR_DB).",
+)
 @click.pass_context
 def score(ctx: click.Context, service: str | None, fmt: str, db: str | None) -> None:
     """Resilience score of SERVICE (namespace/app), or of every service in the store."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
-    path = db or settings.db_path
+    location = location_from(settings, db)
     try:
         if fmt not in FORMATS:
             raise SpecError([f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})"])
-        with RunStore(path) as store:
+        # A report only reads: a store that does not exist yet is a wrong path, not one to create.
+        with RunStore(location, create=False) as store:
             output = render_report(store, service, fmt)
     except SpecError as exc:
         click.echo("; ".join(exc.problems), err=True)

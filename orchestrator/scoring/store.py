@@ -1,84 +1,167 @@
-"""SQLite store of experiment runs: one row per run, the full evidence as JSON beside a few indexed columns.
+"""The run store: SQLite for one machine, PostgreSQL for a cluster, through SQLAlchemy Core.
 
-Schema (created on open, versioned with ``PRAGMA user_version``)::
+Where::
 
-    runs(run_id PK, service, experiment, outcome, started_at, ended_at, ended_ts, evidence JSON)
-    index runs_service_ended(service, ended_ts)
+    --db / RunStore(location)  >  ORCHESTRATOR_DATABASE_URL  >  ORCHESTRATOR_DB (a SQLite path)
 
-Only what queries filter or sort on is a column; everything else (checks, every measurement,
-timings, verdicts) stays in ``evidence``, the ``RunRecord`` exactly as the workflow produced it,
-so the score can be recomputed from it under any version of the formula. ``ended_ts`` is
-epoch seconds so ``since`` filters compare instants, not strings in mixed time zones.
+A location with ``://`` is a database URL (``postgresql://user@host/db`` uses psycopg 3;
+``sqlite:///path`` is SQLite); anything else is a SQLite file path. SQLite needs no setup and
+suits one worker and a CLI on one machine; several worker pods must share PostgreSQL, or each
+pod would keep (and lose) its own history.
 
-``save`` is an upsert keyed by run id: the activity that records a run may be retried by
-Temporal and must not create duplicates. WAL mode and a busy timeout let one worker write
-while a CLI reads.
+Schema: ``tables.runs``, reached through the Alembic migrations in ``migrations/``. Opening a
+store migrates it to the newest revision (the worker does it at start and logs the time), so a
+CLI and a worker never disagree on the shape. A SQLite file made before the move to Alembic
+(the ``runs`` table, no ``alembic_version``) is stamped at revision 0001, whose shape it has,
+and upgraded from there. Migrations hold a lock while they run: PostgreSQL's transaction-level
+advisory lock, SQLite's write lock (``BEGIN IMMEDIATE``), so two pods starting together
+migrate once.
+
+``save`` is an upsert keyed by the run id (the primary key): Temporal may retry the activity
+that records a run, and the retry overwrites the same row instead of adding one.
+
+Errors are one line and say which kind: ``StorePathError`` (exit 2: a path or URL that cannot
+name a store, e.g. a directory that does not exist) or ``StoreUnreachableError`` (exit 3: the
+database server does not answer or refuses the connection).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
+import time
 from collections.abc import Iterator
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 
 from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, UnreachableError
 from orchestrator.scoring.model import RunRecord
+from orchestrator.scoring.tables import runs
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id     TEXT PRIMARY KEY,
-    service    TEXT NOT NULL,
-    experiment TEXT NOT NULL,
-    outcome    TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    ended_at   TEXT NOT NULL,
-    ended_ts   REAL NOT NULL,
-    evidence   TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_service_ended ON runs(service, ended_ts);
-"""
+DATABASE_URL_ENV = "ORCHESTRATOR_DATABASE_URL"
+BASELINE_REVISION = "0001"
+"""The revision whose shape the pre-Alembic SQLite store has."""
+_MIGRATION_LOCK = 7_210_425_331
+"""PostgreSQL advisory lock key taken while migrating (any constant the project owns)."""
+_CONNECT_TIMEOUT = 5
 
 
 class StoreError(OrchestratorError):
     """The run store cannot be opened or holds data this version cannot read."""
 
 
-class RunStore:
-    """Runs of chaos experiments, persisted in SQLite."""
+class StorePathError(StoreError):
+    """The location cannot name a store: a missing directory, a directory as file, a bad URL (exit 2)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = str(path) if path is not None else Settings().db_path
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    exit_code = 2
+
+
+class StoreUnreachableError(StoreError, UnreachableError):
+    """The database server does not answer or refuses us (exit 3); retrying may help."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        UnreachableError.__init__(self, "the run store database", address, reason)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``migrate`` did, for the worker's log and the tests."""
+
+    location: str
+    before: str | None
+    """Revision found (None: empty database); ``"pre-alembic"`` for a store made before migrations."""
+    after: str
+    seconds: float
+
+
+def location_from(settings: Settings | None = None, location: str | os.PathLike[str] | None = None) -> str:
+    """The store's location: the argument, else ORCHESTRATOR_DATABASE_URL, else the settings' SQLite path."""
+    if location is not None:
+        return os.fspath(location)
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        return url
+    return (settings or Settings()).db_path
+
+
+def to_url(location: str) -> URL:
+    """A SQLAlchemy URL for ``location``; PostgreSQL URLs are pinned to the psycopg 3 driver."""
+    if "://" not in location:
+        if location == ":memory:":
+            return URL.create("sqlite", database=":memory:")
+        return URL.create("sqlite", database=str(Path(location).expanduser()))
+    try:
+        url = make_url(location)
+    except ArgumentError as exc:
+        raise StorePathError(f"not a database URL: {_redact(location)}") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url.set(drivername="sqlite")
+    raise StorePathError(f"unsupported database {backend!r} in {_redact(location)} (use sqlite or postgresql)")
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+class RunStore:
+    """Runs of chaos experiments, in SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        create: bool = True,
+        migrate: bool = True,
+    ) -> None:
+        """Open (and by default migrate) the store at ``location`` (see the module docstring).
+
+        ``create=False`` refuses a SQLite file that does not exist yet, for commands that only read.
+        """
+        raw = location_from(None, location)
+        self.url = to_url(raw)
+        self.path = _display(self.url)
+        self.migration: Migration | None = None
+        self._engine = _engine(self.url, create=create, display=self.path)
         try:
-            # Autocommit mode: every write below opens its own explicit transaction.
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the run store at {self.path}: {exc}") from exc
+            if migrate:
+                self.migration = _upgrade(self._engine, self.path)
+            else:
+                _check_revision(self._engine, self.path)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunStore:
-        return cls(settings.db_path)
+        return cls(location_from(settings))
 
-    def _migrate(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the run store at {self.path} has schema {version}; this version reads up to {SCHEMA_VERSION}"
-            )
-        self._conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
 
     def close(self) -> None:
-        self._conn.close()
+        self._engine.dispose()
 
     def __enter__(self) -> RunStore:
         return self
@@ -89,72 +172,229 @@ class RunStore:
         self.close()
 
     def save(self, run: RunRecord) -> None:
-        """Insert or replace the run with this id."""
-        row = (
-            run.run_id,
-            run.service,
-            run.experiment,
-            run.outcome.value,
-            run.started_at.isoformat(),
-            run.ended_at.isoformat(),
-            run.ended_at.timestamp(),
-            run.model_dump_json(),
+        """Insert the run, or replace the row with its id (a retried save never adds a second row)."""
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "service": run.service,
+            "experiment": run.experiment,
+            "outcome": run.outcome.value,
+            "started_at": run.started_at.isoformat(),
+            "ended_at": run.ended_at.isoformat(),
+            "ended_ts": run.ended_at.timestamp(),
+            "evidence": run.model_dump_json(),
+            "workflow_id": run.workflow_id,
+            "recorded_at": datetime.now(UTC).timestamp(),
+        }
+        insert = pg_insert if self.backend == "postgresql" else sqlite_insert
+        stmt = insert(runs).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[runs.c.run_id], set_={k: stmt.excluded[k] for k in row if k != "run_id"}
         )
-        with self._transaction():
-            self._conn.execute(
-                "INSERT INTO runs (run_id, service, experiment, outcome, started_at, ended_at, ended_ts, evidence)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id) DO UPDATE SET service=excluded.service, experiment=excluded.experiment,"
-                " outcome=excluded.outcome, started_at=excluded.started_at, ended_at=excluded.ended_at,"
-                " ended_ts=excluded.ended_ts, evidence=excluded.evidence",
-                row,
-            )
+        with self._errors(), self._engine.begin() as conn:
+            conn.execute(stmt)
 
     def get(self, run_id: str) -> RunRecord | None:
-        row = self._conn.execute("SELECT evidence FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return self._load(row[0]) if row else None
+        with self._errors(), self._engine.connect() as conn:
+            evidence = conn.execute(select(runs.c.evidence).where(runs.c.run_id == run_id)).scalar()
+        return self._load(evidence) if evidence is not None else None
 
     def runs(self, service: str | None = None, since: datetime | None = None) -> list[RunRecord]:
         """Runs oldest first, optionally of one service and ended at or after ``since`` (an aware datetime)."""
-        sql = "SELECT evidence FROM runs WHERE 1=1"
-        params: list[object] = []
+        query = select(runs.c.evidence)
         if service is not None:
-            sql += " AND service = ?"
-            params.append(service)
+            query = query.where(runs.c.service == service)
         if since is not None:
             if since.tzinfo is None:
                 raise ValueError("since must be timezone-aware")
-            sql += " AND ended_ts >= ?"
-            params.append(since.timestamp())
-        sql += " ORDER BY ended_ts, run_id"
-        return [self._load(r[0]) for r in self._conn.execute(sql, params)]
+            query = query.where(runs.c.ended_ts >= since.timestamp())
+        query = query.order_by(runs.c.ended_ts, runs.c.run_id)
+        with self._errors(), self._engine.connect() as conn:
+            rows = conn.execute(query).scalars().all()
+        return [self._load(r) for r in rows]
 
     def services(self) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT service FROM runs ORDER BY service")]
+        with self._errors(), self._engine.connect() as conn:
+            return list(conn.execute(select(runs.c.service).distinct().order_by(runs.c.service)).scalars())
+
+    def count(self, run_id: str | None = None) -> int:
+        """Rows stored (of one run id): what an idempotency test counts."""
+        query = select(runs.c.run_id)
+        if run_id is not None:
+            query = query.where(runs.c.run_id == run_id)
+        with self._errors(), self._engine.connect() as conn:
+            return len(conn.execute(query).all())
 
     def _load(self, evidence: str) -> RunRecord:
         return RunRecord.model_validate_json(evidence)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise _classify(exc, self.url, self.path) from exc
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT/ROLLBACK: take the write lock up front so a busy reader makes us wait, not fail."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def migrate(location: str | os.PathLike[str] | None = None, settings: Settings | None = None) -> Migration:
+    """Bring the store to the newest schema and say from where and how long it took (the worker's start)."""
+    with RunStore(location_from(settings, location)) as store:
+        assert store.migration is not None
+        return store.migration
 
 
 def iter_services(store: RunStore) -> Iterator[tuple[str, list[RunRecord]]]:
     """Each service with its runs, for reports over the whole store."""
     for service in store.services():
         yield service, store.runs(service=service)
+
+
+# -- engine and migrations ---------------------------------------------------------------------------------
+
+
+def _engine(url: URL, *, create: bool, display: str) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, create=create, display=display)
+    return create_engine(url, connect_args={"connect_timeout": _CONNECT_TIMEOUT}, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL, *, create: bool, display: str) -> Engine:
+    database = url.database or ""
+    memory = database in ("", ":memory:")
+    if not memory:
+        path = Path(database)
+        if path.is_dir():
+            raise StorePathError(f"cannot open the run store at {display}: it is a directory")
+        if not path.parent.is_dir():
+            if not create:
+                raise StorePathError(f"cannot open the run store at {display}: directory {path.parent} does not exist")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorePathError(f"cannot create the run store's directory {path.parent}: {exc.strerror}") from exc
+        if not create and not path.exists():
+            raise StorePathError(f"no run store at {display} (nothing has been recorded there)")
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 30.0, "check_same_thread": False},
+        **({"poolclass": StaticPool} if memory else {}),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below emit BEGIN itself (the driver's own handling skips DDL).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Take the write lock up front: a busy writer makes us wait (busy_timeout), never fail mid-way.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "orchestrator.scoring:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _upgrade(engine: Engine, display: str) -> Migration:
+    t0 = time.perf_counter()
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Two pods starting together: the second waits here, then finds the schema current.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            before = _current(conn)
+            config = _alembic_config(conn)
+            if before is None and inspect(conn).has_table("runs"):
+                command.stamp(config, BASELINE_REVISION)
+                before = "pre-alembic"
+            known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+            if before not in (None, "pre-alembic") and before not in known:
+                raise StoreError(
+                    f"the run store at {display} has schema revision {before}, newer than this version knows "
+                    f"(up to {head_revision()}): upgrade the orchestrator"
+                )
+            command.upgrade(config, "head")
+            after = _current(conn)
+    except SQLAlchemyError as exc:
+        raise _classify(exc, engine.url, display) from exc
+    except CommandError as exc:
+        raise StoreError(f"cannot migrate the run store at {display}: {exc}") from exc
+    assert after is not None
+    return Migration(location=display, before=before, after=after, seconds=time.perf_counter() - t0)
+
+
+def _check_revision(engine: Engine, display: str) -> None:
+    try:
+        with engine.connect() as conn:
+            current = _current(conn)
+    except SQLAlchemyError as exc:
+        raise _classify(exc, engine.url, display) from exc
+    if current != head_revision():
+        raise StoreError(f"the run store at {display} is at schema {current}, not {head_revision()}: migrate it")
+
+
+def _classify(exc: SQLAlchemyError, url: URL, display: str) -> StoreError:
+    reason = _first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
+    if isinstance(exc, NoSuchModuleError | ArgumentError):
+        return StorePathError(f"cannot open the run store at {display}: {reason}")
+    if url.get_backend_name() == "sqlite":
+        if "locked" in reason or "busy" in reason:
+            return StoreUnreachableError(display, reason)
+        # unable to open the file, not a database, read-only directory: the path is the problem.
+        return StorePathError(f"cannot open the run store at {display}: {reason}")
+    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_connect_error(exc):
+        return StoreUnreachableError(display, reason)
+    return StoreError(f"run store at {display}: {reason}")
+
+
+def _is_connect_error(exc: SQLAlchemyError) -> bool:
+    import psycopg
+
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    return isinstance(orig, psycopg.OperationalError)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _display(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://")
+
+
+def _redact(location: str) -> str:
+    try:
+        return make_url(location).render_as_string(hide_password=True)
+    except ArgumentError:
+        return location.split("@")[-1]
+
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "Migration",
+    "RunStore",
+    "StoreError",
+    "StorePathError",
+    "StoreUnreachableError",
+    "head_revision",
+    "iter_services",
+    "location_from",
+    "migrate",
+    "to_url",
+]

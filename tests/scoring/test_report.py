@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,10 +21,10 @@ NOW = T0 + timedelta(seconds=90)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[RunStore]:
+def store(store_location: str) -> Iterator[RunStore]:
     """checkout: pod-kill scored 100 then 65 (recovery 0.5, budget 0) -> 82.5 - 17.5 = 65;
     the latest run has a NaN during the fault. payments: one refused run."""
-    with RunStore(tmp_path / "runs.db") as s:
+    with RunStore(store_location) as s:
         s.save(make_run(run_id="run-1", ended_at=NOW - timedelta(hours=1)))
         s.save(
             make_run(
