@@ -29,6 +29,11 @@ slow ≈0.2 s)::
     slow     stable fast, canary slow (≈2x latency), both 0.5 % 5xx
     idle     (backfill only) stable and canary series exist but never grow: rates 0, ratio 0/0 = NaN
     sharded  (backfill only) canary served by pods a (0.5 %) and b (10 %), label ``pod``
+
+Series are labelled as Prometheus labels them on a real cluster, from pod labels: canary and
+baseline pods carry ``track`` (the orchestrator puts it on the copies it creates), stable pods
+carry no ``track`` at all, because nobody relabels the user's Deployment. A query that selects
+the stable side with ``track="stable"`` finds nothing here, as it would in production.
 """
 
 from __future__ import annotations
@@ -64,14 +69,15 @@ BACKFILL_LENGTH = timedelta(minutes=20)
 BACKFILL_AT = BACKFILL_START + timedelta(minutes=15)
 
 ERROR_RATIO_QUERY = (
-    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}",code=~"5.."}[30s]))'
-    ' / sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}"}[30s]))'
+    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",{{track_selector}},code=~"5.."}[30s]))'
+    ' / sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",{{track_selector}}}[30s]))'
 )
 MEAN_LATENCY_QUERY = (
-    'sum(rate(http_request_duration_seconds_sum{namespace="{{namespace}}",app="{{app}}",track="{{track}}"}[30s]))'
+    'sum(rate(http_request_duration_seconds_sum{namespace="{{namespace}}",app="{{app}}",{{track_selector}}}[30s]))'
     ' / sum(rate(http_request_duration_seconds_count{namespace="{{namespace}}",app="{{app}}",'
-    'track="{{track}}"}[30s]))'
+    '{{track_selector}}}[30s]))'
 )
+STABLE_TRACK = "stable"  # a scenario's key for the stable pods, whose series carry no ``track`` label
 
 LE = ("0.05", "0.1", "0.25", "0.5", "1", "+Inf")
 # Cumulative share of requests at or below each bucket bound, and the mean latency they imply.
@@ -160,7 +166,9 @@ def _openmetrics(scenarios: dict[str, Scenario], start: datetime, end: datetime)
     profiles = [(s, track, p) for s in scenarios.values() for track, ps in s.tracks.items() for p in ps]
 
     def labels(s: Scenario, track: str, p: TrackProfile, **more: str) -> str:
-        pairs = {"namespace": s.namespace, "app": s.app, "track": track}
+        pairs = {"namespace": s.namespace, "app": s.app}
+        if track != STABLE_TRACK:
+            pairs["track"] = track
         if p.pod:
             pairs["pod"] = p.pod
         pairs.update(more)
@@ -295,8 +303,8 @@ def prom_live(_prom_server: _Server) -> PromData:
 def _self_check(data: PromData) -> None:
     # Fail the fixture, not the tests using it, if the data is not what the docstring promises.
     healthy = data.scenarios["healthy"]
-    query = ERROR_RATIO_QUERY
-    for name, value in healthy.variables(track="canary").items():
+    query = ERROR_RATIO_QUERY.replace("{{track_selector}}", 'track="canary"')
+    for name, value in healthy.variables().items():
         query = query.replace("{{" + name + "}}", value)
     result = data.query(query)
     got = float(str(result[0]["value"][1])) if result else None  # type: ignore[index]

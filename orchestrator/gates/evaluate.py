@@ -4,7 +4,10 @@ Choices, each made to fail closed and to keep every decision explainable:
 
 * The subject query is rendered with ``track`` = ``check.track`` on top of the given
   variables (namespace, app, image, version, ...); a ``track`` among them is overridden.
-  A relative condition renders the same query again with ``track`` = ``compareTo``.
+  ``{{track_selector}}`` becomes the side's label matcher (``track="canary"``, or
+  ``track!~"canary|baseline"`` for the stable, whose pods carry no track label), built
+  here from the closed set of tracks and never taken from the variables.
+  A relative condition renders the same query again for the ``compareTo`` track.
   ``evaluate_sides`` is the same judgement with caller-chosen sides (a flag ramp
   compares the ramped variant with the control variant instead of two tracks).
 * Threshold: every series must be within ``min``/``max``. With several series the
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from orchestrator.errors import MetricError
 from orchestrator.gates.model import Measurement, Phase, Sample
 from orchestrator.gates.prometheus import MetricProvider
-from orchestrator.gates.template import render
+from orchestrator.gates.template import render, track_selector
 from orchestrator.specs.checks import Check, NoDataPolicy, Relative, Threshold
 
 
@@ -47,6 +50,7 @@ class Side:
     name: str
     variables: Mapping[str, str]
     kind: str = "track"
+    selectors: Mapping[str, str] = field(default_factory=dict)  # selector placeholders, built by code
 
 
 def evaluate(
@@ -56,12 +60,15 @@ def evaluate(
     at: datetime | None = None,
 ) -> Measurement:
     """Take one measurement of ``check`` at ``at`` (now when None), comparing tracks for relative checks."""
-    subject = Side(str(check.track), {**variables, "track": str(check.track)})
+    subject = _track_side(str(check.track), variables)
     control = None
     if isinstance(check.condition, Relative):
-        compare_to = check.condition.compare_to
-        control = Side(compare_to, {**variables, "track": compare_to})
+        control = _track_side(check.condition.compare_to, variables)
     return evaluate_sides(check, provider, subject, control, at)
+
+
+def _track_side(track: str, variables: Mapping[str, str]) -> Side:
+    return Side(track, {**variables, "track": track}, selectors={"track_selector": track_selector(track)})
 
 
 def evaluate_sides(
@@ -82,12 +89,12 @@ def evaluate_sides(
         record.control, record.control_kind = control.name, control.kind
 
     try:
-        record.query = render(check.query, subject.variables)
+        record.query = render(check.query, subject.variables, subject.selectors)
         record.values = provider.query(record.query, at)
         if isinstance(check.condition, Relative):
             if control is None:
                 raise MetricError(f"check {check.name} is relative: give the control side", retryable=False)
-            record.control_query = render(check.query, control.variables)
+            record.control_query = render(check.query, control.variables, control.selectors)
             record.control_values = provider.query(record.control_query, at)
     except MetricError as exc:
         if exc.retryable:

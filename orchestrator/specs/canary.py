@@ -11,6 +11,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from orchestrator.specs.base import K8sName, Metadata, Strict
 from orchestrator.specs.checks import Check
 from orchestrator.specs.duration import Duration
+from orchestrator.specs.promql import image_version, value_problem
 
 
 class Target(Strict):
@@ -25,9 +26,15 @@ class Change(Strict):
 
 
 class ReplicasRouting(Strict):
-    """No mesh: traffic follows the ratio of ready canary to stable pods behind the same Service."""
+    """No mesh: traffic follows the ratio of ready canary to stable pods behind the same Service.
+
+    ``replicas`` declares the stable Deployment's replica count as the author expects it. It is a hint
+    for ``validate`` only (the cluster's count is read when the rollout starts): with it, weights that
+    pods cannot represent (5 % of 4 pods is 1 pod, 25 %) are reported as warnings.
+    """
 
     type: Literal["replicas"] = "replicas"
+    replicas: int | None = Field(default=None, ge=1)
 
 
 class GatewayApiRouting(Strict):
@@ -57,8 +64,26 @@ Routing = Annotated[
 ]
 
 
+class CanaryReplicas(Strict):
+    """``setWeight: {replicas: N}``: run exactly N canary pods (replicas routing only)."""
+
+    replicas: int = Field(ge=0)
+
+
+def _weight_kind(value: Any) -> str:
+    return "replicas" if isinstance(value, dict | CanaryReplicas) else "percent"
+
+
+Weight = Annotated[
+    Annotated[Annotated[int, Field(ge=0, le=100, strict=True)], Tag("percent")]
+    | Annotated[CanaryReplicas, Tag("replicas")],
+    Discriminator(_weight_kind),
+]
+
+
 class SetWeightStep(Strict):
-    set_weight: int = Field(alias="setWeight", ge=0, le=100)
+    # A percentage, or (replicas routing) a canary pod count: the weight is then N / total pods.
+    set_weight: Weight = Field(alias="setWeight")
 
 
 class Pause(Strict):
@@ -160,7 +185,43 @@ class CanarySpec(Strict):
         ]
         if relative and not self.baseline:
             raise ValueError(f"check {relative[0].name!r} compares to baseline, so set baseline: true")
+        self._replica_steps_need_replicas_routing()
+        self._known_values_render()
         return self
+
+    def _replica_steps_need_replicas_routing(self) -> None:
+        if isinstance(self.traffic, ReplicasRouting):
+            return
+        for step in self.steps:
+            if isinstance(step, SetWeightStep) and isinstance(step.set_weight, CanaryReplicas):
+                raise ValueError(
+                    f"setWeight: {{replicas: {step.set_weight.replicas}}} needs traffic type replicas; "
+                    f"a {self.traffic.type} route takes a percentage"
+                )
+
+    def _known_values_render(self) -> None:
+        # The full template check, with the values known before the run, so `validate` refuses what the
+        # gate would refuse at its first measurement.
+        values = {"namespace": self.target.namespace, "app": self.target.deployment, "target": self.target.deployment}
+        if self.change.image is not None:
+            values |= {"image": self.change.image, "version": image_version(self.change.image)}
+        for check in self._all_checks():
+            problem = value_problem(check.query, values)
+            if problem is not None:
+                raise ValueError(f"check {check.name!r}: {problem}")
+
+    def warnings(self) -> list[str]:
+        """Things that are valid but probably not what the author meant (``validate`` prints them)."""
+        from orchestrator.specs.weights import weight_warnings
+
+        return weight_warnings(self)
+
+    def _all_checks(self) -> list[Check]:
+        out = list(self.background_checks)
+        for step in self.steps:
+            if isinstance(step, AnalysisStep):
+                out += step.analysis.checks
+        return out
 
     def _all_checks(self) -> list[Check]:
         out = list(self.background_checks)

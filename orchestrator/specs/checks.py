@@ -8,7 +8,6 @@ series of measurements into a verdict. Missing data is a decision of its own
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -17,8 +16,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from orchestrator.specs.base import Strict
 from orchestrator.specs.duration import Duration
-
-TEMPLATE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+from orchestrator.specs.promql import TEMPLATE_VAR, placeholders
 
 
 class NoDataPolicy(StrEnum):
@@ -103,6 +101,7 @@ class Check(Strict):
             )
         if query.count("{{") != len(TEMPLATE_VAR.findall(query)):
             raise ValueError("malformed template: every '{{' must be closed as {{name}}")
+        placeholders(query)  # value placeholders only in quoted label values, selectors only as matchers
         return query
 
     @field_validator("interval")
@@ -112,5 +111,27 @@ class Check(Strict):
             raise ValueError("interval must be greater than 0")
         return value
 
+    @model_validator(mode="after")
+    def _sides_selectable(self) -> Check:
+        # Stable pods carry no track label on a real cluster: track="stable" would select nothing.
+        names = set(TEMPLATE_VAR.findall(self.query))
+        relative = isinstance(self.condition, Relative)
+        compare_to = self.condition.compare_to if isinstance(self.condition, Relative) else None
+        stable_side = self.track is Track.STABLE or compare_to == "stable"
+        if "track" in names and stable_side:
+            raise ValueError(
+                "{{track}} cannot select the stable side (stable pods have no track label); "
+                "use the matcher {{track_selector}}, e.g. x{app=\"{{app}}\",{{track_selector}}}"
+            )
+        if relative and not names & SIDE_VARIABLES:
+            raise ValueError(
+                "a relative check renders its query for both sides, so the query must tell them apart "
+                "with {{track_selector}} (or {{variant}} in a flag ramp)"
+            )
+        return self
 
-TEMPLATE_VARIABLES = frozenset({"namespace", "app", "track", "image", "version", "target", "variant"})
+
+TEMPLATE_VARIABLES = frozenset(
+    {"namespace", "app", "track", "track_selector", "image", "version", "target", "variant"}
+)
+SIDE_VARIABLES = frozenset({"track", "track_selector", "variant"})  # what differs between a relative check's sides

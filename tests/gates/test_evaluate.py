@@ -56,7 +56,7 @@ def test_check_track_selects_the_series(prom_backfilled: PromData) -> None:
     # The broken app's stable track is healthy: only the track in the check is judged.
     m = measure(prom_backfilled, "broken", check({"max": 0.02}, track="stable"))
     assert m.phase is Phase.SUCCESSFUL
-    assert 'track="stable"' in m.query
+    assert 'track!~"canary|baseline"' in m.query
 
 
 def test_every_series_must_hold_and_the_worst_is_named(prom_backfilled: PromData) -> None:
@@ -82,7 +82,7 @@ def test_relative_ratio_against_stable(prom_backfilled: PromData) -> None:
     assert broken.phase is Phase.FAILED
     assert broken.value == pytest.approx(0.10)
     assert broken.control_value == pytest.approx(0.005)
-    assert broken.control_query is not None and 'track="stable"' in broken.control_query
+    assert broken.control_query is not None and 'track!~"canary|baseline"' in broken.control_query
     assert 'track="canary"' in broken.query
     assert "ratio 20 > maxRatio 2" in broken.message
     assert measure(prom_backfilled, "healthy", c).phase is Phase.SUCCESSFUL
@@ -108,7 +108,7 @@ def test_relative_difference(prom_backfilled: PromData) -> None:
 
 
 def test_relative_needs_one_series_per_track(prom_backfilled: PromData) -> None:
-    by_pod = 'sum by (pod) (rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}"}[30s]))'
+    by_pod = 'sum by (pod) (rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",{{track_selector}}}[30s]))'
     m = measure(prom_backfilled, "sharded", check({"compareTo": "stable", "maxRatio": 2}, by_pod))
     assert m.phase is Phase.ERROR
     assert "one series" in m.message
@@ -211,10 +211,10 @@ def test_sides_chosen_by_the_caller_are_named_in_the_message(prom_backfilled: Pr
     m = evaluate_sides(
         check({"compareTo": "stable", "maxRatio": 2}),
         PrometheusProvider(PrometheusSettings(url=prom_backfilled.url)),
-        Side("on", {**variables, "track": "canary"}, kind="variant"),
-        Side("off", {**variables, "track": "stable"}, kind="variant"),
+        Side("on", variables, kind="variant", selectors={"track_selector": 'track="canary"'}),
+        Side("off", variables, kind="variant", selectors={"track_selector": 'track!~"canary|baseline"'}),
         at=prom_backfilled.at,
     )
     assert m.phase is Phase.FAILED
     assert "(on 0.1, off 0.005)" in m.message
-    assert m.control_query is not None and 'track="stable"' in m.control_query
+    assert m.control_query is not None and 'track!~"canary|baseline"' in m.control_query

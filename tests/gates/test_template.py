@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from orchestrator.config import PrometheusSettings
 from orchestrator.errors import MetricError
-from orchestrator.gates import render
+from orchestrator.gates import PrometheusProvider, render
+from orchestrator.gates.template import track_selector
+from orchestrator.specs.checks import Check
+from tests.fixtures_prom import PromData
 
 QUERY = 'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{ app }}",track="{{track}}"}[1m]))'
 
@@ -67,3 +72,74 @@ def test_a_malformed_placeholder_is_an_error() -> None:
 def test_unused_unsafe_variables_are_ignored() -> None:
     # Only what is substituted can inject; a spec's other variables must not block a query.
     assert render('x{app="{{app}}"}', {"app": "web", "image": 'not safe"'}) == 'x{app="web"}'
+
+
+# -- positions: values only inside quoted label values (issue: `.+` and `> {{version}}`) ----------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sum(x) > {{version}}",  # a value would become part of the expression
+        "x{app={{app}}}",  # unquoted matcher value
+        'label_replace(x, "dst", "{{app}}", "src", "")',  # a string, but not a label value
+        'x{app="a"} or on() vector({{version}})',
+    ],
+)
+def test_value_placeholders_outside_quoted_label_values_are_refused(query: str) -> None:
+    with pytest.raises(MetricError, match="quoted label value") as caught:
+        render(query, {"app": "web", "version": "1"})
+    assert caught.value.retryable is False
+    with pytest.raises(ValidationError, match="quoted label value"):
+        Check.model_validate({"name": "c", "query": query, "condition": {"max": 1}})
+
+
+@pytest.mark.parametrize(
+    ("query", "value", "rendered"),
+    [
+        ('x{version=~"{{version}}"}', "1.2.3", 'x{version=~"1\\\\.2\\\\.3"}'),
+        ('x{version!~"{{version}}"}', ".+", 'x{version!~"\\\\.\\\\+"}'),
+        ("x{version=~'{{version}}'}", "1.2", "x{version=~'1\\\\.2'}"),
+        ("x{version=~`{{version}}`}", "1.2", "x{version=~`1\\.2`}"),
+        ('x{version="{{version}}"}', "1.2.3+b", 'x{version="1.2.3+b"}'),  # equality: no regex, no escaping
+        ('x{version=~"v-{{version}}|none"}', "1.2", 'x{version=~"v-1\\\\.2|none"}'),
+    ],
+)
+def test_values_inside_regex_matchers_are_escaped(query: str, value: str, rendered: str) -> None:
+    assert render(query, {"version": value}) == rendered
+
+
+def test_escaped_regex_values_are_literal_in_prometheus(prom_backfilled: PromData) -> None:
+    provider = PrometheusProvider(PrometheusSettings(url=prom_backfilled.url))
+    query = 'count(http_requests_total{namespace="prod",app=~"{{app}}"})'
+    assert provider.query(render(query, {"app": "healthy"}), prom_backfilled.at)
+    # Unescaped, "heal.hy" and "h.+" would match the app "healthy"; escaped they are text that no app has.
+    for value in ("heal.hy", "h.+"):
+        assert provider.query(render(query, {"app": value}), prom_backfilled.at) == []
+    assert provider.query(query.replace("{{app}}", "heal.hy"), prom_backfilled.at)  # the danger, shown
+
+
+def test_selector_placeholders_come_from_code_never_from_variables() -> None:
+    query = 'x{app="{{app}}",{{track_selector}}}'
+    assert render(query, {"app": "web"}, {"track_selector": track_selector("stable")}) == (
+        'x{app="web",track!~"canary|baseline"}'
+    )
+    with pytest.raises(MetricError, match="has no value"):
+        render(query, {"app": "web", "track_selector": 'track=~".*"'})
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'x{track="{{track_selector}}"}',  # quoted: it is a whole matcher, not a value
+        "sum(x) by ({{track_selector}})",
+        'x{app="a"{{track_selector}}}',  # not between matchers
+    ],
+)
+def test_selector_placeholders_only_where_a_matcher_goes(query: str) -> None:
+    with pytest.raises(MetricError, match="whole label matcher"):
+        render(query, {}, {"track_selector": 'track="canary"'})
+
+
+def test_a_selector_may_be_the_only_matcher() -> None:
+    assert render("x{{{track_selector}}}", {}, {"track_selector": 'track="canary"'}) == 'x{track="canary"}'
