@@ -35,6 +35,8 @@ CAPABILITIES: list[tuple[str, list[str], str, str]] = [
     ("workflows.gameday", ["GameDayWorkflow"], "", ""),
     # The pre-flight rails every workflow above calls first: activities only, no workflow of their own.
     ("workflows.canary", [], "orchestrator.activities.rails", "RailsActivities"),
+    # The sequential judge's looks (canary and flag-ramp gates): activities only.
+    ("workflows.canary", [], "orchestrator.activities.judge", "JudgeActivities"),
 ]
 
 

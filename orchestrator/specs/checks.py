@@ -16,6 +16,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from orchestrator.specs.base import Strict
 from orchestrator.specs.duration import Duration
+from orchestrator.specs.judge import BurnRate, Judge
 from orchestrator.specs.promql import TEMPLATE_VAR, placeholders
 
 
@@ -77,11 +78,17 @@ Condition = Annotated[
 
 
 class Check(Strict):
-    """One PromQL query and the condition its result must meet."""
+    """One PromQL query and the condition its result must meet, or a ``judge`` or an ``slo`` check.
+
+    Exactly one of ``condition`` (with ``query``), ``judge`` and ``slo`` is given; the last two carry
+    their own queries (see ``orchestrator.specs.judge``).
+    """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
-    query: Annotated[str, Field(min_length=1)]
-    condition: Condition
+    query: str = ""
+    condition: Condition | None = None
+    judge: Judge | None = None
+    slo: BurnRate | None = None
     interval: Duration = timedelta(seconds=30)
     count: Annotated[int | None, Field(ge=1)] = None
     failure_limit: Annotated[int, Field(alias="failureLimit", ge=0)] = 0
@@ -110,6 +117,25 @@ class Check(Strict):
         if value.total_seconds() <= 0:
             raise ValueError("interval must be greater than 0")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Check:
+        given = [k for k, v in (("condition", self.condition), ("judge", self.judge), ("slo", self.slo)) if v]
+        if len(given) != 1:
+            raise ValueError("give exactly one of condition (with query), judge or slo")
+        if self.condition is not None and not self.query:
+            raise ValueError("a check with a condition needs a query")
+        if self.condition is None and self.query:
+            raise ValueError(f"a {given[0]} check carries its own queries: remove query")
+        inner = [*(self.judge.queries().values() if self.judge else ())]
+        templates = [q for pair in inner for q in pair]
+        if self.slo is not None:
+            templates += [q for q in (self.slo.good, self.slo.bad, self.slo.total) if q]
+        for template in templates:
+            unknown = sorted({m for m in TEMPLATE_VAR.findall(template) if m not in TEMPLATE_VARIABLES})
+            if unknown:
+                raise ValueError(f"unknown template variable {{{{{unknown[0]}}}}} in {template!r}")
+        return self
 
     @model_validator(mode="after")
     def _sides_selectable(self) -> Check:

@@ -1,0 +1,179 @@
+"""Read one judge look from Prometheus: exact increases of cumulative counters since the previous look.
+
+The judge needs counts, not rates. ``rate()``/``increase()`` extrapolate to the window's edges and
+miss the first increment of a series that appears mid-window (a labelled error counter often appears
+only at the first error, with no initial zero), so the ratio of two ``rate()``s underestimates while the
+window fills. Instead each look reads the cumulative values (an instant query of the counter itself)
+and differences them against the readings kept in ``JudgeState.marks``:
+
+* the first look only records the starting point (and the control's history, for the tail bound and to
+  recognise a shared outage later);
+* a series seen for the first time after the first look counts from zero: it belongs to a new pod, or
+  it is an error series that did not exist because there was no error yet (missing counts as zero once
+  the request series exists);
+* a series that went down was reset (a pod restarted, or a ``sum`` lost a pod): the look is *skipped*
+  for both sides (readings updated, nothing counted), so a reset can never produce a verdict by itself
+  whichever way the query aggregates. Skipping a look is decided without looking at the split of errors,
+  so the test stays valid;
+* series that vanish keep their last reading (bounded), so a series that comes back is not counted twice.
+
+Gauges need no differencing: each look reads one value per pod and side. Retryable ``MetricError``s
+propagate (the activity is retried); non-retryable ones propagate too, for the caller to record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from orchestrator.errors import MetricError
+from orchestrator.gates.evaluate import Side as QuerySide
+from orchestrator.gates.judge import JudgeLook, JudgeState, Side
+from orchestrator.gates.model import Sample
+from orchestrator.gates.prometheus import MetricProvider
+from orchestrator.gates.template import render, track_selector
+from orchestrator.specs.checks import Check
+from orchestrator.specs.judge import Judge, JudgeKind
+
+
+def track_sides(check: Check, variables: Mapping[str, str]) -> tuple[QuerySide, QuerySide]:
+    """The canary and the judge's ``compareTo`` track as query sides."""
+    judge = _judge(check)
+    sides = []
+    for track in ("canary", judge.compare_to):
+        selectors = {"track_selector": track_selector(track)}
+        sides.append(QuerySide(track, {**variables, "track": track}, selectors=selectors))
+    return sides[0], sides[1]
+
+
+def read_look(
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], state: JudgeState, at: datetime | None = None
+) -> JudgeLook:
+    """One look of a canary's judge check: canary vs its ``compareTo`` track."""
+    subject, control = track_sides(check, variables)
+    return read_look_sides(prom, check, subject, control, state, at)
+
+
+def read_look_sides(
+    prom: MetricProvider,
+    check: Check,
+    subject: QuerySide,
+    control: QuerySide,
+    state: JudgeState,
+    at: datetime | None = None,
+) -> JudgeLook:
+    """One look with caller-chosen sides (a flag ramp: the treatment variant vs the control variant)."""
+    judge = _judge(check)
+    when = at if at is not None else datetime.now(UTC)
+    start = state.started_at is None
+    reader = _Reader(prom, judge, subject, control, state, at)
+    if judge.kind is JudgeKind.GAUGE:
+        canary = Side(gauge=reader.gauge("canary", subject))
+        other = Side(gauge=reader.gauge("control", control))
+        return JudgeLook(at=when, canary=canary, control=other, start=start, queries=reader.queries)
+
+    if judge.kind is JudgeKind.LATENCY:
+        c_buckets = reader.cumulative("canary", "latency", subject, by_le=True)
+        k_buckets = reader.cumulative("control", "latency", control, by_le=True)
+        canary = Side(buckets=_histogram(c_buckets))
+        other = Side(buckets=_histogram(k_buckets))
+        history = _histogram(reader.totals["control", "latency"]) if start else []
+    else:
+        ce = reader.cumulative("canary", "errors", subject)
+        ke = reader.cumulative("control", "errors", control)
+        cr = reader.cumulative("canary", "requests", subject)
+        kr = reader.cumulative("control", "requests", control)
+        canary = Side(requests=sum(cr.values()), errors=sum(ce.values()))
+        other = Side(requests=sum(kr.values()), errors=sum(ke.values()))
+        history = []
+        if start:
+            requests = sum(reader.totals["control", "requests"].values())
+            errors = sum(reader.totals["control", "errors"].values())
+            history = [(0.0, requests), (1.0, errors)]
+    skipped = ""
+    if reader.resets:
+        skipped = f"counter reset in {', '.join(sorted(reader.resets))}: look skipped (nothing counted)"
+    if start or skipped:
+        canary, other = Side(), Side()
+    return JudgeLook(
+        at=when, canary=canary, control=other, marks=reader.marks, start=start, control_history=history,
+        skipped=skipped, queries=reader.queries,
+    )  # fmt: skip
+
+
+def _judge(check: Check) -> Judge:
+    if check.judge is None:
+        raise MetricError(f"check {check.name} is not a judge check", retryable=False)
+    return check.judge
+
+
+class _Reader:
+    def __init__(self, prom: MetricProvider, judge: Judge, subject: QuerySide, control: QuerySide,
+                 state: JudgeState, at: datetime | None) -> None:  # fmt: skip
+        self.prom, self.judge, self.state, self.at = prom, judge, state, at
+        self.templates = judge.queries()
+        self.sides = {"canary": subject, "control": control}
+        self.marks: dict[str, float] = {}
+        self.resets: set[str] = set()
+        self.queries: list[str] = []
+        self.totals: dict[tuple[str, str], dict[str, float]] = {}
+
+    def _query(self, side: str, metric: str, query_side: QuerySide) -> list[Sample]:
+        subject_template, control_template = self.templates[metric]
+        template = subject_template if side == "canary" else control_template
+        query = render(template, query_side.variables, query_side.selectors)
+        self.queries.append(query)
+        return self.prom.query(query, self.at)
+
+    def gauge(self, side: str, query_side: QuerySide) -> list[float]:
+        return [s.value for s in self._query(side, "gauge", query_side) if math.isfinite(s.value)]
+
+    def cumulative(self, side: str, metric: str, query_side: QuerySide, *, by_le: bool = False) -> dict[str, float]:
+        """Increments since the last look by series (or by ``le`` when ``by_le``); records new readings."""
+        increments: dict[str, float] = defaultdict(float)
+        totals: dict[str, float] = defaultdict(float)
+        for sample in self._query(side, metric, query_side):
+            if not math.isfinite(sample.value):
+                continue
+            labels = dict(sample.labels)
+            le = labels.get("le", "")
+            if by_le and not le:
+                raise MetricError(
+                    f"the latency query of check returned a series without an 'le' label ({labels}): "
+                    "give the _bucket series, e.g. sum by (le) (http_request_duration_seconds_bucket{...})",
+                    retryable=False,
+                )
+            key = f"{side}/{metric}/" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            self.marks[key] = sample.value
+            group = le if by_le else "all"
+            totals[group] += sample.value
+            previous = self.state.marks.get(key)
+            if previous is None:
+                increments[group] += sample.value  # a new series counts from zero
+            elif sample.value < previous:
+                self.resets.add(f"{side} {metric}")
+            else:
+                increments[group] += sample.value - previous
+        self.totals[side, metric] = dict(totals)
+        return dict(increments)
+
+
+def _histogram(by_le: dict[str, float]) -> list[tuple[float, float]]:
+    """Per-``le`` sums as a cumulative histogram, ascending, with counts made monotone."""
+    pairs = sorted((_le(le), count) for le, count in by_le.items())
+    out: list[tuple[float, float]] = []
+    running = 0.0
+    for le, count in pairs:
+        # Buckets are read one series at a time, a scrape apart at worst: keep them monotone.
+        running = max(running, count)
+        out.append((le, running))
+    return out
+
+
+def _le(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise MetricError(f"bucket bound le={text!r} is not a number", retryable=False) from None
