@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli import rails as rails_cli
 from orchestrator.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -22,7 +23,6 @@ from orchestrator.cli.common import (
     output_option,
     print_runs,
     run,
-    send_control,
     settings,
 )
 from orchestrator.config import Settings
@@ -91,11 +91,14 @@ def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
 @click.option("--exit-on-pause", is_flag=True, help="With --wait: exit 4 when the rollout waits for approval.")
 @click.option("--preflight/--no-preflight", default=True, show_default=True,
               help="Check Kubernetes, Prometheus and the target before starting.")
+@click.option("--dry-run", is_flag=True, help="Print every rail's verdict and start nothing (exit 1 if refused).")
+@rails_cli.policy_option
 @output_option
 @click.pass_context
 @handle_errors
 def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeout: float | None,
-            exit_on_pause: bool, preflight: bool, output: str) -> None:
+            exit_on_pause: bool, preflight: bool, output: str, dry_run: bool = False,
+            policy_path: str | None = None) -> None:
     """Start a canary rollout of FILE; with --wait, follow it and exit 0 promoted / 1 rolled back."""
     from orchestrator.specs.canary import CanaryRollout, Change
     from orchestrator.specs.loader import load_file
@@ -112,14 +115,18 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
     s = settings(ctx)
     if preflight:
         globals()["preflight"](s, rollout, file)
+    if dry_run:
+        finish(run(_dry_run(s, rollout, policy_path, output)))
 
     async def main() -> int:
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
+        from orchestrator.cli.pollers import require_worker
         from workflows.canary import CanaryWorkflow, workflow_id
         from workflows.canary_models import CanaryInput
 
         client = await connect_temporal(s)
+        await require_worker(client, s, "nothing was started")
         wid = workflow_id(rollout.spec.target.namespace, rollout.spec.target.deployment)
         try:
             handle = await client.start_workflow(
@@ -139,6 +146,16 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
         return await follow(client, handle, output, timeout, exit_on_pause, s)
 
     finish(run(main()))
+
+
+async def _dry_run(s: Settings, rollout: CanaryRollout, policy_path: str | None, output: str) -> int:
+    from orchestrator.rails.models import RailsRequest
+    from orchestrator.specs.policy import policy_from_env
+
+    policy = policy_from_env(policy_path)
+    report = await rails_cli.check(s, RailsRequest(kind="canary", spec=rollout), policy)
+    rails_cli.print_report(report, output, policy)
+    return rails_cli.report_exit(report)
 
 
 async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, timeout: float | None,
@@ -247,8 +264,10 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, namespace: str, reason: str) -> None:
+        from orchestrator.cli.pollers import control
+
         s = settings(ctx)
-        click.echo(run(send_control(s, workflow_id_for(name, namespace), update, reason)))
+        click.echo(run(control(s, "rollout", workflow_id_for(name, namespace), update, reason)))
         finish(EXIT_OK)
 
     return command

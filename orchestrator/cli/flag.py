@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli import rails as rails_cli
 from orchestrator.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +27,6 @@ from orchestrator.cli.common import (
     output_option,
     print_runs,
     run,
-    send_control,
     settings,
 )
 from orchestrator.config import Settings
@@ -35,6 +35,7 @@ from orchestrator.errors import RefusedError
 if TYPE_CHECKING:
     from temporalio.client import WorkflowHandle
 
+    from orchestrator.specs.flags import FlagRamp
     from workflows.flag_ramp_models import FlagRampStatus
 
 
@@ -114,10 +115,13 @@ def render(st: FlagRampStatus, output: str) -> str:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait/--no-wait", default=False, help="Follow the ramp and exit with its outcome.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
+@click.option("--dry-run", is_flag=True, help="Print every rail's verdict and start nothing (exit 1 if refused).")
+@rails_cli.policy_option
 @output_option
 @click.pass_context
 @handle_errors
-def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, output: str) -> None:
+def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, output: str, dry_run: bool = False,
+             policy_path: str | None = None) -> None:
     """Start ramping the flag of FILE; with --wait, follow it: exit 0 completed / 1 reverted or aborted."""
     from orchestrator.specs.flags import FlagRamp
     from orchestrator.specs.loader import load_file
@@ -125,14 +129,18 @@ def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, o
     ramp = load_file(file, expect="FlagRamp")
     assert isinstance(ramp, FlagRamp)
     s = settings(ctx)
+    if dry_run:
+        finish(run(_dry_run(s, ramp, policy_path, output)))
 
     async def main() -> int:
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
+        from orchestrator.cli.pollers import require_worker
         from workflows.flag_ramp import FlagRampWorkflow
         from workflows.flag_ramp_models import FlagRampInput
 
         client = await connect_temporal(s)
+        await require_worker(client, s, "nothing was started")
         wid = ramp.workflow_id()
         try:
             handle = await client.start_workflow(
@@ -150,6 +158,16 @@ def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, o
         return await follow(handle, output, timeout)
 
     finish(run(main()))
+
+
+async def _dry_run(s: Settings, ramp: FlagRamp, policy_path: str | None, output: str) -> int:
+    from orchestrator.rails.models import RailsRequest
+    from orchestrator.specs.policy import policy_from_env
+
+    policy = policy_from_env(policy_path)
+    report = await rails_cli.check(s, RailsRequest(kind="flag", spec=ramp, workflow_id=ramp.workflow_id()), policy)
+    rails_cli.print_report(report, output, policy)
+    return rails_cli.report_exit(report)
 
 
 async def follow(handle: WorkflowHandle[Any, Any], output: str, timeout: float | None) -> int:
@@ -240,8 +258,10 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, provider: str, reason: str) -> None:
+        from orchestrator.cli.pollers import control
+
         s = settings(ctx)
-        click.echo(run(send_control(s, workflow_id_for(name, provider), update, reason)))
+        click.echo(run(control(s, "ramp", workflow_id_for(name, provider), update, reason)))
         finish(EXIT_OK)
 
     return command

@@ -114,8 +114,14 @@ def pods_needed(rollout: CanaryRollout, stable_replicas: int) -> tuple[int, int]
     if spec.canary_replicas is not None:
         canary = spec.canary_replicas
     elif isinstance(spec.traffic, ReplicasRouting):
-        top = max((s.set_weight for s in spec.steps if isinstance(s, SetWeightStep)), default=0)
-        canary = max(1, math.ceil(stable_replicas * top / 100)) if top else 1
+        sizes = [1]
+        for step in spec.steps:
+            if isinstance(step, SetWeightStep):
+                weight = step.set_weight
+                # A percentage of the stable's pods, or (setWeight: {replicas: N}) N pods.
+                sizes.append(math.ceil(stable_replicas * weight / 100) if isinstance(weight, int)
+                             else int(getattr(weight, "replicas", 0)))
+        canary = max(sizes)
     else:
         canary = max(1, stable_replicas)
     return canary, canary if spec.baseline else 0

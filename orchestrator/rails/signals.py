@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.errors import MetricError
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render
 from orchestrator.rails.models import RailStatus, RailTarget, Verdict
-from orchestrator.specs.checks import NoDataPolicy
+from orchestrator.specs.checks import TEMPLATE_VAR, NoDataPolicy
 from orchestrator.specs.policy import HealthQuery, PolicySpec
 
 __all__ = ["HEALTH", "INCIDENTS", "health", "incidents", "variables"]
@@ -38,12 +37,13 @@ def incidents(metrics: MetricProvider, policy: PolicySpec, kind: str, target: Ra
     wanted = policy.incidents.match_labels
     if not wanted or kind not in policy.incidents.kinds:
         return Verdict(rail=INCIDENTS, status=RailStatus.SKIPPED, reason=f"no incident alerts declared for {kind}")
-    try:
-        matchers = ",".join(f'{k}="{render(v, variables(target))}"' for k, v in sorted(wanted.items()))
-    except MetricError as exc:
+    template = 'ALERTS{alertstate="firing",' + ",".join(f'{k}="{v}"' for k, v in sorted(wanted.items())) + "}"
+    missing = sorted(set(TEMPLATE_VAR.findall(template)) - set(variables(target)))
+    if missing:
         # e.g. {{app}} for a flag ramp that names no app: the rail cannot be aimed at this target.
-        return Verdict(rail=INCIDENTS, status=RailStatus.SKIPPED, reason=f"not applicable to this target: {exc}")
-    query = f'ALERTS{{alertstate="firing",{matchers}}}'
+        return Verdict(rail=INCIDENTS, status=RailStatus.SKIPPED,
+                       reason=f"not applicable: {target.describe()} has no {missing[0]} for the alert labels")
+    query = render(template, variables(target))
     firing = metrics.query(query)
     if firing:
         names = sorted({s.labels.get("alertname", "?") for s in firing})

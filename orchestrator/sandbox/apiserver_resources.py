@@ -122,6 +122,7 @@ BUILTINS: dict[tuple[str, str], ResourceInfo] = {
         _b("", "v1", "endpoints", "Endpoints", True, ("ep",)),
         _b("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
         _b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),
+        _b("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), ("status",)),
         _b("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
         _b("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale")),
         _b("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), ("status", "scale")),

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.sandbox import apiserver_capacity as capacity
 from orchestrator.sandbox import apiserver_patch as patching
 from orchestrator.sandbox.apiserver_resources import (
     BUILTINS,
@@ -270,6 +271,8 @@ class Store:
                         break
             name = str(meta["name"])
             self._validate(info, obj)
+            if info.group_resource == ("", "pods"):
+                self._admit_pod(str(namespace), obj)
             if self._key(info, namespace, name) in self._objects.get(info.group_resource, {}):
                 raise ApiError(
                     409, f'{_qualified(info)} "{name}" already exists', reason="AlreadyExists",
@@ -290,6 +293,13 @@ class Store:
             self._objects.setdefault(info.group_resource, {})[self._key(info, namespace, name)] = obj
             self._record("ADDED", info, obj)
             return self._out(info, obj)
+
+    def _admit_pod(self, namespace: str, pod: Obj) -> None:
+        """The ResourceQuota admission plugin (see ``apiserver_capacity``): 403 when the pod does not fit."""
+        quotas = [o for (ns, _), o in self._objects.get(("", "resourcequotas"), {}).items() if ns == namespace]
+        if quotas:
+            pods = [o for (ns, _), o in self._objects.get(("", "pods"), {}).items() if ns == namespace]
+            capacity.admit_pod(pod, quotas, pods)
 
     def _validate(self, info: ResourceInfo, obj: Obj) -> None:
         name = obj["metadata"]["name"]

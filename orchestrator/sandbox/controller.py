@@ -9,7 +9,9 @@
    objects) and labelled ``pod-template-hash``; missing pods of the current template are created (and started
    at once), then old-template pods are removed as new ones become ready (Recreate: old ones first), surplus
    pods are removed, and ``status`` is written the way ``kubectl rollout status`` reads it;
-3. PodDisruptionBudget status (expectedPods, currentHealthy, desiredHealthy, disruptionsAllowed).
+3. PodDisruptionBudget status (expectedPods, currentHealthy, desiredHealthy, disruptionsAllowed);
+4. ResourceQuota status (hard, used). Pods are scheduled only where the node's allocatable resources hold
+   their requests, and quota admission can refuse a Deployment's pods (``apiserver_capacity``).
 
 Writes go through the store, so they bump resourceVersions and reach watchers, but not the audit log (which
 records HTTP requests only). A thread runs the pass every ``tick`` seconds; tests call it synchronously.
@@ -29,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from orchestrator.sandbox import apiserver_capacity as capacity
 from orchestrator.sandbox.apiserver_disruption import budget_status, pod_ready
 from orchestrator.sandbox.apiserver_resources import ApiError
 from orchestrator.sandbox.apiserver_store import Obj, Store, now
@@ -126,6 +129,8 @@ class Controller:
         self._started: dict[str, Obj] = {}
         # uid -> status fields the runtime asked for when it started the pod (merged into every status write).
         self._runtime_status: dict[str, dict[str, Any]] = {}
+        # Deployment uid -> why its last pod creation was refused (quota), for the ReplicaFailure condition.
+        self._create_failures: dict[str, str] = {}
         self._stop = threading.Event()
         self._paused = 0
         self._thread: threading.Thread | None = None
@@ -189,6 +194,7 @@ class Controller:
                 # The deployment or its namespace went away mid-pass.
                 log.debug("deployment %s: %s", _meta(deployment).get("name"), err.message)
         self._pdb_pass()
+        self._quota_pass()
 
     # --------------------------------------------------------------------------------------------- kubelet
 
@@ -344,6 +350,10 @@ class Controller:
             ready = [c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
             if ready and ready[0].get("status") != "True":
                 continue
+            name = _meta(node)["name"]
+            bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == name]
+            if capacity.fits(node, bound, pod) is not None:
+                continue  # a real scheduler leaves the pod Pending rather than overcommit requests
             candidates.append((load.get(_meta(node)["name"], 0), _meta(node)["name"]))
         return min(candidates)[1] if candidates else None
 
@@ -407,7 +417,15 @@ class Controller:
         nodes = self.store.list("", "v1", "nodes")
         all_pods = self.store.list("", "v1", "pods")
         for _ in range(count):
-            pod = self._new_pod(dep, template, pod_hash, nodes, all_pods)
+            try:
+                pod = self._new_pod(dep, template, pod_hash, nodes, all_pods)
+            except ApiError as err:
+                if err.code != 403:
+                    raise
+                # Quota admission refused it: the ReplicaSet controller retries later and reports the failure.
+                self._create_failures[_meta(dep)["uid"]] = err.message
+                return False
+            self._create_failures.pop(_meta(dep)["uid"], None)
             all_pods.append(pod)
             # Started at once, so a pod that is ready immediately counts for this pass's next step.
             self._run_pod(pod, nodes, all_pods)
@@ -513,6 +531,9 @@ class Controller:
         }
         if desired - ready > 0:
             status["unavailableReplicas"] = desired - ready
+        failure = self._create_failures.get(_meta(dep)["uid"])
+        if failure is not None and len(pods) < desired:
+            status["conditions"].append(_condition(conditions, "ReplicaFailure", True, "FailedCreate", failure))
         if status == previous:
             return
         meta = _meta(dep)
@@ -521,6 +542,25 @@ class Controller:
             d["status"] = status
 
         self.store.mutate("apps", "v1", "deployments", meta["namespace"], meta["name"], put, subresource="status")
+
+    # ----------------------------------------------------------------------------------------------- quotas
+
+    def _quota_pass(self) -> None:
+        """The quota controller: ``status.hard`` and ``status.used`` of every ResourceQuota."""
+        for quota in self.store.list("", "v1", "resourcequotas"):
+            meta = _meta(quota)
+            status = capacity.quota_status(quota, self.store.list("", "v1", "pods", meta["namespace"]))
+            if quota.get("status") == status:
+                continue
+
+            def put(q: Obj, status: dict[str, Any] = status) -> None:
+                q["status"] = status
+
+            try:
+                self.store.mutate("", "v1", "resourcequotas", meta["namespace"], meta["name"], put,
+                                  subresource="status")
+            except ApiError as err:
+                log.debug("quota %s: %s", meta.get("name"), err.message)
 
     # ------------------------------------------------------------------------------------------------- PDBs
 

@@ -1,0 +1,91 @@
+"""The rails policy file: validated like a spec, ``file:line: field: message`` and exit 2 on errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import SpecError
+from orchestrator.rails.chaos import ChaosPolicy
+from orchestrator.specs.policy import load_policy, policy_from_env
+
+GOOD = """\
+apiVersion: orchestrator.dev/v1
+kind: RailsPolicy
+metadata: {name: production}
+spec:
+  namespaces: {allowed: [shop], protected: [payments]}
+  recentDeployments: {quietPeriod: 45m}
+  health:
+    - name: burn
+      query: slo:burn_rate1h{app="{{app}}"}
+      max: 1
+  freezes:
+    - name: holidays
+      start: "2026-12-24T00:00:00+01:00"
+      end: "2026-12-27T00:00:00+01:00"
+  staffedHours: {timezone: Europe/Berlin, start: "09:00", end: "17:00"}
+"""
+
+BAD = """\
+apiVersion: orchestrator.dev/v1
+kind: RailsPolicy
+metadata: {name: production}
+spec:
+  freezes:
+    - name: holidays
+      start: 2026-12-24T00:00:00
+      end: "2026-12-27T00:00:00+01:00"
+  staffedHours:
+    timezone: Mars/Olympus
+    start: "09:00"
+    end: "17:00"
+  quietPeriod: 5m
+"""
+
+
+def test_a_policy_file_loads_with_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    p = load_policy(path)
+    assert p.spec.recent_deployments.quiet_period == timedelta(minutes=45)
+    assert p.spec.staffed_hours is not None and p.spec.staffed_hours.days == ["mon", "tue", "wed", "thu", "fri"]
+    chaos = ChaosPolicy.from_policy(p, {"ORCHESTRATOR_NAMESPACE": "ops"})
+    assert chaos.allowed_namespaces == {"shop"} and {"payments", "ops", "kube-system"} <= chaos.protected
+    assert policy_from_env(env={"ORCHESTRATOR_POLICY": str(path)}).spec.freezes[0].name == "holidays"
+
+
+def test_without_a_file_the_defaults_and_the_older_variables_apply() -> None:
+    p = policy_from_env(env={"ORCHESTRATOR_CHAOS_NAMESPACES": "a,b"})
+    assert p.spec.namespaces.allowed == ["a", "b"]
+    assert p.spec.recent_deployments.quiet_period == timedelta(minutes=30)
+    assert p.spec.freezes == [] and p.spec.staffed_hours is None
+
+
+def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    with pytest.raises(SpecError) as err:
+        load_policy(path)
+    problems = err.value.problems
+    assert f"{path}:7: spec.freezes.0.start: give a timezone, e.g. 2026-12-24T00:00:00+01:00 or ...Z" in problems
+    assert any(p.startswith(f"{path}:10: spec.staffedHours.timezone: unknown timezone 'Mars/Olympus'")
+               for p in problems)
+    assert f"{path}:13: spec.quietPeriod: unknown field" in problems
+
+
+def test_a_bad_policy_is_exit_2_from_the_cli(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    spec = tmp_path / "ramp.yaml"
+    spec.write_text("apiVersion: orchestrator.dev/v1\nkind: FlagRamp\nmetadata: {name: r}\nspec:\n"
+                    "  provider: {type: flagd, file: /nonexistent.json}\n  flag: f\n  stages: [{percent: 100}]\n")
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "flag", "ramp", str(spec), "--dry-run",
+                          "--policy", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stderr
+    assert f"{bad}:7: spec.freezes.0.start:" in out.stderr
+    assert "Traceback" not in out.stderr
