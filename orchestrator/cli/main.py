@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flag": ("orchestrator.cli.flag", "flag"),
     "chaos": ("orchestrator.cli.chaos", "chaos"),
     "score": ("orchestrator.cli.score", "score"),
+    "replay": ("orchestrator.cli.replay", "replay"),
+    "import": ("orchestrator.cli.importers", "import_"),
+    "completion": ("orchestrator.cli.completion", "completion"),
 }
 
 

@@ -1,0 +1,320 @@
+"""Replay a rollout's gates over Prometheus history: "what would these checks have decided then?".
+
+Shape: a small discrete-event simulation of a canary rollout between ``start`` and ``end``. It walks
+the spec's steps the way the workflow does (``setWeight`` takes no time, a ``pause`` lasts its
+duration, an ``analysis`` step looks at each check after ``initialDelay`` and then every
+``interval`` until every check decided, or until a look at or past the step's ``duration``);
+background checks look every ``interval`` from the start for the whole rollout. Every look is one
+instant query at the look's time (``time=``), taken by the *same* code the worker runs
+(``orchestrator.gates.evaluate``) and folded by the same verdict rules
+(``orchestrator.gates.verdict``), so a threshold tuned here behaves the same in a rollout.
+
+The first failed or errored verdict is a rollback at that look; an inconclusive one is what the
+spec's ``onInconclusive`` says (pause or rollback); the end of the steps is a promotion. A window
+that ends first reports the rollout as still running.
+
+What the replay does not model, on purpose: the time Kubernetes takes (the canary is taken to be
+available at ``start``), manual approvals (taken as given at once, and said so in the notes),
+controls (pause, promote, abort), and retries of a Prometheus outage (an unreachable Prometheus
+stops the replay instead of becoming error looks).
+
+Check kinds are a registry keyed by what the check carries (``condition``, ``judge``, ``slo``):
+threshold and relative checks go through ``evaluate_sides``; judge and SLO checks through
+``orchestrator.gates.judge.evaluate_check`` / ``orchestrator.gates.slo.evaluate_check`` when those
+modules provide them (``MEASURERS`` is the hook), else each look is an error look naming the gap.
+
+Sides: by default the canary and the control side are chosen the way the worker chooses them
+(``{{track_selector}}``). History recorded before the canary labels existed (or from another tool)
+labels the sides differently, so ``canary_selector`` / ``control_selector`` replace that matcher
+with label matchers given by the user, validated as plain PromQL matchers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator.errors import MetricError
+from orchestrator.gates.evaluate import Side, evaluate_sides
+from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
+from orchestrator.gates.prometheus import MetricProvider
+from orchestrator.gates.template import track_selector
+from orchestrator.gates.verdict import decide
+from orchestrator.specs.canary import AnalysisStep, CanaryRollout, PauseStep, SetWeightStep
+from orchestrator.specs.checks import Check, Relative
+
+Action = Literal["rollback", "pause", "promote", "running"]
+
+# One matcher: label, operator, double-quoted value (escapes allowed); a selector is a comma list of them.
+_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^{_MATCHER}(,{_MATCHER})*$")
+
+
+def validate_selector(selector: str) -> str:
+    """``selector`` if it is a comma-separated list of PromQL label matchers, else ``MetricError``."""
+    if not _SELECTOR.match(selector):
+        raise MetricError(
+            f"selector {selector!r} is not a list of label matchers like version=\"v2\",pod=~\"web-.*\"",
+            retryable=False,
+        )
+    return selector.strip()
+
+
+class Look(BaseModel):
+    """One evaluation of one check, and what the check's verdict was after it."""
+
+    at: datetime
+    check: str
+    step: str  # "background" or e.g. "step 3 (analysis)"
+    value: float | None
+    control_value: float | None = None
+    phase: str  # the measurement: successful | failed | inconclusive | error | waiting
+    verdict: str  # the check after folding this look: running | successful | failed | ...
+    message: str
+    query: str
+
+
+class Decision(BaseModel):
+    action: Action
+    at: datetime | None
+    reason: str
+    check: str | None = None
+    elapsed_seconds: float | None = None  # since the replay's start
+
+
+class Replay(BaseModel):
+    name: str
+    kind: str
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    events: list[str] = Field(default_factory=list)
+    looks: list[Look] = Field(default_factory=list)
+    decision: Decision
+    notes: list[str] = Field(default_factory=list)
+
+
+Measurer = Callable[[Check, MetricProvider, Side, Side | None, datetime], Measurement]
+
+
+def _measure_condition(check: Check, provider: MetricProvider, subject: Side, control: Side | None,
+                       at: datetime) -> Measurement:
+    return evaluate_sides(check, provider, subject, control, at)
+
+
+def _delegate(module: str) -> Measurer:
+    """A measurer that calls ``module.evaluate_check`` when that module provides one."""
+
+    def measure(check: Check, provider: MetricProvider, subject: Side, control: Side | None,
+                at: datetime) -> Measurement:
+        try:
+            fn = getattr(importlib.import_module(module), "evaluate_check", None)
+        except ModuleNotFoundError:
+            fn = None
+        if fn is None:
+            return Measurement(check=check.name, phase=Phase.ERROR, query="", at=at,
+                               message=f"replay cannot evaluate this check kind yet ({module}.evaluate_check "
+                                       "is not available)")
+        result: Measurement = fn(check, provider, subject, control, at)
+        return result
+
+    return measure
+
+
+# Keyed by the field that gives a check its kind.
+MEASURERS: dict[str, Measurer] = {
+    "condition": _measure_condition,
+    "judge": _delegate("orchestrator.gates.judge"),
+    "slo": _delegate("orchestrator.gates.slo"),
+}
+
+
+def _kind_of(check: Check) -> str:
+    for kind in ("condition", "judge", "slo"):
+        if getattr(check, kind, None) is not None:
+            return kind
+    return "condition"
+
+
+@dataclass
+class _Watch:
+    check: Check
+    step: str
+    started: datetime
+    next: datetime
+    duration: timedelta | None
+    measurements: list[Measurement] = field(default_factory=list)
+    status: CheckStatus | None = None
+    data_seen: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None and self.status.phase.final
+
+
+class _Replayer:
+    def __init__(self, spec: CanaryRollout, provider: MetricProvider, start: datetime, end: datetime,
+                 canary_selector: str | None, control_selector: str | None) -> None:
+        self.spec = spec
+        self.provider = provider
+        self.start, self.end, self.t = start, end, start
+        image = spec.spec.change.image or ""
+        self.variables = {
+            "namespace": spec.spec.target.namespace,
+            "app": spec.spec.target.deployment,
+            "target": spec.spec.target.deployment,
+            "image": image,
+            "version": image.rsplit(":", 1)[-1] if ":" in image else image,
+        }
+        self.canary_selector = validate_selector(canary_selector) if canary_selector else None
+        self.control_selector = validate_selector(control_selector) if control_selector else None
+        self.result = Replay(name=spec.metadata.name, kind=spec.kind, start=start, end=end,
+                             decision=Decision(action="running", at=None, reason=""))
+        self.background = [_Watch(c, "background", start, start + c.initial_delay, None)
+                           for c in spec.spec.background_checks]
+
+    def _side(self, track: str) -> Side:
+        chosen = self.canary_selector if track == "canary" else self.control_selector
+        return Side(track, {**self.variables, "track": track},
+                    selectors={"track_selector": chosen or track_selector(track)})
+
+    def _look(self, watch: _Watch) -> Decision | None:
+        check, at = watch.check, watch.next
+        subject = self._side(str(check.track))
+        control = self._side(check.condition.compare_to) if isinstance(check.condition, Relative) else None
+        m = MEASURERS[_kind_of(check)](check, self.provider, subject, control, at)
+        wait_for_data: timedelta | None = getattr(check, "wait_for_data", None)
+        waiting = (m.no_data and not watch.data_seen and wait_for_data is not None
+                   and at - watch.started < wait_for_data)
+        if waiting:
+            phase = "waiting"
+        else:
+            watch.data_seen = watch.data_seen or not (m.no_data or m.phase is Phase.ERROR)
+            watch.measurements.append(m)
+            finished = watch.duration is not None and at - watch.started >= watch.duration
+            watch.status = decide(check, watch.measurements, finished=finished)
+            phase = m.phase.value
+        status = watch.status
+        self.result.looks.append(Look(
+            at=at, check=check.name, step=watch.step, value=m.value, control_value=m.control_value, phase=phase,
+            verdict=status.phase.value if status else "running",
+            message=m.message + (" (waiting for data: not counted)" if waiting else ""), query=m.query))
+        watch.next = at + check.interval
+        if status is None:
+            return None
+        if status.phase in (CheckPhase.FAILED, CheckPhase.ERROR):
+            return self._decide("rollback", at, status.reason, check.name)
+        if status.phase is CheckPhase.INCONCLUSIVE:
+            policy = getattr(self.spec.spec, "on_inconclusive", None)
+            action: Action = "pause" if policy is not None and policy.action == "pause" else "rollback"
+            return self._decide(action, at, status.reason, check.name)
+        return None
+
+    def _decide(self, action: Action, at: datetime | None, reason: str, check: str | None = None) -> Decision:
+        elapsed = (at - self.start).total_seconds() if at is not None else None
+        return Decision(action=action, at=at, reason=reason, check=check, elapsed_seconds=elapsed)
+
+    def _run(self, step: list[_Watch], until: datetime | None) -> Decision | None:
+        """Look at every due check in time order until ``step``'s checks decided or ``until`` passed."""
+        while True:
+            if step and all(w.done for w in step):
+                return None
+            active = [w for w in (*self.background, *step) if not w.done]
+            nxt = min(active, key=lambda w: w.next) if active else None
+            if until is not None and (nxt is None or nxt.next > until):
+                self.t = until
+                return None
+            if nxt is None or nxt.next > self.end:
+                return self._decide("running", None, f"still running at the end of the window ({self.end})")
+            self.t = nxt.next
+            decision = self._look(nxt)
+            if decision is not None:
+                return decision
+
+    def run(self) -> Replay:
+        decision: Decision | None = None
+        for i, step in enumerate(self.spec.spec.steps, start=1):
+            if isinstance(step, SetWeightStep):
+                self.result.events.append(f"{self.t.isoformat()} step {i}: setWeight {step.set_weight}%")
+                continue
+            if isinstance(step, PauseStep):
+                pause = step.pause
+                if pause.until_approved:
+                    self.result.notes.append(f"step {i}: manual approval taken as given at once")
+                    continue
+                assert pause.duration is not None
+                self.result.events.append(f"{self.t.isoformat()} step {i}: pause {pause.duration}")
+                decision = self._run([], self.t + pause.duration)
+            elif isinstance(step, AnalysisStep):
+                names = ", ".join(c.name for c in step.analysis.checks)
+                self.result.events.append(f"{self.t.isoformat()} step {i}: analysis ({names})")
+                label = f"step {i} (analysis)"
+                watches = [_Watch(c, label, self.t, self.t + c.initial_delay, step.analysis.duration)
+                           for c in step.analysis.checks]
+                decision = self._run(watches, None)
+            if decision is not None:
+                break
+        if decision is None:
+            decision = self._decide("promote", self.t, "every step passed")
+        self.result.decision = decision
+        return self.result
+
+
+def replay(spec: Any, provider: MetricProvider, start: datetime, end: datetime, *,
+           canary_selector: str | None = None, control_selector: str | None = None) -> Replay:
+    """Replay ``spec``'s gates between ``start`` and ``end`` against ``provider``'s history."""
+    if not isinstance(spec, CanaryRollout):
+        raise MetricError(f"replay takes a CanaryRollout spec, not {getattr(spec, 'kind', type(spec).__name__)}",
+                          retryable=False)
+    if end <= start:
+        raise MetricError("--to must be after --from", retryable=False)
+    return _Replayer(spec, provider, start, end, canary_selector, control_selector).run()
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+
+def _fmt(value: float | None) -> str:
+    from orchestrator.cli.render import fmt_value
+
+    return fmt_value(value)
+
+
+def _decision_line(r: Replay) -> str:
+    d = r.decision
+    when = f" at {d.at.isoformat()} (+{d.elapsed_seconds:.0f}s)" if d.at is not None else ""
+    return f"decision: {d.action}{when}: {d.reason}"
+
+
+def to_text(r: Replay) -> str:
+    lines = [f"replay of {r.kind} {r.name} from {r.start.isoformat()} to {r.end.isoformat()}"]
+    lines += [f"  {e}" for e in r.events]
+    for look in r.looks:
+        lines.append(f"  {look.at.isoformat()}  {look.check:<20} {look.step:<18} value {_fmt(look.value):<10} "
+                     f"{look.phase:<12} -> {look.verdict:<12} {look.message}".rstrip())
+    lines += [f"note: {n}" for n in r.notes]
+    lines.append(_decision_line(r))
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(r: Replay) -> str:
+    out = [f"### Replay of `{r.name}`: {r.decision.action}", "",
+           f"- Window: {r.start.isoformat()} to {r.end.isoformat()}", f"- {_decision_line(r).capitalize()}"]
+    out += [f"- Note: {n}" for n in r.notes]
+    out += ["", "| time | check | step | value | look | verdict | detail |", "|---|---|---|---|---|---|---|"]
+    for look in r.looks:
+        detail = look.message.replace("|", "\\|")
+        out.append(f"| {look.at.isoformat()} | {look.check} | {look.step} | {_fmt(look.value)} | {look.phase} | "
+                   f"{look.verdict} | {detail} |")
+    return "\n".join(out) + "\n"
+
+
+def to_json(r: Replay) -> str:
+    return r.model_dump_json(indent=2, by_alias=True)
+
+
+RENDERERS: Mapping[str, Callable[[Replay], str]] = {"text": to_text, "markdown": to_markdown, "json": to_json}
