@@ -62,7 +62,17 @@ class PodInfo(BaseModel):
     name: str
     node: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    owner: str | None = None  # the Deployment whose selector matches the pod, when there is one
+    owner: str | None = None  # the workload (Deployment or StatefulSet) the pod belongs to, when there is one
+    owner_kind: str = "Deployment"  # the kind of ``owner``: "Deployment" or "StatefulSet"
+    ready: bool = True  # the pod's Ready condition is True (and it is not being deleted)
+
+    @property
+    def workload(self) -> str | None:
+        """``Kind namespace/name`` of the owning workload: the unit floors and percentages apply to."""
+        return f"{self.owner_kind} {self.namespace}/{self.owner}" if self.owner else None
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class TargetSet(BaseModel):
@@ -74,6 +84,37 @@ class TargetSet(BaseModel):
     chosen: list[PodInfo]
     deployments: list[str]  # Deployments whose pods the selector matches
     seed: int
+    statefulsets: list[str] = Field(default_factory=list)  # StatefulSets whose pods the selector matches
+
+    @property
+    def ready(self) -> list[PodInfo]:
+        """The candidates that are Ready: what is picked from and what percentages are taken over."""
+        return [p for p in self.candidates if p.ready]
+
+
+class WorkloadFloor(BaseModel):
+    """The fewest ready pods one workload keeps while a fault is in: the strictest of its limits.
+
+    ``sources`` says where each limit came from (the rollout strategy, a PodDisruptionBudget, the
+    experiment's own ``blastRadius.maxUnavailable``), so a skipped round can say why.
+    """
+
+    kind: str  # Deployment | StatefulSet
+    namespace: str
+    name: str
+    replicas: int  # desired (spec.replicas)
+    ready: int  # pods Ready now
+    floor: int
+    sources: list[str] = Field(default_factory=list)
+    hit: int = 0  # ready pods of this workload the fault takes down this round
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    def describe(self) -> str:
+        return (f"{self.key}: {self.ready} of {self.replicas} ready, floor {self.floor} "
+                f"({'; '.join(self.sources) or 'no limit'}), this round takes down {self.hit}")
 
 
 class BudgetReading(BaseModel):
@@ -101,6 +142,17 @@ class Plan(BaseModel):
     lines: list[str] = Field(default_factory=list)  # human-readable description of what will happen
     # The error budget as the safety rail read it (None when no budget is declared or the rails were skipped).
     budget: BudgetReading | None = None
+    # Every pod the fault affects, in any namespace (killed, evicted, stressed, either side of a partition):
+    # what the blast radius, the per-workload limits and the namespace rails are computed on.
+    hits: list[PodInfo] = Field(default_factory=list)
+    # Whether the hit pods stop serving (kill, eviction): only then do the ready-pod floors apply.
+    disrupts: bool = False
+    # Every object the fault writes, creates or deletes (nodes, workloads, pods, Chaos Mesh resources).
+    touches: list[ObjectRef] = Field(default_factory=list)
+    floors: list[WorkloadFloor] = Field(default_factory=list)
+    # Set when this round injects nothing because a workload's ready-pod floor would be crossed: the
+    # workflow records the round as skipped with this reason (entries are then empty).
+    skipped: str | None = None
 
     def describe(self) -> str:
         return "\n".join(self.lines)
@@ -117,4 +169,5 @@ __all__ = [
     "Plan",
     "PodInfo",
     "TargetSet",
+    "WorkloadFloor",
 ]

@@ -39,18 +39,22 @@ class Kind:
 
 
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", True)
+STATEFULSET = Kind("apps/v1", "StatefulSet", "statefulsets", True)
 POD = Kind("v1", "Pod", "pods", True)
 NODE = Kind("v1", "Node", "nodes", False)
 NAMESPACE = Kind("v1", "Namespace", "namespaces", False)
 VIRTUAL_SERVICE = Kind("networking.istio.io/v1beta1", "VirtualService", "virtualservices", True)
 NETWORK_CHAOS = Kind("chaos-mesh.org/v1alpha1", "NetworkChaos", "networkchaos", True)
 STRESS_CHAOS = Kind("chaos-mesh.org/v1alpha1", "StressChaos", "stresschaos", True)
+IO_CHAOS = Kind("chaos-mesh.org/v1alpha1", "IOChaos", "iochaos", True)
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True)
 
 KINDS: dict[str, Kind] = {
-    k.kind: k for k in (DEPLOYMENT, POD, NODE, NAMESPACE, VIRTUAL_SERVICE, NETWORK_CHAOS, STRESS_CHAOS, PDB)
+    k.kind: k for k in (
+        DEPLOYMENT, STATEFULSET, POD, NODE, NAMESPACE, VIRTUAL_SERVICE, NETWORK_CHAOS, STRESS_CHAOS, IO_CHAOS, PDB,
+    )
 }
-MARKABLE = (DEPLOYMENT, POD, NODE, VIRTUAL_SERVICE, NETWORK_CHAOS, STRESS_CHAOS)
+MARKABLE = (DEPLOYMENT, STATEFULSET, POD, NODE, VIRTUAL_SERVICE, NETWORK_CHAOS, STRESS_CHAOS, IO_CHAOS)
 """The kinds a fault marks or creates: the janitor lists exactly these."""
 
 
@@ -83,6 +87,8 @@ class Objects:
         with kube_errors(f"get {r}", self.api_client):
             if k is DEPLOYMENT:
                 resp = self.apps.read_namespaced_deployment(r.name, r.namespace, **self._opts())
+            elif k is STATEFULSET:
+                resp = self.apps.read_namespaced_stateful_set(r.name, r.namespace, **self._opts())
             elif k is POD:
                 resp = self.core.read_namespaced_pod(r.name, r.namespace, **self._opts())
             elif k is NODE:
@@ -116,6 +122,12 @@ class Objects:
                     if namespace
                     else self.apps.list_deployment_for_all_namespaces(**opts)
                 )
+            elif k is STATEFULSET:
+                resp = (
+                    self.apps.list_namespaced_stateful_set(namespace, **opts)
+                    if namespace
+                    else self.apps.list_stateful_set_for_all_namespaces(**opts)
+                )
             elif k is POD:
                 resp = (
                     self.core.list_namespaced_pod(namespace, **opts)
@@ -125,8 +137,11 @@ class Objects:
             elif k is NODE:
                 resp = self.core.list_node(**opts)
             elif k is PDB:
-                resp = k8s.PolicyV1Api(self.api_client).list_namespaced_pod_disruption_budget(
-                    namespace, **opts
+                policy = k8s.PolicyV1Api(self.api_client)
+                resp = (
+                    policy.list_namespaced_pod_disruption_budget(namespace, **opts)
+                    if namespace
+                    else policy.list_pod_disruption_budget_for_all_namespaces(**opts)
                 )
             elif namespace:
                 resp = self.custom.list_namespaced_custom_object(
@@ -144,6 +159,8 @@ class Objects:
         with kube_errors(f"patch {r}", self.api_client):
             if k is DEPLOYMENT:
                 resp = self.apps.patch_namespaced_deployment(r.name, r.namespace, body, **opts)
+            elif k is STATEFULSET:
+                resp = self.apps.patch_namespaced_stateful_set(r.name, r.namespace, body, **opts)
             elif k is POD:
                 resp = self.core.patch_namespaced_pod(r.name, r.namespace, body, **opts)
             elif k is NODE:

@@ -11,12 +11,13 @@ import asyncio
 import hashlib
 from datetime import datetime, timedelta
 
-from orchestrator.chaos import safety
+from orchestrator.chaos import radius, safety
 from orchestrator.chaos.faults import PlanContext, injector_for
-from orchestrator.chaos.models import BudgetReading, Plan
+from orchestrator.chaos.models import BudgetReading, Plan, TargetSet
 from orchestrator.chaos.objects import Objects
 from orchestrator.chaos.safety import ActiveWork, CanaryId, ChaosPolicy
 from orchestrator.chaos.targets import resolve
+from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.specs.chaos import ChaosExperiment
 
@@ -53,19 +54,39 @@ def plan_fault(
     now: datetime,
     round_: int = 0,
 ) -> Plan:
-    """Resolve and plan, with the rails the cluster alone decides (namespace, opt-in, blast radius)."""
+    """Resolve and plan, with the rails the cluster alone decides (namespace, opt-in, blast radius).
+
+    The blast radius is ``orchestrator.chaos.radius``'s: on every pod the fault hits, per workload,
+    ready pods only. A round that would cross a workload's ready-pod floor comes back with
+    ``Plan.skipped`` set and no entries; a refusal raises ``RefusedError``.
+    """
     spec = experiment.spec
     # The namespace rail comes first: nothing in a protected namespace is even listed.
     safety.check_namespace(spec.target.namespace, policy)
     targets = resolve(objects, spec.target, seed_for(experiment, run, round_))
+    if not targets.candidates:
+        message = f"the selector {targets.selector} matches no running pod in {targets.namespace}"
+        if round_ == 0:
+            raise RefusedError(f"refused: {message}")
+        return _skipped(run, spec.fault.type, targets, f"round skipped: {message}")
+    if not targets.ready:
+        return _skipped(run, spec.fault.type, targets,
+                        f"round skipped: none of the {len(targets.candidates)} pod(s) the selector matches is ready")
     ctx = PlanContext(
         run=run, fault=spec.fault, targets=targets, duration=spec.duration,
         expires_at=expiry(experiment, now), protected_namespaces=policy.protected,
     )
     plan = injector_for(spec.fault.type, objects).plan(ctx)
+    plan.total_pods = len(plan.targets.ready)
+    if not plan.touches:
+        plan.touches = [e.object for e in plan.entries]
     safety.check_opt_in(objects, plan)
-    safety.check_blast_radius(plan, spec.blast_radius.max_pods_percent)
-    return plan
+    return radius.apply(objects, policy, plan, experiment, round_)
+
+
+def _skipped(run: str, fault: str, targets: TargetSet, reason: str) -> Plan:
+    return Plan(run=run, fault=fault, targets=targets, entries=[], affected_pods=0,
+                total_pods=len(targets.ready), lines=[reason], skipped=reason)
 
 
 async def check_remote(

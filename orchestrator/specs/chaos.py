@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from orchestrator.specs.base import K8sName, Metadata, Strict
 from orchestrator.specs.checks import Check, NoDataPolicy
 from orchestrator.specs.duration import Duration
+from orchestrator.specs.scoring import ScoringQueries
 
 # Label keys and values as Kubernetes accepts them (prefix/name and a value of at most 63 characters).
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -91,11 +92,17 @@ class ChaosTarget(Strict):
 
 
 class PodKill(Strict):
-    """Delete the selected pods; with ``interval``, pick and delete again every interval until the end."""
+    """Delete the selected pods; with ``interval``, pick and delete again every interval until the end.
+
+    ``ordinal`` targets a StatefulSet the way its own ordering suggests: ``highest`` (the pod a
+    scale-down would remove first, so the least disruptive), ``lowest`` (often the leader or the
+    primary) or a given ordinal such as ``2`` for ``<name>-2``. It needs ``mode: one``.
+    """
 
     type: Literal["pod-kill"]
     interval: Duration | None = None
     grace_period_seconds: int = Field(default=0, alias="gracePeriodSeconds", ge=0)
+    ordinal: Literal["highest", "lowest"] | Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("interval")
     @classmethod
@@ -157,20 +164,71 @@ class NetworkLoss(Strict):
     correlation: str = Field(default="0", pattern=r"^\d+(\.\d+)?$")
 
 
+class PartitionPeer(Strict):
+    """The other side of a network partition: pods resolved and limited like the target's own."""
+
+    namespace: K8sName | None = None  # the target's namespace when omitted
+    selector: dict[str, str] = Field(min_length=1)
+    mode: Mode = Field(default_factory=lambda: Mode(type="all"))
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return _labels(value, "selector")
+
+
 class NetworkChaos(Strict):
-    """A Chaos Mesh NetworkChaos on the selected pods (needs the Chaos Mesh CRDs)."""
+    """A Chaos Mesh NetworkChaos on the selected pods (needs the Chaos Mesh CRDs).
+
+    ``action: partition`` cuts the chosen pods off from the pods of ``partition`` (``direction``
+    ``to``, ``from`` or ``both``); both sides count in the blast radius.
+    """
 
     type: Literal["network-chaos"]
-    action: Literal["delay", "loss"]
+    action: Literal["delay", "loss", "partition"]
     delay: NetworkDelay | None = None
     loss: NetworkLoss | None = None
+    partition: PartitionPeer | None = None
+    direction: Literal["to", "from", "both"] = "to"
 
     @model_validator(mode="after")
     def _params(self) -> NetworkChaos:
-        if self.action == "delay" and (self.delay is None or self.loss is not None):
-            raise ValueError("action delay needs delay (and no loss)")
-        if self.action == "loss" and (self.loss is None or self.delay is not None):
-            raise ValueError("action loss needs loss (and no delay)")
+        if self.action == "delay" and (self.delay is None or self.loss is not None or self.partition is not None):
+            raise ValueError("action delay needs delay (and no loss or partition)")
+        if self.action == "loss" and (self.loss is None or self.delay is not None or self.partition is not None):
+            raise ValueError("action loss needs loss (and no delay or partition)")
+        if self.action == "partition" and (
+            self.partition is None or self.delay is not None or self.loss is not None
+        ):
+            raise ValueError("action partition needs partition (the other side) and no delay or loss")
+        return self
+
+
+class IoChaos(Strict):
+    """A Chaos Mesh IOChaos on a volume of the selected pods: ``latency`` (every matching call waits
+    ``delay``) or ``fault`` (matching calls fail with ``errno``, 5 = EIO), for ``percent`` of the calls."""
+
+    type: Literal["io-chaos"]
+    action: Literal["latency", "fault"]
+    volume_path: str = Field(alias="volumePath", pattern=r"^/")
+    path: str | None = Field(default=None, pattern=r"^/")  # a glob under volumePath; the whole volume when omitted
+    delay: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?(ns|us|ms|s)$")
+    errno: int | None = Field(default=None, ge=1, le=133)
+    percent: int = Field(default=100, ge=1, le=100)
+    methods: list[Literal[
+        "LOOKUP", "FORGET", "GETATTR", "SETATTR", "READLINK", "MKNOD", "MKDIR", "UNLINK", "RMDIR", "SYMLINK",
+        "RENAME", "LINK", "OPEN", "READ", "WRITE", "STATFS", "RELEASE", "FSYNC", "SETXATTR", "GETXATTR",
+        "LISTXATTR", "REMOVEXATTR", "FLUSH", "INIT", "OPENDIR", "READDIR", "RELEASEDIR", "FSYNCDIR", "ACCESS",
+        "CREATE", "GETLK", "SETLK", "BMAP",
+    ]] | None = None
+    container: str | None = None  # the container whose volume is hit; Chaos Mesh picks the first when omitted
+
+    @model_validator(mode="after")
+    def _params(self) -> IoChaos:
+        if self.action == "latency" and (self.delay is None or self.errno is not None):
+            raise ValueError("action latency needs delay (and no errno)")
+        if self.action == "fault" and (self.errno is None or self.delay is not None):
+            raise ValueError("action fault needs errno (and no delay)")
         return self
 
 
@@ -199,9 +257,9 @@ class StressChaos(Strict):
 
 
 Fault = Annotated[
-    PodKill | ScaleDown | HttpFault | NodeDrain | NetworkChaos | StressChaos, Field(discriminator="type")
+    PodKill | ScaleDown | HttpFault | NodeDrain | NetworkChaos | StressChaos | IoChaos, Field(discriminator="type")
 ]
-FAULT_TYPES = ("pod-kill", "scale-down", "http-fault", "node-drain", "network-chaos", "stress-chaos")
+FAULT_TYPES = ("pod-kill", "scale-down", "http-fault", "node-drain", "network-chaos", "stress-chaos", "io-chaos")
 
 
 # ---- hypothesis, limits, preconditions ---------------------------------------------------------
@@ -235,11 +293,34 @@ class SteadyState(Strict):
         return self
 
 
+class Disturb(Strict):
+    """What a node drain may disturb beyond the target: the nodes it may drain and the namespaces whose
+    pods it may evict there without each namespace being allowed and opted in."""
+
+    nodes: list[K8sName] = Field(min_length=1)
+    namespaces: list[K8sName] = Field(min_length=1)
+
+
 class BlastRadius(Strict):
-    # Refuse when the fault would hit more than this share of the pods the selector matches.
+    # Refuse when the fault would hit more than this share of the ready pods of any one workload the
+    # selector matches (and of all of them together).
     max_pods_percent: int = Field(default=50, alias="maxPodsPercent", ge=1, le=100)
+    # The experiment's own limit on pods of one workload unavailable at the same time: a count or "N%"
+    # of its replicas (rounded down, like a rollout's maxUnavailable). Stricter workload limits win.
+    max_unavailable: int | str | None = Field(default=None, alias="maxUnavailable")
     # How long after the planned end a left-behind fault counts as expired (the janitor reverts it).
     expiry_margin: Duration = Field(default=timedelta(minutes=5), alias="expiryMargin")
+    # A node drain evicts every pod on the node: declare here which nodes and namespaces it may disturb.
+    disturb: Disturb | None = None
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _int_or_percent(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more")
+        if isinstance(value, str) and not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+            raise ValueError("a count or a percentage such as 25%")
+        return value
 
 
 class ErrorBudget(Strict):
@@ -283,6 +364,7 @@ class ChaosSpec(Strict):
     steady_state: SteadyState = Field(alias="steadyState")
     blast_radius: BlastRadius = Field(default_factory=BlastRadius, alias="blastRadius")
     safety: Safety = Field(default_factory=Safety)
+    scoring: ScoringQueries | None = None  # evidence for the score read at save time (specs/scoring.py)
 
     @field_validator("duration")
     @classmethod
@@ -290,6 +372,12 @@ class ChaosSpec(Strict):
         if value.total_seconds() <= 0:
             raise ValueError("duration must be greater than 0")
         return value
+
+    @model_validator(mode="after")
+    def _ordinal(self) -> ChaosSpec:
+        if isinstance(self.fault, PodKill) and self.fault.ordinal is not None and self.target.mode.type != "one":
+            raise ValueError("fault.ordinal picks one pod of a StatefulSet: it needs target.mode one")
+        return self
 
 
 class ChaosExperiment(Strict):
@@ -320,14 +408,17 @@ __all__ = [
     "ChaosExperiment",
     "ChaosSpec",
     "ChaosTarget",
+    "Disturb",
     "ErrorBudget",
     "Fault",
     "GameDay",
     "HttpFault",
+    "IoChaos",
     "K8sName",
     "Mode",
     "NetworkChaos",
     "NodeDrain",
+    "PartitionPeer",
     "PodKill",
     "Safety",
     "ScaleDown",

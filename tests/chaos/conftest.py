@@ -68,8 +68,12 @@ def experiment(
     })
 
 
-def deploy(kube: KubeTestEnv, name: str = "web", replicas: int = 4, allow: bool = True) -> dict[str, Any]:
-    body = deployment_manifest(name, replicas=replicas)
+def deploy(kube: KubeTestEnv, name: str = "web", replicas: int = 4, allow: bool = True,
+           max_unavailable: int | str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    body = deployment_manifest(name, replicas=replicas, labels=labels)
+    if max_unavailable is not None:
+        body["spec"]["strategy"] = {"type": "RollingUpdate",
+                                    "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 1}}
     if allow:
         body["metadata"]["annotations"] = {ALLOW_ANNOTATION: "true"}
     created = kube.apps.create_namespaced_deployment(kube.namespace, body)

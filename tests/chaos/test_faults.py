@@ -43,7 +43,7 @@ def _revert(objects: Objects, plan: Plan) -> None:
 
 def test_pod_kill_deletes_only_the_chosen_pods_and_unmarks(kube: KubeTestEnv, objects: Objects,
                                                          policy: ChaosPolicy) -> None:
-    deploy(kube, replicas=4)
+    deploy(kube, replicas=4, max_unavailable="50%")  # two of four may be down at once
     before = objects.get(ref_dep(kube))
     start = kube.server.audit_log.last_seq
     kube._audit_start = start
@@ -130,13 +130,9 @@ def test_http_fault_sets_the_fault_and_restores_the_recorded_routes(kube: KubeTe
 
 def test_node_drain_cordons_evicts_through_pdbs_and_uncordons(kube: KubeTestEnv, objects: Objects,
                                                               policy: ChaosPolicy) -> None:
-    deploy(kube, replicas=4)
+    deploy(kube, replicas=4, max_unavailable="50%")
     node_name = sorted({p["spec"]["nodeName"] for p in kube.pods("app=web")})[0]
     kube.core.patch_node(node_name, {"metadata": {"annotations": {"chaos.orchestrator.dev/allow": "true"}}})
-    # A PDB that allows no disruption at all: every eviction of these pods must be refused.
-    kube.policy.create_namespaced_pod_disruption_budget(kube.namespace, {
-        "metadata": {"name": "web"}, "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "web"}}}})
-    kube.settle(2)
     on_node = sorted(p["metadata"]["name"] for p in kube.pods("app=web") if p["spec"]["nodeName"] == node_name)
     exp = experiment(kube.namespace, {"type": "node-drain", "evictionTimeout": "1s"}, max_percent=100)
     # Pick a pod on that node so the drain targets it.
@@ -144,7 +140,15 @@ def test_node_drain_cordons_evicts_through_pdbs_and_uncordons(kube: KubeTestEnv,
         update={"seed": _seed_for(kube, objects, policy, exp, node_name)})})})
     kube._audit_start = kube.server.audit_log.last_seq
     try:
-        plan = _run(objects, policy, exp)
+        plan = plan_fault(objects=objects, policy=policy, experiment=exp, run="exp-run1", now=now())
+        assert plan.skipped is None
+        # A PDB that appears after planning and allows no disruption at all: the API server refuses every
+        # eviction, and the drain leaves the pods in place.
+        kube.policy.create_namespaced_pod_disruption_budget(kube.namespace, {
+            "metadata": {"name": "web"}, "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "web"}}}})
+        kube.settle(2)
+        for entry in plan.entries:
+            injector_for(entry.fault, objects).inject(ledger.record(objects, entry))
         node = kube.core.read_node(node_name)
         assert node.spec.unschedulable is True
         evictions = [e for e in kube.audit(all_namespaces=True) if e.get("subresource") == "eviction"

@@ -72,7 +72,8 @@ async def test_namespace_not_allowed(kube: KubeTestEnv, env: dict[str, Any]) -> 
 
 async def test_too_many_pods(kube: KubeTestEnv, env: dict[str, Any]) -> None:
     deploy(kube)
-    with pytest.raises(RefusedError, match=r"3 of 4 pods \(75%\), more than blastRadius.maxPodsPercent 50%"):
+    with pytest.raises(RefusedError, match=r"3 of the 4 ready pods of Deployment t-\w+/web \(75%\), "
+                                              r"more than blastRadius.maxPodsPercent 50%"):
         await _prepare(**env, exp=experiment(kube.namespace, KILL, mode={"type": "fixed", "value": 3}))
     with pytest.raises(RefusedError, match="more than blastRadius"):
         await _prepare(**env, exp=experiment(kube.namespace, {"type": "scale-down", "replicas": 1}, mode="all",

@@ -16,7 +16,7 @@ __all__ = ["FaultInjector", "PlanContext", "fault_types", "injector_for"]
 
 
 def _registry() -> dict[str, Callable[[Objects], FaultInjector]]:
-    from orchestrator.chaos.faults.chaos_mesh import NetworkChaosInjector, StressChaosInjector
+    from orchestrator.chaos.faults.chaos_mesh import IoChaosInjector, NetworkChaosInjector, StressChaosInjector
     from orchestrator.chaos.faults.http_fault import HttpFaultInjector
     from orchestrator.chaos.faults.node_drain import NodeDrainInjector
     from orchestrator.chaos.faults.pod_kill import PodKillInjector
@@ -29,6 +29,7 @@ def _registry() -> dict[str, Callable[[Objects], FaultInjector]]:
         "node-drain": NodeDrainInjector,
         "network-chaos": NetworkChaosInjector,
         "stress-chaos": StressChaosInjector,
+        "io-chaos": IoChaosInjector,
     }
 
 

@@ -5,6 +5,11 @@ eviction (429) is retried until ``evictionTimeout``, then left in place and repo
 stays cordoned either way until revert. Like ``kubectl drain --ignore-daemonsets``, DaemonSet pods
 and mirror pods are not evicted, and pods in protected namespaces are never touched. Evicted pods
 are rescheduled by their controllers; revert restores the node's recorded ``unschedulable``.
+
+A drain reaches far beyond its target: it evicts every other pod on the node, in every namespace.
+The plan therefore lists each pod it would evict (``Plan.hits``, one line per node naming them all),
+and the blast-radius rules (``orchestrator.chaos.radius``) hold every one of them to the namespace
+rails, the ready-pod floors of their workloads and the percentages, not only the chosen targets.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 
 from orchestrator.chaos import ledger
 from orchestrator.chaos.faults.base import PlanContext
-from orchestrator.chaos.models import LedgerEntry, Plan
-from orchestrator.chaos.objects import NODE, Objects, ref
+from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo
+from orchestrator.chaos.objects import NODE, POD, Objects, ref
+from orchestrator.chaos.radius import pod_infos
 from orchestrator.errors import KubeError, RefusedError
 from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
 from orchestrator.specs.chaos import NodeDrain
@@ -51,25 +57,32 @@ class NodeDrainInjector:
         if not nodes:
             raise RefusedError("node-drain: none of the chosen pods is scheduled on a node")
         candidates = {p.name for p in ctx.targets.candidates}
-        entries, lines, affected = [], [], 0
+        entries: list[LedgerEntry] = []
+        lines: list[str] = []
+        hits: list[PodInfo] = []
+        affected = 0
         for node in nodes:
             r = ref(NODE, node)
             obj = self.objects.get(r)
-            pods = [p for p in self._pods_on(node) if not _skippable(p, set(ctx.protected_namespaces))]
-            affected += sum(
-                1 for p in pods
-                if p["metadata"].get("namespace") == ctx.targets.namespace and p["metadata"]["name"] in candidates
-            )
+            raw = [p for p in self._pods_on(node) if not _skippable(p, set(ctx.protected_namespaces))]
+            pods = sorted(pod_infos(self.objects, raw), key=lambda p: (p.namespace, p.name))
+            hits += pods
+            affected += sum(1 for p in pods if p.namespace == ctx.targets.namespace and p.name in candidates
+                            and p.ready)
             entries.append(LedgerEntry(
                 run=ctx.run, fault="node-drain", object=r,
                 action={"evictionTimeoutSeconds": fault.eviction_timeout.total_seconds(),
-                        "protected": sorted(ctx.protected_namespaces)},
+                        "protected": sorted(ctx.protected_namespaces),
+                        # Only what the rails approved is evicted: a pod that lands in between stays.
+                        "pods": [str(p) for p in pods]},
                 revert={"unschedulable": bool((obj.get("spec") or {}).get("unschedulable", False))},
                 expires_at=ctx.expires_at))
-            names = ", ".join(f"{p['metadata'].get('namespace')}/{p['metadata']['name']}" for p in pods)
-            lines.append(f"cordon node {node}, then evict {len(pods)} pod(s): {names or '(none)'}")
+            names = ", ".join(str(p) + ("" if p.ready else " (not ready)") for p in pods)
+            lines.append(f"cordon node {node}, then evict {len(pods)} pod(s) in every namespace: {names or '(none)'}")
         return Plan(run=ctx.run, fault="node-drain", targets=ctx.targets, entries=entries,
-                    affected_pods=affected, total_pods=len(ctx.targets.candidates), lines=lines)
+                    affected_pods=affected, total_pods=len(ctx.targets.ready), lines=lines,
+                    hits=hits, disrupts=True,
+                    touches=[e.object for e in entries] + [ref(POD, p.name, p.namespace) for p in hits])
 
     def inject(self, entry: LedgerEntry) -> str:
         node = self.objects.get(entry.object)
@@ -80,12 +93,17 @@ class NodeDrainInjector:
         protected = set(entry.action.get("protected") or [])
         deadline = time.monotonic() + float(entry.action.get("evictionTimeoutSeconds", 30))
         evicted: list[str] = []
+        approved = set(entry.action["pods"]) if "pods" in entry.action else None
+        unplanned: set[str] = set()
         while True:
             refused: list[str] = []
             for pod in self._pods_on(entry.object.name):
                 if _skippable(pod, protected):
                     continue
                 ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+                if approved is not None and f"{ns}/{name}" not in approved:
+                    unplanned.add(f"{ns}/{name}")
+                    continue
                 try:
                     self.objects.evict(ns, name)
                     evicted.append(f"{ns}/{name}")
@@ -99,6 +117,8 @@ class NodeDrainInjector:
                 break
             time.sleep(0.5)
         note = f"; a PodDisruptionBudget kept {', '.join(refused)}" if refused else ""
+        if unplanned:
+            note += f"; left {', '.join(sorted(unplanned))} (not in the approved plan)"
         return f"cordoned {entry.object.name}, evicted {len(evicted)} pod(s){note}"
 
     def revert(self, entry: LedgerEntry) -> str:

@@ -1,9 +1,14 @@
-"""Pod kill: delete the chosen pods; their controller (a Deployment's ReplicaSet) replaces them.
+"""Pod kill: delete the chosen pods; their controller (a Deployment's ReplicaSet, a StatefulSet) replaces them.
 
-Nothing needs restoring, but the fault is still in the ledger: the owning Deployment (or the pod
-itself, for a pod no Deployment owns) is marked for as long as the experiment runs, so other
+Nothing needs restoring, but the fault is still in the ledger: the owning workload (or the pod
+itself, for a pod no workload owns) is marked for as long as the experiment runs, so other
 experiments and the janitor see it, and revert removes the mark. A repeated kill is a new plan per
 round (the workflow asks for one every ``interval``) whose entries name that round's pods.
+
+StatefulSets are killed the way their ordering suggests: with ``ordinal`` the pick is not sampled
+but the pod ``<name>-<ordinal>`` of the one StatefulSet the selector matches (``highest``: the pod
+a scale-down would remove first; ``lowest``: ordinal 0, often the primary). Only a Ready pod is
+picked; when that pod is not Ready the plan has nothing to kill and the blast-radius rules skip it.
 """
 
 from __future__ import annotations
@@ -12,11 +17,39 @@ from collections import defaultdict
 
 from orchestrator.chaos import ledger
 from orchestrator.chaos.faults.base import PlanContext
-from orchestrator.chaos.models import LedgerEntry, Plan
-from orchestrator.chaos.objects import DEPLOYMENT, POD, Objects, ref
+from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo, TargetSet
+from orchestrator.chaos.objects import DEPLOYMENT, POD, STATEFULSET, Objects, ref
+from orchestrator.errors import RefusedError
 from orchestrator.specs.chaos import PodKill
 
-__all__ = ["PodKillInjector"]
+__all__ = ["PodKillInjector", "by_ordinal"]
+
+
+def _ordinal_of(pod: PodInfo) -> int | None:
+    base, _, number = pod.name.rpartition("-")
+    return int(number) if pod.owner and base == pod.owner and number.isdigit() else None
+
+
+def by_ordinal(targets: TargetSet, ordinal: str | int) -> TargetSet:
+    """The pick of ``ordinal`` (``highest``, ``lowest`` or a number) in the one StatefulSet the selector matches."""
+    members = [p for p in targets.candidates if p.owner_kind == "StatefulSet" and _ordinal_of(p) is not None]
+    sets = sorted({p.owner for p in members if p.owner})
+    if len(sets) != 1:
+        found = ", ".join(sets) or "none"
+        raise RefusedError(f"refused: fault.ordinal needs the selector to match the pods of exactly one "
+                           f"StatefulSet in {targets.namespace} (found: {found})")
+    ordered = sorted(members, key=lambda p: _ordinal_of(p) or 0)
+    if ordinal == "highest":
+        pick = ordered[-1]
+    elif ordinal == "lowest":
+        pick = ordered[0]
+    else:
+        named = [p for p in ordered if _ordinal_of(p) == ordinal]
+        if not named:
+            raise RefusedError(f"refused: StatefulSet {targets.namespace}/{sets[0]} has no pod {sets[0]}-{ordinal}")
+        pick = named[0]
+    # A pod that is not ready is not killed: the round then has nothing to do, and is skipped.
+    return targets.model_copy(update={"chosen": [pick] if pick.ready else []})
 
 
 class PodKillInjector:
@@ -25,29 +58,35 @@ class PodKillInjector:
 
     def plan(self, ctx: PlanContext) -> Plan:
         assert isinstance(ctx.fault, PodKill)
-        by_owner: dict[str | None, list[str]] = defaultdict(list)
-        for pod in ctx.targets.chosen:
-            by_owner[pod.owner].append(pod.name)
+        targets = ctx.targets if ctx.fault.ordinal is None else by_ordinal(ctx.targets, ctx.fault.ordinal)
+        by_owner: dict[tuple[str, str] | None, list[str]] = defaultdict(list)
+        for pod in targets.chosen:
+            by_owner[(pod.owner_kind, pod.owner) if pod.owner else None].append(pod.name)
         entries: list[LedgerEntry] = []
         lines = []
-        for owner, pods in sorted(by_owner.items(), key=lambda kv: kv[0] or ""):
+        ns = targets.namespace
+        for owner, pods in sorted(by_owner.items(), key=lambda kv: kv[0] or ("", "")):
             action = {"pods": sorted(pods), "gracePeriodSeconds": ctx.fault.grace_period_seconds}
             if owner is None:
                 for name in sorted(pods):
                     entries.append(LedgerEntry(
-                        run=ctx.run, fault="pod-kill", object=ref(POD, name, ctx.targets.namespace),
+                        run=ctx.run, fault="pod-kill", object=ref(POD, name, ns),
                         action={**action, "pods": [name]}, expires_at=ctx.expires_at))
             else:
+                kind = STATEFULSET if owner[0] == "StatefulSet" else DEPLOYMENT
                 entries.append(LedgerEntry(
-                    run=ctx.run, fault="pod-kill", object=ref(DEPLOYMENT, owner, ctx.targets.namespace),
+                    run=ctx.run, fault="pod-kill", object=ref(kind, owner[1], ns),
                     action=action, expires_at=ctx.expires_at))
-            lines.append(f"delete pod(s) {', '.join(sorted(pods))} in {ctx.targets.namespace}"
-                         + (f" (Deployment {owner})" if owner else " (no Deployment owns them)"))
+            lines.append(f"delete pod(s) {', '.join(sorted(pods))} in {ns}"
+                         + (f" ({owner[0]} {owner[1]})" if owner else " (no workload owns them)"))
         if ctx.fault.interval is not None:
             lines.append(f"then pick and delete again every {ctx.fault.interval} for {ctx.duration}")
         return Plan(
-            run=ctx.run, fault="pod-kill", targets=ctx.targets, entries=entries,
-            affected_pods=len(ctx.targets.chosen), total_pods=len(ctx.targets.candidates), lines=lines,
+            run=ctx.run, fault="pod-kill", targets=targets, entries=entries,
+            affected_pods=len(targets.chosen), total_pods=len(targets.ready), lines=lines,
+            hits=list(targets.chosen), disrupts=True,
+            touches=[e.object for e in entries] + [ref(POD, p.name, ns) for p in targets.chosen
+                                                   if p.owner is not None],
         )
 
     def inject(self, entry: LedgerEntry) -> str:
