@@ -343,7 +343,10 @@ class Store:
                     "strategy",
                     {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
                 )
-            obj.setdefault("status", {})
+            status = obj.setdefault("status", {})
+            if gr != ("apps", "deployments"):
+                # ReplicaSetStatus and StatefulSetStatus require ``replicas``; their controllers start it at 0.
+                status.setdefault("replicas", 0)
         elif gr == ("", "pods"):
             obj["status"] = {"phase": "Pending"}
         elif gr == ("", "services"):
