@@ -621,7 +621,8 @@ def _quantile(les: list[float], cumulative: list[float], q: float) -> float | No
 def _rate(x: float | None) -> str:
     if x is None:
         return "n/a"
-    return f"{x * 100:.2g} %" if x * 100 < 10 else f"{x * 100:.3g} %"
+    v = x * 100
+    return f"{v:.2g} %" if v < 1 else f"{v:.1f} %" if v < 10 else f"{v:.3g} %"
 
 
 def _pct(x: float, digits: int | None = None) -> str:

@@ -1,0 +1,242 @@
+"""The judge end to end on a real Prometheus: backfilled counters and histograms, read_look + judge_update/finish.
+
+Given a Prometheus holding one scenario per app (stable pods unlabelled, canary pods ``track="canary"``,
+as on a real cluster; error series that appear only at the first error, as real exporters do),
+when the judge looks every 10 s from the data's start,
+then a regressed canary is rolled back, an identical one is promoted early, a starved one ends
+"not enough traffic", and a counter reset mid-canary produces no verdict by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import PrometheusSettings
+from orchestrator.gates.counts import read_look
+from orchestrator.gates.judge import JudgeState, JudgeVerdict, Outcome, judge_finish, judge_update
+from orchestrator.gates.model import Phase
+from orchestrator.gates.prometheus import PrometheusProvider
+from orchestrator.gates.slo import evaluate_slo
+from orchestrator.specs.checks import Check
+from tests.fixtures_temporal import free_port
+
+START = datetime(2024, 5, 1, tzinfo=UTC)
+LENGTH = timedelta(minutes=40)
+STEP = 10
+LE = (0.05, 0.1, 0.25, 0.5, 1.0, math.inf)
+FAST = (0.2, 0.6, 0.95, 0.99, 1.0, 1.0)
+SLOW = (0.05, 0.2, 0.6, 0.9, 0.97, 1.0)
+
+REQUESTS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}}})'
+ERRORS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}},code="500"})'
+LATENCY = 'sum by (le) (http_request_duration_seconds_bucket{app="{{app}}",{{track_selector}}})'
+
+
+@dataclass(frozen=True)
+class Pod:
+    app: str
+    pod: str
+    track: str | None  # None: a stable pod, which carries no track label on a real cluster
+    rps: float
+    errors: float
+    latency: tuple[float, ...] = FAST
+    reset_at: timedelta | None = None  # the pod restarts: its counters start again from 0
+
+
+PODS = [
+    *(Pod(app, f"{app}-stable", None, 20, 0.005) for app in ("regressed", "identical", "starved", "reset", "slow")),
+    Pod("regressed", "regressed-canary", "canary", 20, 0.03),
+    Pod("identical", "identical-canary", "canary", 20, 0.005),
+    Pod("starved", "starved-canary", "canary", 0.05, 0.005),
+    Pod("reset", "reset-canary", "canary", 20, 0.005, reset_at=timedelta(minutes=3)),
+    Pod("slow", "slow-canary", "canary", 20, 0.005, latency=SLOW),
+]
+
+
+def _counts(pod: Pod, seconds: float) -> tuple[int, int]:
+    """Cumulative (requests, errors) at ``seconds`` into the data; deterministic and spread evenly."""
+    if pod.reset_at is not None and seconds >= pod.reset_at.total_seconds():
+        seconds -= pod.reset_at.total_seconds()
+    requests = math.floor(pod.rps * seconds)
+    return requests, math.floor(requests * pod.errors)
+
+
+def _openmetrics() -> Iterator[str]:
+    times = range(0, int(LENGTH.total_seconds()) + 1, STEP)
+    ts0 = int(START.timestamp())
+
+    def labels(pod: Pod, **more: str) -> str:
+        pairs = {"app": pod.app, "pod": pod.pod, **({"track": pod.track} if pod.track else {}), **more}
+        return ",".join(f'{k}="{v}"' for k, v in pairs.items())
+
+    yield "# TYPE http_requests counter"
+    for pod in PODS:
+        for code in ("200", "500"):
+            name = f"http_requests_total{{{labels(pod, code=code)}}}"
+            for t in times:
+                requests, errors = _counts(pod, t)
+                value = requests - errors if code == "200" else errors
+                if code == "500" and errors == 0 and pod.reset_at is None:
+                    continue  # the error series appears only with the first error, as real exporters do
+                yield f"{name} {value} {ts0 + t}"
+    yield "# TYPE http_request_duration_seconds histogram"
+    for pod in PODS:
+        for le, share in zip(LE, pod.latency, strict=True):
+            bound = "+Inf" if math.isinf(le) else f"{le:g}"
+            name = f"http_request_duration_seconds_bucket{{{labels(pod, le=bound)}}}"
+            for t in times:
+                yield f"{name} {math.floor(_counts(pod, t)[0] * share)} {ts0 + t}"
+        for t in times:
+            yield f"http_request_duration_seconds_count{{{labels(pod)}}} {_counts(pod, t)[0]} {ts0 + t}"
+            yield f"http_request_duration_seconds_sum{{{labels(pod)}}} {_counts(pod, t)[0] * 0.1:.3f} {ts0 + t}"
+    yield "# EOF"
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    if not found:
+        pytest.fail(f"{name} is missing: apt-get install -y prometheus")
+    return found
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProvider]:
+    root = tmp_path_factory.mktemp("judge-prom")
+    data = root / "data"
+    source = root / "judge.om"
+    source.write_text("\n".join(_openmetrics()) + "\n")
+    subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+                   check=True, capture_output=True)  # fmt: skip
+    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    port = free_port()
+    log = (root / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [_binary("prometheus"), f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=20y",
+         f"--web.listen-address=127.0.0.1:{port}", f"--config.file={root / 'prometheus.yml'}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield PrometheusProvider(PrometheusSettings(url=url))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _judge(kind: str = "counts", **extra: object) -> Check:
+    queries: dict[str, object] = {"latency": LATENCY} if kind == "latency" else {"errors": ERRORS, "requests": REQUESTS}
+    return Check.model_validate({"name": f"judge-{kind}", "interval": "10s", "judge": {**queries, **extra}})
+
+
+def _run(prom: PrometheusProvider, check: Check, app: str, *, minutes: float = 30,
+         first: timedelta = timedelta(seconds=30)) -> tuple[JudgeVerdict, list[JudgeVerdict], JudgeState]:  # fmt: skip
+    state = JudgeState()
+    seen: list[JudgeVerdict] = []
+    at = START + first
+    end = at + timedelta(minutes=minutes)
+    while at <= end:
+        look = read_look(prom, check, {"app": app}, state, at)
+        state, verdict = judge_update(check, state, look, alpha=0.01)
+        seen.append(verdict)
+        if verdict.outcome is not Outcome.RUNNING:
+            return verdict, seen, state
+        at += timedelta(seconds=10)
+    return judge_finish(check, state, alpha=0.01), seen, state
+
+
+def test_a_regressed_canary_is_rolled_back_with_the_judges_verdict(prom: PrometheusProvider) -> None:
+    verdict, seen, state = _run(prom, _judge(tolerance="1.2x"), "regressed")
+    assert verdict.outcome is Outcome.FAILED, verdict.message
+    assert len(seen) < 60  # well within ten minutes at 20 rps and 6x the errors
+    assert "-> rollback; false-rollback bound 1 %" in verdict.message
+    assert verdict.canary_value == pytest.approx(0.03, abs=0.005)
+    assert verdict.control_value == pytest.approx(0.005, abs=0.003)
+    # Counts are exact: the canary's error series appeared only with its first error and still counted.
+    looked = (state.last_at - state.started_at).total_seconds()  # type: ignore[operator]
+    assert state.canary_requests == pytest.approx(20 * looked, abs=1)
+    assert state.canary_events == pytest.approx(math.floor(20 * (30 + looked) * 0.03) - math.floor(20 * 30 * 0.03),
+                                                abs=1)  # fmt: skip
+
+
+def test_an_identical_canary_is_promoted_early(prom: PrometheusProvider) -> None:
+    verdict, seen, _ = _run(prom, _judge(tolerance="2x"), "identical")
+    assert verdict.outcome is Outcome.SUCCESSFUL, verdict.message
+    assert verdict.phase is Phase.SUCCESSFUL
+    assert len(seen) < 30 * 6  # before the step's 30 minutes are over
+    assert "-> promote" in verdict.message
+
+
+def test_a_starved_canary_ends_not_enough_traffic(prom: PrometheusProvider) -> None:
+    verdict, _, state = _run(prom, _judge(), "starved", minutes=10)
+    assert verdict.outcome is Outcome.NOT_ENOUGH_TRAFFIC, verdict.message
+    assert verdict.status(state.looks).phase.value == "inconclusive"
+    assert verdict.needed_requests is not None and verdict.needed_seconds is not None
+    assert "roughly" in verdict.message and "more requests needed" in verdict.message
+
+
+def test_a_counter_reset_mid_canary_does_not_produce_a_verdict_by_itself(prom: PrometheusProvider) -> None:
+    # The canary pod restarts 3 minutes in; look just before and just after it.
+    check = _judge(tolerance="1.2x")
+    state = JudgeState()
+    verdicts = []
+    for seconds in (150, 170, 180, 190, 200):
+        look = read_look(prom, check, {"app": "reset"}, state, START + timedelta(seconds=seconds))
+        state, verdict = judge_update(check, state, look, alpha=0.01)
+        verdicts.append((look, verdict))
+    reset_look, reset_verdict = verdicts[2]
+    assert "counter reset in canary" in reset_look.skipped
+    assert reset_verdict.outcome is Outcome.RUNNING and reset_verdict.reason == "counter-reset"
+    assert all(v.outcome is Outcome.RUNNING for _, v in verdicts)
+    # 20 s before the reset counted, the reset look's 10 s not, then counting resumes from the new readings.
+    assert state.canary_requests == pytest.approx(20 * 20 + 20 * 10 + 20 * 10, abs=2)
+    assert state.control_requests == pytest.approx(state.canary_requests, abs=2)
+
+
+def test_a_slower_canary_is_rolled_back_on_the_latency_tail(prom: PrometheusProvider) -> None:
+    verdict, _, state = _run(prom, _judge("latency", tolerance="+10%"), "slow")
+    assert verdict.outcome is Outcome.FAILED, verdict.message
+    assert state.tail_le == 0.5  # the control's p99 bucket bound, fixed before the first counted look
+    assert "share slower than 0.5 s (the stable's p99)" in verdict.message
+
+
+def test_an_identical_latency_is_promoted(prom: PrometheusProvider) -> None:
+    verdict, _, _ = _run(prom, _judge("latency", tolerance="+50%"), "identical")
+    assert verdict.outcome is Outcome.SUCCESSFUL, verdict.message
+
+
+def test_slo_burn_rate_fails_a_burning_canary_and_passes_a_healthy_one(prom: PrometheusProvider) -> None:
+    spec = {"name": "budget", "track": "canary", "slo": {
+        "objective": "99%", "bad": 'http_requests_total{app="{{app}}",{{track_selector}},code="500"}',
+        "total": 'http_requests_total{app="{{app}}",{{track_selector}}}',
+        "windows": [{"long": "10m", "short": "1m", "factor": 2}]}}  # fmt: skip
+    check = Check.model_validate(spec)
+    at = START + timedelta(minutes=30)
+    burning = evaluate_slo(check, prom, {"app": "regressed"}, at)
+    assert burning.phase is Phase.FAILED, burning.message
+    assert burning.value == pytest.approx(3.0, rel=0.05)  # 3 % bad over a 1 % budget
+    healthy = evaluate_slo(check, prom, {"app": "identical"}, at)
+    assert healthy.phase is Phase.SUCCESSFUL, healthy.message
+    assert "sum(increase(http_requests_total{" in healthy.query
