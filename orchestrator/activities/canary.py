@@ -28,6 +28,7 @@ from orchestrator.activities.models import (
     TemplateRestore,
     TemplateUpdate,
     WaitRequest,
+    WeightResult,
 )
 from orchestrator.gates.model import Measurement
 
@@ -131,25 +132,43 @@ class CanaryActivities(ActivityClients):
 
     @activity.defn(name="canary.set_weight")
     @temporal_errors
-    def set_weight(self, req: RouteRequest) -> bool | None:
-        """Shift the weight, then wait until the router confirms it is in effect (None: it cannot tell)."""
+    def set_weight(self, req: RouteRequest) -> WeightResult:
+        """Shift the weight (growing before shrinking, waiting for ready pods), then wait until the router
+        confirms it; the result is the weight in effect. Pods that never get ready fail the activity
+        (``PodsNotReadyError``) with the other side untouched."""
         router, target = self._router(req)
-        router.set_weight(target, req.weight)
-        deadline = time.monotonic() + req.verify_seconds
-        while True:
-            verified: bool | None = router.verify_weight(target, req.weight)
-            activity.heartbeat(req.weight)
-            if verified is None or verified:
-                return verified
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
+        router.set_weight(target, req.weight, self._progress(req), req.replicas)
+        return self._confirm(router, target, req, req.weight, req.replicas)
 
     @activity.defn(name="canary.reset_traffic")
     @temporal_errors
-    def reset_traffic(self, req: RouteRequest) -> None:
+    def reset_traffic(self, req: RouteRequest) -> WeightResult:
+        """All traffic back to the stable: its full replica count ready first, then the canary removed."""
         router, target = self._router(req)
-        router.reset(target)
+        router.reset(target, self._progress(req))
+        return self._confirm(router, target, req, 0, None)
+
+    @staticmethod
+    def _progress(req: RouteRequest) -> Any:
+        from orchestrator.kube.routers.base import Progress
+
+        return Progress(deadline_seconds=req.verify_seconds, beat=activity.heartbeat)
+
+    @staticmethod
+    def _confirm(
+        router: Any, target: RouteTarget, req: RouteRequest, weight: int, replicas: int | None
+    ) -> WeightResult:
+        deadline = time.monotonic() + req.verify_seconds
+        while True:
+            report = router.verify_weight(target, weight, replicas)
+            activity.heartbeat(report.detail)
+            if report.verified is not False or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        requested = weight if replicas is None else round(report.effective)
+        return WeightResult(
+            requested=requested, effective=report.effective, verified=report.verified, detail=report.detail
+        )
 
     @activity.defn(name="canary.update_stable")
     @temporal_errors

@@ -63,7 +63,8 @@ class RouteRequest(BaseModel):
     total_replicas: int
     routing: Routing
     weight: int = 0
-    verify_seconds: float = 60.0
+    replicas: int | None = None  # setWeight: {replicas: N} (replicas routing): exactly N canary pods
+    verify_seconds: float = 60.0  # also the deadline for new pods to become ready
 
 
 class WeightResult(BaseModel):

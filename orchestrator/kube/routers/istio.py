@@ -8,6 +8,11 @@ Every other field of the VirtualService is left as it was.
 When the hosts name two different Services of the target namespace (``app`` and ``app-canary``, or their
 ``.ns.svc...`` forms), the canary Service is derived from the stable one as for the Gateway API router.
 With subsets of one host, the user's DestinationRule defines the subsets and no Service is managed.
+
+Verification reads the weights back, then the status Istio writes when its status reporting is on
+(``PILOT_ENABLE_STATUS``): ``status.observedGeneration`` must have reached ``metadata.generation`` and the
+``Reconciled`` condition, when present, must be True (every proxy has the config). Without a status the
+weight is unconfirmed (``None``), and the detail says so.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 
 from orchestrator.errors import KubeError, NotFoundError
 from orchestrator.kube.client import retry_on_conflict
-from orchestrator.kube.routers.base import RouteTarget, check_weight, routing_of
-from orchestrator.kube.routers.route_object import RouteObjectRouter
+from orchestrator.kube.routers.base import Progress, RouteTarget, WeightReport, check_weight, routing_of
+from orchestrator.kube.routers.route_object import RouteObjectRouter, generation, observed_behind
 from orchestrator.specs.canary import IstioRouting
 
 __all__ = ["IstioRouter", "service_name"]
@@ -130,7 +135,9 @@ class IstioRouter(RouteObjectRouter):
             return None
         return stable, canary
 
-    def set_weight(self, target: RouteTarget, weight: int) -> None:
+    def set_weight(
+        self, target: RouteTarget, weight: int, progress: Progress, replicas: int | None = None
+    ) -> None:
         check_weight(weight)
         routing = self._checked(target)
         services = self._services(target, routing)
@@ -138,7 +145,7 @@ class IstioRouter(RouteObjectRouter):
             self.workloads.ensure_service_copy(target.namespace, services[0], services[1], target.rollout, "canary")
         self._apply(target, weight)
 
-    def verify_weight(self, target: RouteTarget, weight: int) -> bool | None:
+    def verify_weight(self, target: RouteTarget, weight: int, replicas: int | None = None) -> WeightReport:
         check_weight(weight)
         routing = self._checked(target)
         vs = self._get(target.namespace, routing.virtual_service)
@@ -148,15 +155,38 @@ class IstioRouter(RouteObjectRouter):
         s = sum(int(d.get("weight", default)) for d in stable)
         c = sum(int(d.get("weight", default)) for d in canary)
         if s + c == 0:
-            return False
-        return abs(100 * c / (s + c) - weight) < 0.5
+            return WeightReport(effective=0.0, verified=False, detail="every destination has weight 0")
+        effective = 100 * c / (s + c)
+        weights = f"virtualservice {target.namespace}/{routing.virtual_service} sends {effective:.3g}% to the canary"
+        if abs(effective - weight) >= 0.5:
+            return WeightReport(effective=effective, verified=False, detail=f"{weights}, not {weight}%")
+        return self._confirmed(vs, effective, weights)
 
-    def reset(self, target: RouteTarget) -> None:
+    def observed_generations(self, obj: dict[str, Any]) -> list[Any]:
+        observed = (obj.get("status") or {}).get("observedGeneration")
+        return [] if observed is None else [observed]
+
+    def status_verdict(self, obj: dict[str, Any]) -> tuple[bool | None, str]:
+        status = obj.get("status") or {}
+        current = generation(obj)
+        observed = status.get("observedGeneration")
+        if observed is None and not status.get("conditions"):
+            return None, "istio reports no status for this virtualservice (status reporting off): unconfirmed"
+        if observed is None or observed_behind(observed, current):
+            return False, f"istio has not observed generation {current} yet (at {observed})"
+        for cond in status.get("conditions") or []:
+            if isinstance(cond, dict) and cond.get("type") == "Reconciled" and cond.get("status") != "True":
+                return False, f"not reconciled to every proxy yet ({cond.get('reason', '')}: {cond.get('message', '')})"
+        return True, f"observed at generation {current}"
+
+    def reset(self, target: RouteTarget, progress: Progress) -> None:
         routing = self._checked(target)
         try:
             self._apply(target, None)
         except NotFoundError:
             pass  # no VirtualService, so nothing sends traffic to the canary
+        else:
+            self._wait_caught_up(target.namespace, routing.virtual_service, progress)
         services = self._services(target, routing)
         if services is not None:
             self.workloads.delete_service(target.namespace, services[1], only_if_ours=True)
