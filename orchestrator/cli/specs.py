@@ -35,7 +35,13 @@ def validate(files: tuple[str, ...]) -> None:
 @click.argument("kind")
 @handle_errors
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a spec KIND (CanaryRollout, FlagRamp, ChaosExperiment, GameDay)."""
+    """Print the JSON Schema of a spec KIND (CanaryRollout, FlagRamp, ChaosExperiment, GameDay),
+    or of Result: the output of `canary run|status -o json`."""
+    if kind == "Result":
+        from orchestrator.cli.render import result_schema
+
+        click.echo(json.dumps(result_schema(), indent=2))
+        return
     from orchestrator.specs.loader import schema as get_schema
 
     click.echo(json.dumps(get_schema(kind), indent=2))
