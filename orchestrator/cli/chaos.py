@@ -121,8 +121,10 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
         client = await connect_temporal(s)
         if dry_run:
             return await _dry_run(s, client, exp, output)
+        from orchestrator.cli.pollers import require_worker
         from workflows.chaos_models import ChaosInput
 
+        await require_worker(client, s, "nothing was started")
         handle = await control.start(client, ChaosInput(experiment=exp, source=file), s.task_queue)
         if not wait:
             if output == "json":
@@ -221,7 +223,11 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
             return EXIT_FAILED if report.problems else EXIT_OK
         assert name is not None
         wid = await _resolve_id(client, name, namespace)
-        answer = await control.abort(client, wid, reason, getpass.getuser())
+        from orchestrator.cli.pollers import bounded_control
+
+        answer = await bounded_control(
+            client, s, wid, "experiment", "abort", control.abort(client, wid, reason, getpass.getuser()),
+            hint="; `orchestrator chaos abort --all` reverts every fault now, without a worker")
         click.echo(f"{wid}: {answer.message}")
         return EXIT_OK
 

@@ -78,10 +78,20 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def settings(ctx: click.Context) -> Settings:
-    obj = ctx.find_root().obj
+    root = ctx.find_root()
+    obj = root.obj
     if not isinstance(obj, Settings):
         obj = Settings.from_env()
-        ctx.find_root().obj = obj
+        root.obj = obj
+    if "orchestrator.cluster" not in root.meta:
+        # Once per command: fall back to a running sandbox when no cluster is configured, and say which.
+        from orchestrator.sandbox.discover import ANNOUNCING, cluster_line, resolve
+
+        obj, sandbox = resolve(obj)
+        root.obj = obj
+        root.meta["orchestrator.cluster"] = sandbox
+        if sandbox and root.invoked_subcommand in ANNOUNCING:
+            click.echo(cluster_line(obj, sandbox), err=True)
     return obj
 
 
