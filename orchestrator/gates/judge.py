@@ -34,7 +34,7 @@ we collapse the buckets to two categories, "slower than the control's ``quantile
 keeps the tail in focus and turns the test into the count test above with slow requests as the events.
 The bucket bound is fixed from the control's history *before* the first look (data the test never sees
 again), and the tolerance ("p99 +10 %") is converted into a ratio of slow shares by interpolating the
-control's histogram as ``histogram_quantile`` does.
+control's histogram (a power law within the bucket: log-share linear in log-latency).
 
 Gauges (CPU, memory per pod) -- no counts to condition on: each look gives one relative difference of
 the sides' means, and the asymptotic confidence sequence of Waudby-Smith et al. (2021, "Time-uniform
@@ -380,7 +380,7 @@ def tail_bound(history: list[tuple[float, float]], quantile: float, tolerance: f
     ``history`` is the control's cumulative histogram (le ascending, +Inf last). The bound is the finite
     ``le`` whose share of slower requests is closest (in ratio) to ``1 - quantile``; a latency shift by the
     factor ``tolerance`` moves the share above it to the share above ``le / tolerance``, interpolated
-    linearly within buckets as ``histogram_quantile`` does.
+    within the bucket as a power law (log-share linear in log-latency), which is how tails fall off.
     """
     finite = [(le, c) for le, c in history if math.isfinite(le)]
     total = history[-1][1] if history else 0.0
@@ -405,8 +405,14 @@ def _share_above(history: list[tuple[float, float]], x: float) -> float:
         if x <= le:
             if not math.isfinite(le):
                 return (total - prev_c) / total
+            above_prev, above = (total - prev_c) / total, (total - c) / total
+            if prev_le > 0 and above > 0 and x > 0:
+                # Tails fall off like a power of the latency, so interpolate log-share in log-latency;
+                # linear interpolation across a wide bucket would overstate how much a shift moves.
+                frac = math.log(x / prev_le) / math.log(le / prev_le)
+                return math.exp(math.log(above_prev) + frac * (math.log(above) - math.log(above_prev)))
             frac = (x - prev_le) / (le - prev_le) if le > prev_le else 1.0
-            return (total - (prev_c + frac * (c - prev_c))) / total
+            return above_prev + frac * (above - above_prev)
         prev_le, prev_c = le, c
     return 0.0
 

@@ -140,9 +140,11 @@ def test_the_tail_bound_sits_at_the_controls_quantile_and_converts_the_tolerance
     history = [(0.1, 600.0), (0.25, 950.0), (0.5, 990.0), (1.0, 1000.0), (math.inf, 1000.0)]
     le, ratio = tail_bound(history, 0.99, 1.1)
     assert le == 0.5
-    # A 10 % slower canary puts above 0.5 s what the control has above 0.4545 s:
-    # 1 - (950 + (0.4545 - 0.25) / 0.25 * 40) / 1000 = 0.017273, over 0.01.
-    assert ratio == pytest.approx(1.7273, abs=1e-3)
+    # A 10 % slower canary puts above 0.5 s what the control has above 0.4545 s. Within (0.25, 0.5] the
+    # share above falls from 0.05 to 0.01 as a power law: log-share at 0.4545 s is
+    # ln 0.05 + ln(1.8182)/ln 2 * (ln 0.01 - ln 0.05) = -2.99573 - 0.86250 * 1.60944 = -4.38387,
+    # a share of 0.012479, which is 1.2479 times the 0.01 above 0.5 s.
+    assert ratio == pytest.approx(1.2479, abs=2e-4)
 
 
 def _simulate_null(seed: int, rps: float, base: float, looks: int, runs: int, drift: bool, alpha: float) -> float:
