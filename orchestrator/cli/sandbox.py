@@ -1,7 +1,12 @@
-"""``orchestrator sandbox up|down|status``: the local embedded default, no cluster needed."""
+"""``orchestrator sandbox up|down|status|env``: the local embedded default, no cluster needed.
+
+``up`` also starts a worker and deploys the demo app ``demo/shop`` (what examples/sandbox/
+targets), so a newcomer can run every example by hand right away.
+"""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -29,16 +34,30 @@ def sandbox() -> None:
 @click.option("--api-port", type=int, default=6443, show_default=True)
 @click.option("--prometheus-port", type=int, default=9090, show_default=True)
 @click.option("--scrape-interval", type=click.FloatRange(2, 5), default=2.0, show_default=True)
+@click.option("--worker/--no-worker", default=True, show_default=True,
+              help="Also run a worker on the task queue `orchestrator`.")
+@click.option("--demo-app/--no-demo-app", default=True, show_default=True,
+              help="Deploy the demo app demo/shop (v1, 4 replicas) that examples/sandbox/ targets.")
 @output_option
 @click.pass_context
 @handle_errors
 def up(ctx: click.Context, state_dir: Path | None, temporal_port: int, ui_port: int, api_port: int,
-       prometheus_port: int, scrape_interval: float, output: str) -> None:
+       prometheus_port: int, scrape_interval: float, worker: bool, demo_app: bool, output: str) -> None:
     """Start the sandbox (all on 127.0.0.1) and print where each part listens."""
     from orchestrator.sandbox import manager
 
-    info = manager.up(_dir(ctx, state_dir), temporal_port=temporal_port, ui_port=ui_port, api_port=api_port,
-                      prometheus_port=prometheus_port, scrape_interval=scrape_interval)
+    where = _dir(ctx, state_dir)
+    info = manager.up(where, temporal_port=temporal_port, ui_port=ui_port, api_port=api_port,
+                      prometheus_port=prometheus_port, scrape_interval=scrape_interval, worker=worker)
+    if demo_app:
+        from orchestrator.kube.client import load_api_client
+        from orchestrator.sandbox.demo import deploy_app
+
+        try:
+            deploy_app(load_api_client(info.kubeconfig), info.flags_file)
+        except BaseException:
+            manager.down(where)
+            raise
     if output == "json":
         emit_json(info.model_dump(mode="json"))
         return
@@ -46,9 +65,34 @@ def up(ctx: click.Context, state_dir: Path | None, temporal_port: int, ui_port: 
     click.echo(f"  Temporal      {info.temporal_address}   UI {info.temporal_ui_url}")
     click.echo(f"  Kubernetes    {info.kube_api_url}   kubeconfig {info.kubeconfig}")
     click.echo(f"  Prometheus    {info.prometheus_url}")
-    click.echo("use it with:")
-    click.echo(f"  export ORCHESTRATOR_KUBECONFIG={info.kubeconfig} ORCHESTRATOR_PROMETHEUS_URL={info.prometheus_url}"
-               f" ORCHESTRATOR_TEMPORAL_ADDRESS={info.temporal_address}")
+    if worker:
+        click.echo(f"  worker        task queue {info.task_queue}   log {Path(info.state_dir) / 'logs' / 'worker.log'}")
+    if demo_app:
+        click.echo("  demo app      demo/shop v1, 4 replicas, steady load; flags in " + info.flags_file)
+    click.echo("the CLI finds this sandbox by itself when no other cluster is configured; to be explicit:")
+    click.echo(f'  eval "$(orchestrator sandbox env{_state_dir_arg(state_dir)})"')
+    click.echo("then try: orchestrator canary run examples/sandbox/canary.yaml --wait")
+
+
+def _state_dir_arg(state_dir: Path | None) -> str:
+    return "" if state_dir is None else f" --state-dir {shlex.quote(str(state_dir))}"
+
+
+@sandbox.command()
+@state_dir_option
+@click.pass_context
+@handle_errors
+def env(ctx: click.Context, state_dir: Path | None) -> None:
+    """Print the exports that point the CLI at the running sandbox: eval "$(orchestrator sandbox env)"."""
+    from orchestrator.errors import RefusedError
+    from orchestrator.sandbox import manager
+
+    where = _dir(ctx, state_dir)
+    info = manager.read_info(where)
+    if info is None:
+        raise RefusedError(f"no sandbox is running in {where.resolve()}; start one with `orchestrator sandbox up`")
+    for name, value in info.environment().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @sandbox.command()

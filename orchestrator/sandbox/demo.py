@@ -1,16 +1,23 @@
 """``make demo``: the orchestrator doing its real job on the local sandbox.
 
-1. bring the sandbox up (Temporal, the sandbox cluster, traffic, Prometheus);
-2. deploy the demo app ``shop`` at v1 behind a Service, with steady load;
+1. bring the sandbox up (Temporal, the sandbox cluster, traffic, Prometheus, a worker);
+2. deploy the demo app ``shop`` at v1 behind a Service, with steady load; it evaluates
+   the flags ``new-checkout`` and ``new-payment`` through OpenFeature and flagd;
 3. canary v2 (healthy) → promoted;
 4. canary v3 (10 % errors) → rolled back automatically by its gate;
-5. run the pod-kill chaos experiment against the promoted version and score it;
-6. print a summary: outcomes, the deciding verdicts with their values, time to
+5. flag ramp of ``new-checkout`` (healthy variant) → 100 %;
+6. flag ramp of ``new-payment`` (its "on" code path fails 10 %) → reverted by its gate;
+7. the kill switch on ``new-checkout`` → everyone back on "off" at once;
+8. run the pod-kill chaos experiment against the promoted version and score it;
+9. print a summary: outcomes, the deciding verdicts with their values, time to
    rollback, the resilience score, and links to the workflows in the Temporal UI;
-7. stop the sandbox unless ``--keep``.
+10. stop the sandbox unless ``--keep`` (then the worker keeps running too, and the
+    specs in examples/sandbox/ work by hand).
 
-The same code path as on a cluster: the CLI's workflow, activities and routers,
-talking HTTP to the sandbox's Kubernetes API and Prometheus.
+The same code path as on a cluster: the workflows run in the sandbox's worker process
+(``orchestrator worker``), with its activities and routers talking HTTP to the
+sandbox's Kubernetes API and Prometheus. The gates' queries select the stable side with
+``{{track_selector}}`` (stable pods carry no ``track`` label), see gates/template.py.
 """
 
 from __future__ import annotations
@@ -32,20 +39,57 @@ NAMESPACE = "demo"
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "pod-kill.yaml"
 APP = "shop"
 REPLICAS = 4
+FLAGS = ("new-checkout", "new-payment")
+# The bad variant: new-payment's "on" code path fails one request in four. Each pod spreads its
+# failures evenly over the requests it served with the variant, so at the 10 % stage (about 0.5
+# such requests per second per pod) every pod has failed one within 8 s.
+FLAG_ERROR_RATE = "new-payment:on=0.25"
+# A 10 s window, looked at once the canary pod has been scraped for longer than that: a window that
+# still holds a new pod's first scrape mixes extrapolated and unextrapolated series (rate() stretches
+# the request counter back towards the window's start, not the error counter sitting at 0) and reads
+# the 10 % canary as 2-5 %. Inside the pod's lifetime, both counters are measured alike.
 ERROR_RATIO = (
-    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}",code=~"5.."}[20s]))'
-    ' / sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",track="{{track}}"}[20s]))'
+    'sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",{{track_selector}},code=~"5.."}[10s]))'
+    ' / sum(rate(http_requests_total{namespace="{{namespace}}",app="{{app}}",{{track_selector}}}[10s]))'
 )
 LATENCY_P95 = (
     'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",'
-    'app="{{app}}",track="{{track}}"}[20s])))'
+    'app="{{app}}",{{track_selector}}}[20s])))'
 )
+
+
+def variant_error_ratio(flag: str) -> str:
+    """The error ratio of the requests that got the ramped variant of ``flag``."""
+    sel = f'namespace="{{{{namespace}}}}",app="{{{{app}}}}",flag="{flag}",variant="{{{{variant}}}}"'
+    return (f'sum(rate(http_requests_by_flag_total{{{sel},code=~"5.."}}[20s]))'
+            f' / sum(rate(http_requests_by_flag_total{{{sel}}}[20s]))')
+
+
+def ramp_spec(flag: str, flags_file: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "orchestrator.dev/v1",
+        "kind": "FlagRamp",
+        "metadata": {"name": flag},
+        "spec": {
+            "provider": {"type": "flagd", "file": flags_file},
+            "flag": flag, "variant": "on", "control": "off",
+            "target": {"namespace": NAMESPACE, "app": APP},
+            # Every stage, the last too, holds long enough for measurements after the initial delay.
+            "stages": [{"percent": 10, "hold": "20s"}, {"percent": 50, "hold": "12s"}, {"percent": 100, "hold": "10s"}],
+            "checks": [{
+                "name": "treatment-error-rate", "query": variant_error_ratio(flag), "condition": {"max": 0.02},
+                "interval": "3s", "initialDelay": "7s", "failureLimit": 0,
+            }],
+            "onFailure": "revert",
+        },
+    }
 
 
 def rollout_spec(image: str, env: dict[str, str]) -> dict[str, Any]:
     error_check = {
         "name": "error-rate", "query": ERROR_RATIO, "condition": {"max": 0.02},
-        "interval": "3s", "count": 3, "failureLimit": 0, "initialDelay": "6s",
+        # The first look waits until the canary pod has been scraped for longer than the window.
+        "interval": "3s", "count": 3, "failureLimit": 0, "initialDelay": "14s",
     }
     return {
         "apiVersion": "orchestrator.dev/v1",
@@ -71,7 +115,8 @@ def rollout_spec(image: str, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def deploy_app(api_client: Any) -> None:
+def deploy_app(api_client: Any, flags_file: str | None = None) -> None:
+    """``demo/shop`` v1: 4 replicas behind a Service; with ``flags_file``, evaluating ``FLAGS`` from it."""
     from kubernetes import client as k8s
 
     core, apps = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client)
@@ -82,7 +127,12 @@ def deploy_app(api_client: Any) -> None:
     except k8s.ApiException as exc:
         if exc.status != 409:
             raise
-    labels = {"app": APP, "track": "stable"}
+    # Like a user's Deployment: none of the orchestrator's labels (no ``track``) on the stable pods.
+    labels = {"app": APP}
+    env = [{"name": "LATENCY_MS", "value": "20-60"}]
+    if flags_file:
+        env += [{"name": "FLAGD_FILE", "value": flags_file}, {"name": "FLAGS", "value": ",".join(FLAGS)},
+                {"name": "FLAG_ERROR_RATE", "value": FLAG_ERROR_RATE}]
     for create, body in (
         (core.create_namespaced_service, {
             "metadata": {"name": APP, "labels": {"app": APP}},
@@ -95,8 +145,7 @@ def deploy_app(api_client: Any) -> None:
                 "selector": {"matchLabels": {"app": APP}},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": APP, "image": "registry.local/shop:v1",
-                                             "env": [{"name": "LATENCY_MS", "value": "20-60"}]}]},
+                    "spec": {"containers": [{"name": APP, "image": "registry.local/shop:v1", "env": env}]},
                 },
             },
         }),
@@ -109,7 +158,7 @@ def deploy_app(api_client: Any) -> None:
 
 
 def wait_for_metrics(prometheus_url: str, timeout: float = 90.0) -> None:
-    query = f'sum(rate(http_requests_total{{namespace="{NAMESPACE}",app="{APP}",track="stable"}}[20s]))'
+    query = f'sum(rate(http_requests_total{{namespace="{NAMESPACE}",app="{APP}",track!~"canary|baseline"}}[20s]))'
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
@@ -181,46 +230,111 @@ def summary(results: list[tuple[str, Any, Any]], ui: str) -> str:
     return "\n".join(lines)
 
 
+async def run_ramp(client: Client, settings: Any, spec: dict[str, Any], echo: Any) -> Any:
+    from orchestrator.specs.flags import FlagRamp
+    from workflows.flag_ramp import FlagRampWorkflow
+    from workflows.flag_ramp_models import FINAL_PHASES, FlagRampInput
+
+    ramp = FlagRamp.model_validate(spec)
+    handle = await client.start_workflow(
+        FlagRampWorkflow.run, FlagRampInput(ramp=ramp), id=ramp.workflow_id(), task_queue=settings.task_queue)
+    seen = 0
+    while True:
+        status = await handle.query(FlagRampWorkflow.status)
+        for event in status.events[seen:]:
+            echo(f"  {event.at:%H:%M:%S}  {event.message}")
+        seen = len(status.events)
+        if status.phase in FINAL_PHASES:
+            await handle.result()
+            return handle, status
+        await asyncio.sleep(0.5)
+
+
+def ramp_summary(label: str, handle: Any, st: Any, ui: str) -> list[str]:
+    lines = [f"{label}: {st.phase.value.upper()}  (variant {st.variant} at {st.percent:g}%; applied "
+             + (" -> ".join(f"{p:g}%" for p in st.applied) or "nothing") + ")"]
+    if st.decisive_gate is not None and st.decisive_gate.last is not None:
+        lines.append(f"  deciding verdict: {st.decisive_gate.reason}")
+    lines.append(f"  workflow: {ui}/namespaces/default/workflows/{handle.id}/{handle.result_run_id}/history")
+    return lines
+
+
+def served_share(flags_file: str, flag: str, users: int = 2000) -> float:
+    """Share of simulated users the flag serves "on" now: the OpenFeature SDK on the same file."""
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+    from openfeature.evaluation_context import EvaluationContext
+
+    api.set_provider_and_wait(FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=flags_file),
+                              domain="demo-check")
+    try:
+        c = api.get_client("demo-check")
+        on = sum(c.get_boolean_value(flag, False, EvaluationContext(targeting_key=f"user-{i}")) for i in range(users))
+    finally:
+        api.shutdown()
+    return on / users
+
+
 async def demo(state_dir: Path, keep: bool) -> int:
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     from orchestrator.config import PrometheusSettings, Settings
+    from orchestrator.flags.kill import kill
     from orchestrator.kube.client import load_api_client
     from orchestrator.sandbox import manager
-    from orchestrator.worker import build_worker
+    from orchestrator.specs.flags import FlagRamp
 
     def echo(msg: str) -> None:
         print(msg, flush=True)
 
     started = time.monotonic()
     echo("== 1. sandbox up")
-    info = manager.up(state_dir)
+    info = manager.up(state_dir, worker=True,
+                      worker_env={"ORCHESTRATOR_CHAOS_NAMESPACES": os.environ.get("ORCHESTRATOR_CHAOS_NAMESPACES",
+                                                                                  NAMESPACE)})
     echo(f"   Temporal {info.temporal_address} (UI {info.temporal_ui_url}), Kubernetes API {info.kube_api_url},"
-         f" Prometheus {info.prometheus_url}")
+         f" Prometheus {info.prometheus_url}, worker on task queue {info.task_queue}")
     try:
-        settings = Settings(temporal_address=info.temporal_address, task_queue="orchestrator",
+        settings = Settings(temporal_address=info.temporal_address, task_queue=info.task_queue,
                             prometheus=PrometheusSettings(url=info.prometheus_url), kubeconfig=info.kubeconfig,
-                            db_path=str(Path(info.state_dir) / "orchestrator.db"))
-        os.environ.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", NAMESPACE)
+                            db_path=info.db_path)
         api_client = load_api_client(info.kubeconfig)
-        echo(f"== 2. deploying {NAMESPACE}/{APP} v1 ({REPLICAS} replicas) with steady load")
-        deploy_app(api_client)
+        echo(f"== 2. deploying {NAMESPACE}/{APP} v1 ({REPLICAS} replicas) with steady load;"
+             f" flags {', '.join(FLAGS)} from {info.flags_file}")
+        deploy_app(api_client, info.flags_file)
         await asyncio.to_thread(wait_for_metrics, info.prometheus_url)
         echo("   v1 serves traffic; Prometheus sees it")
         client = await Client.connect(info.temporal_address, data_converter=pydantic_data_converter)
         results = []
-        async with build_worker(client, settings, api_client=api_client):
-            echo("== 3. canary v2 (healthy)")
-            handle, st = await run_canary(client, settings, rollout_spec("registry.local/shop:v2", {}), echo)
-            results.append(("canary v2", handle, st))
-            echo("== 4. canary v3 (10 % of requests fail)")
-            handle, st = await run_canary(
-                client, settings, rollout_spec("registry.local/shop:v3", {"ERROR_RATE": "0.1"}), echo)
-            results.append(("canary v3", handle, st))
-            echo("== 5. chaos: kill one pod of shop (v2) and watch the steady state")
-            chaos_handle, chaos = await run_experiment(client, settings, EXPERIMENT, echo)
+        echo("== 3. canary v2 (healthy)")
+        handle, st = await run_canary(client, settings, rollout_spec("registry.local/shop:v2", {}), echo)
+        results.append(("canary v2", handle, st))
+        echo("== 4. canary v3 (10 % of requests fail)")
+        handle, st = await run_canary(
+            client, settings, rollout_spec("registry.local/shop:v3", {"ERROR_RATE": "0.1"}), echo)
+        results.append(("canary v3", handle, st))
+        echo("== 5. flag ramp: new-checkout \"on\" (healthy) 10 -> 50 -> 100 %")
+        ramps = [("flag new-checkout", *await run_ramp(client, settings, ramp_spec("new-checkout", info.flags_file),
+                                                      echo))]
+        echo("== 6. flag ramp: new-payment \"on\" (its code path fails 25 % of requests)")
+        ramps.append(("flag new-payment", *await run_ramp(client, settings,
+                                                          ramp_spec("new-payment", info.flags_file), echo)))
+        echo("== 7. kill switch: new-checkout off for everyone, now")
+        killed = await kill("new-checkout", client=client,
+                            spec=FlagRamp.model_validate(ramp_spec("new-checkout", info.flags_file)),
+                            reason="demo: kill switch", by="demo")
+        share = await asyncio.to_thread(served_share, info.flags_file, "new-checkout")
+        echo(f"  new-checkout: {killed.change.before.percent:g}% -> {killed.change.after.percent:g}% on; "
+             f"OpenFeature now serves \"on\" to {share:.0%} of users")
+        echo("== 8. chaos: kill one pod of shop (v2) and watch the steady state")
+        chaos_handle, chaos = await run_experiment(client, settings, EXPERIMENT, echo)
         echo(summary(results, info.temporal_ui_url))
+        for label, handle, rst in ramps:
+            echo("\n".join(ramp_summary(label, handle, rst, info.temporal_ui_url)))
+        echo(f"kill switch new-checkout: {'OFF' if killed.change.after.percent == 0 and share == 0 else 'NOT OFF'}"
+             f"  ({killed.change.after.detail or 'variant at 0%'})")
         echo(f"chaos pod-kill: {chaos.phase.value.upper()}  killed {', '.join(chaos.touched) or 'nothing'}; "
              f"{'recovered' if chaos.recovered else 'did not recover'}")
         echo(f"  workflow: {info.temporal_ui_url}/namespaces/default/workflows/{chaos_handle.id}")
@@ -232,11 +346,20 @@ async def demo(state_dir: Path, keep: bool) -> int:
             echo(render_report(store, f"{NAMESPACE}/{APP}", "text"))
         echo(f"(orchestrator score {NAMESPACE}/{APP} --db {settings.db_path} --format markdown|html|json)")
         echo(f"\ndemo finished in {time.monotonic() - started:.0f}s")
-        ok = [r[2].phase.value for r in results] == ["promoted", "rolled-back"] and bool(chaos.recovered)
+        ok = (
+            [r[2].phase.value for r in results] == ["promoted", "rolled-back"]
+            and [r[2].phase.value for r in ramps] == ["completed", "reverted"]
+            and killed.change.after.percent == 0 and share == 0
+            and bool(chaos.recovered)
+        )
+        echo(f"demo outcome: {'as described' if ok else 'NOT as described'}")
         return 0 if ok else 1
     finally:
         if keep:
-            echo(f"\nsandbox kept running (stop it with: orchestrator sandbox down --state-dir {state_dir})")
+            echo(f"\nsandbox kept running, with a worker (stop it with: orchestrator sandbox down"
+                 f" --state-dir {state_dir})")
+            echo(f'point the CLI at it: eval "$(orchestrator sandbox env --state-dir {state_dir})";'
+                 " then try the specs in examples/sandbox/")
         else:
             manager.down(state_dir)
             echo("sandbox stopped")

@@ -1,7 +1,8 @@
 """The bundled demo HTTP service that every sandbox pod runs.
 
-Run as ``python -m orchestrator.sandbox.demo_service``; standard library only, so a pod
-starts in a fraction of a second. Everything comes from the environment, which the
+Run as ``python -m orchestrator.sandbox.demo_service``; standard library only unless it
+evaluates feature flags (then the OpenFeature SDK and its flagd provider, imported only
+then), so a pod starts in a fraction of a second. Everything comes from the environment, which the
 sandbox runtime fills from the pod template, so a "bad version" is just a Deployment
 whose template says so:
 
@@ -15,12 +16,26 @@ LATENCY_MS            added latency: ``50`` or a range ``50-150`` (uniform, seed
 CRASH_AFTER_SECONDS   exit with status 1 after this many seconds
 STARTUP_SECONDS       ``/healthz`` answers 503 until this many seconds have passed
 WATCH_PARENT          ``1``: exit when the parent process goes away (no orphans)
+FLAGD_FILE            a flagd flag definition file, evaluated through the OpenFeature SDK
+                      with the flagd provider in file mode (it reloads on change)
+FLAGS                 the boolean flags evaluated for every ``/`` request (comma-separated)
+FLAG_ERROR_RATE       ``flag:variant=rate,...``: the variant's code path fails this fraction
+                      of its requests (how a bad variant behaves)
 ====================  =====================================================================
 
 Endpoints: ``/`` (the work), ``/healthz`` (readiness), ``/metrics`` (Prometheus text
 exposition format 0.0.4, written by hand): ``http_requests_total`` and the
 ``http_request_duration_seconds`` histogram, both labelled namespace, app, track,
-version, pod and code.
+version, pod and code; with flags, ``http_requests_by_flag_total`` counts the same
+requests once per flag, labelled also by ``flag`` and the ``variant`` it served. (A
+``variant`` label on ``http_requests_total`` itself would count a request once per flag
+and break every query that sums it.) The targeting key of a request is its ``user``
+query parameter (the sandbox's traffic generator sends one per simulated user).
+
+Like a well-behaved exporter, every series a gate divides by or counts is exported at
+zero from the start: codes 200 and 500 per metric, and per flag every variant the flag
+file defines. An error series that appeared only at the first error would make
+``rate()`` ratios read low while the window fills.
 
 Errors are deterministic, not random: request *n* (counting from 1) fails exactly when
 ``floor(n * rate)`` steps past ``floor((n - 1) * rate)``. That spreads failures evenly,
@@ -38,6 +53,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +82,9 @@ class Config:
     crash_after_seconds: float | None = None
     startup_seconds: float = 0.0
     watch_parent: bool = False
+    flagd_file: str | None = None
+    flags: tuple[str, ...] = ()
+    flag_error_rates: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -90,7 +109,45 @@ class Config:
             crash_after_seconds=float(crash) if crash else None,
             startup_seconds=float(env.get("STARTUP_SECONDS") or 0.0),
             watch_parent=(env.get("WATCH_PARENT") or "") == "1",
+            flagd_file=env.get("FLAGD_FILE") or None,
+            flags=tuple(f.strip() for f in (env.get("FLAGS") or "").split(",") if f.strip()),
+            flag_error_rates=parse_flag_error_rates(env.get("FLAG_ERROR_RATE") or ""),
         )
+
+
+def parse_flag_error_rates(value: str) -> dict[tuple[str, str], float]:
+    """``"new-payment:on=0.1"`` -> {("new-payment", "on"): 0.1}."""
+    out: dict[tuple[str, str], float] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        key, eq, rate_text = item.partition("=")
+        flag, colon, variant = key.partition(":")
+        if not (eq and colon and flag and variant):
+            raise ValueError(f"FLAG_ERROR_RATE entries are flag:variant=rate, got {item!r}")
+        rate = float(rate_text)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"FLAG_ERROR_RATE rate must be between 0 and 1, got {item!r}")
+        out[(flag, variant)] = rate
+    return out
+
+
+def defined_variants(path: str, flags: tuple[str, ...]) -> dict[str, list[str]]:
+    """The variants each of ``flags`` defines in the flagd file (for series exported at zero)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return {flag: [] for flag in flags}
+    defined = doc.get("flags") if isinstance(doc, dict) else None
+    out: dict[str, list[str]] = {}
+    for flag in flags:
+        entry = defined.get(flag) if isinstance(defined, dict) else None
+        variants = entry.get("variants") if isinstance(entry, dict) else None
+        out[flag] = sorted(variants) if isinstance(variants, dict) else []
+    return out
 
 
 def parse_latency(value: str) -> tuple[float, float]:
@@ -129,16 +186,36 @@ class _Series:
 class Metrics:
     """Counters and a histogram per status code, rendered in the text exposition format."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, variants: Mapping[str, list[str]] | None = None) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._series: dict[str, _Series] = {code: _Series() for code in INITIAL_CODES}
         self._requests = 0
+        # (flag, variant, code) -> requests; (flag, variant) -> requests numbered for the error pattern
+        self._by_flag: dict[tuple[str, str, str], int] = {
+            (flag, variant, code): 0
+            for flag, names in (variants or {}).items()
+            for variant in names
+            for code in INITIAL_CODES
+        }
+        self._variant_requests: dict[tuple[str, str], int] = {}
 
     def next_request_number(self) -> int:
         with self._lock:
             self._requests += 1
             return self._requests
+
+    def next_variant_number(self, flag: str, variant: str) -> int:
+        with self._lock:
+            n = self._variant_requests.get((flag, variant), 0) + 1
+            self._variant_requests[(flag, variant)] = n
+            return n
+
+    def observe_flags(self, variants: Mapping[str, str], code: int) -> None:
+        with self._lock:
+            for flag, variant in variants.items():
+                key = (flag, variant, str(code))
+                self._by_flag[key] = self._by_flag.get(key, 0) + 1
 
     def observe(self, code: int, seconds: float) -> None:
         with self._lock:
@@ -163,6 +240,7 @@ class Metrics:
         )
         with self._lock:
             snapshot = {code: (s.count, s.total_seconds, list(s.buckets)) for code, s in self._series.items()}
+            by_flag = dict(self._by_flag)
         lines = [
             "# HELP http_requests_total Requests served by the demo service, by status code.",
             "# TYPE http_requests_total counter",
@@ -180,7 +258,44 @@ class Metrics:
             lines.append(f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {count}')
             lines.append(f"http_request_duration_seconds_sum{{{labels}}} {format_value(total)}")
             lines.append(f"http_request_duration_seconds_count{{{labels}}} {count}")
+        if by_flag:
+            lines += [
+                "# HELP http_requests_by_flag_total Requests served, by status code and the variant each flag served.",
+                "# TYPE http_requests_by_flag_total counter",
+            ]
+            for (flag, variant, code), n in sorted(by_flag.items()):
+                lines.append(
+                    f'http_requests_by_flag_total{{{base},flag="{escape_label(flag)}",'
+                    f'variant="{escape_label(variant)}",code="{code}"}} {n}'
+                )
         return "\n".join(lines) + "\n"
+
+
+class Flags:
+    """The configured boolean flags, evaluated through the OpenFeature SDK from a flagd file."""
+
+    def __init__(self, path: str, flags: tuple[str, ...]) -> None:
+        from openfeature import api
+        from openfeature.contrib.provider.flagd import FlagdProvider
+        from openfeature.contrib.provider.flagd.config import ResolverType
+
+        self.flags = flags
+        api.set_provider(FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=path))
+        self._client = api.get_client()
+
+    def ready(self) -> bool:
+        from openfeature.provider import ProviderStatus
+
+        return self._client.get_provider_status() == ProviderStatus.READY
+
+    def evaluate(self, user: str) -> dict[str, str]:
+        """flag -> the variant served to ``user`` (``unknown`` when the flag cannot be evaluated)."""
+        from openfeature.evaluation_context import EvaluationContext
+
+        context = EvaluationContext(targeting_key=user)
+        return {
+            flag: self._client.get_boolean_details(flag, False, context).variant or "unknown" for flag in self.flags
+        }
 
 
 class DemoService:
@@ -188,12 +303,18 @@ class DemoService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.metrics = Metrics(config)
+        use_flags = bool(config.flagd_file and config.flags)
+        variants = defined_variants(str(config.flagd_file), config.flags) if use_flags else {}
+        self.metrics = Metrics(config, variants)
+        self.flags = Flags(str(config.flagd_file), config.flags) if use_flags else None
         self.started = time.monotonic()
         self._rng = random.Random(f"{config.namespace}/{config.pod}")
         self._rng_lock = threading.Lock()
 
     def ready(self) -> bool:
+        # Not ready before the flags are loaded: a request served meanwhile would get the coded default.
+        if self.flags is not None and not self.flags.ready():
+            return False
         return time.monotonic() - self.started >= self.config.startup_seconds
 
     def latency_seconds(self) -> float:
@@ -203,15 +324,24 @@ class DemoService:
         with self._rng_lock:
             return self._rng.uniform(lo, hi) / 1000.0
 
-    def handle_work(self) -> int:
-        """Serve one ``/`` request: wait the added latency, then succeed or fail by the pattern."""
+    def handle_work(self, user: str | None = None) -> int:
+        """Serve one ``/`` request: wait the added latency, then succeed or fail by the pattern(s)."""
         start = time.monotonic()
         n = self.metrics.next_request_number()
+        failed = is_error(n, self.config.error_rate)
+        variants: dict[str, str] = {}
+        if self.flags is not None:
+            variants = self.flags.evaluate(user or f"request-{n}")
+            for flag, variant in variants.items():
+                rate = self.config.flag_error_rates.get((flag, variant), 0.0)
+                if rate and is_error(self.metrics.next_variant_number(flag, variant), rate):
+                    failed = True
         delay = self.latency_seconds()
         if delay:
             time.sleep(delay)
-        code = 500 if is_error(n, self.config.error_rate) else 200
+        code = 500 if failed else 200
         self.metrics.observe(code, time.monotonic() - start)
+        self.metrics.observe_flags(variants, code)
         return code
 
 
@@ -221,9 +351,10 @@ def make_handler(service: DemoService) -> type[BaseHTTPRequestHandler]:
         server_version = "sandbox-demo/1"
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path == "/":
-                code = service.handle_work()
+                users = urllib.parse.parse_qs(query).get("user")
+                code = service.handle_work(users[0] if users else None)
                 c = service.config
                 body = f"{c.app} {c.version} {c.track} {c.pod}\n" if code == 200 else "injected error\n"
                 self._reply(code, body)

