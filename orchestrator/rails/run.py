@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from orchestrator.chaos.models import Plan
     from orchestrator.gates.prometheus import MetricProvider
 
-__all__ = ["Rails", "refuse_if_refused"]
+__all__ = ["Rails", "chaos_preflight", "refuse_if_refused"]
 
 
 def _verdict(rail: str, fn: object) -> Verdict:
@@ -61,6 +61,8 @@ class Rails:
     active: ActiveWork
     policy: RailsPolicy
     env: Mapping[str, str] | None = None
+    # The chaos namespaces as the caller already holds them (the chaos planner's own); else from ``policy``.
+    chaos_policy: ChaosPolicy | None = None
 
     async def check(self, req: RailsRequest, plan: Plan | None = None) -> RailsReport:
         target = req.resolved_target()
@@ -124,7 +126,7 @@ class Rails:
     async def _chaos_cluster(
         self, experiment: ChaosExperiment, plan: Plan | None, workflow_id: str | None, at: datetime
     ) -> list[Verdict]:
-        chaos_policy = ChaosPolicy.from_policy(self.policy, self.env)
+        chaos_policy = self.chaos_policy or ChaosPolicy.from_policy(self.policy, self.env)
         ns = experiment.spec.target.namespace
 
         def namespace() -> str:
@@ -159,3 +161,30 @@ def refuse_if_refused(report: RailsReport) -> RailsReport:
     if report.refused:
         raise RefusedError(f"refused: {report.reason}")
     return report
+
+
+async def chaos_preflight(
+    *,
+    api_client: ApiClient,
+    metrics: MetricProvider,
+    active: ActiveWork,
+    chaos_policy: ChaosPolicy,
+    rails_policy: RailsPolicy,
+    experiment: ChaosExperiment,
+    plan: Plan,
+    workflow_id: str | None,
+    now: datetime,
+) -> RailsReport:
+    """Every rail for an experiment's planned round, right before it is injected; refuses by raising.
+
+    The planner has resolved the plan (namespace, opt-in and blast radius included); this adds the policy's
+    rails (freeze, staffed hours, recent deployments, incidents, health) and mutual exclusion, judged at
+    ``now`` (the workflow's clock, so a schedule firing outside staffed hours is refused for that reason).
+    Each verdict is appended to ``plan.lines``, so a dry run and the run's record show them all.
+    """
+    rails = Rails(api_client=api_client, metrics=metrics, active=active, policy=rails_policy,
+                  chaos_policy=chaos_policy)
+    report = await rails.check(RailsRequest(kind="chaos", spec=experiment, workflow_id=workflow_id, at=now),
+                               plan=plan)
+    plan.lines += [f"rail {line}" for line in report.lines()]
+    return refuse_if_refused(report)

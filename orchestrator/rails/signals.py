@@ -15,8 +15,9 @@ import math
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render
 from orchestrator.rails.models import RailStatus, RailTarget, Verdict
-from orchestrator.specs.checks import TEMPLATE_VAR, NoDataPolicy
+from orchestrator.specs.checks import NoDataPolicy
 from orchestrator.specs.policy import HealthQuery, PolicySpec
+from orchestrator.specs.promql import TEMPLATE_VAR
 
 __all__ = ["HEALTH", "INCIDENTS", "health", "incidents", "variables"]
 
