@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 Kind = Literal["canary", "flag_ramp", "chaos"]
 
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+ROLLBACK_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600)
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 # A stuck rollback is re-reported at every slow re-attempt; twice the longest re-attempt interval.
 DEFAULT_STUCK_TTL = 30 * 60.0
@@ -188,6 +189,13 @@ class Metrics:
                 "orchestrator_step_duration_seconds", "Duration of rollout steps, by kind and step.",
                 ["kind", "step"], buckets=DEFAULT_BUCKETS, registry=r),
             "orchestrator_step_duration_seconds", ["kind", "step"])
+        self.time_to_rollback = Histogram(
+            r,
+            prometheus_client.Histogram(
+                "orchestrator_time_to_rollback_seconds",
+                "From the rollback decision to traffic back on the stable, by kind.",
+                ["kind"], buckets=ROLLBACK_BUCKETS, registry=r),
+            "orchestrator_time_to_rollback_seconds", ["kind"])
         self.worker_ready = gauge(
             "orchestrator_worker_ready", "1 when the worker is connected to Temporal and polling, else 0.")
         self.rollback_stuck = _StuckRollbacks(stuck_ttl, clock)
@@ -269,6 +277,10 @@ def set_active_faults(count: int, *, metrics: Metrics | None = None) -> None:
 
 def observe_step(kind: Kind | str, step: str, seconds: float, *, metrics: Metrics | None = None) -> None:
     _m(metrics).step_duration.observe(seconds, kind=kind, step=step)
+
+
+def observe_time_to_rollback(kind: Kind | str, seconds: float, *, metrics: Metrics | None = None) -> None:
+    _m(metrics).time_to_rollback.observe(seconds, kind=kind)
 
 
 def set_worker_ready(ready: bool, *, metrics: Metrics | None = None) -> None:

@@ -200,13 +200,16 @@ class CanaryActivities(ActivityClients):
         telemetry.record_rollout_finished(req.kind, req.outcome)
         for step, seconds in req.step_seconds:
             telemetry.observe_step(req.kind, step, seconds)
+        if req.time_to_rollback_seconds is not None:
+            telemetry.observe_time_to_rollback(req.kind, req.time_to_rollback_seconds)
         if req.outcome not in ("promoted", "completed"):
             telemetry.record_rollback(req.kind, req.reason_kind or req.outcome)
         if not self._settings.notify_webhook:
             return
         from orchestrator.notify import Outcome, send_outcome
 
-        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude={"reason_kind", "step_seconds"})))
+        metrics_only = {"reason_kind", "step_seconds", "time_to_rollback_seconds"}
+        send_outcome(self._settings.notify_webhook, Outcome(**req.model_dump(exclude=metrics_only)))
 
     @activity.defn(name="notify.rollback_stuck")
     def notify_rollback_stuck(self, req: RollbackStuckRequest) -> None:

@@ -104,6 +104,8 @@ class NotifyRequest(BaseModel):
     reason_kind: str | None = None  # gate | abort | approval-timeout | error | cancelled (the metrics label)
     workflow_id: str | None = None
     step_seconds: list[tuple[str, float]] = Field(default_factory=list)  # (step kind, duration) for the metrics
+    # Rollback decision -> traffic back on the stable, for orchestrator_time_to_rollback_seconds.
+    time_to_rollback_seconds: float | None = None
 
 
 class RollbackStuckRequest(BaseModel):

@@ -220,3 +220,19 @@ def test_worker_cli_serves_sdk_metrics_on_a_second_port(temporal_address: str, t
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def test_notify_outcome_records_time_to_rollback() -> None:
+    from orchestrator.activities.models import NotifyRequest
+
+    fresh = Metrics()
+    telemetry.set_default_metrics(fresh)
+    try:
+        CanaryActivities(Settings.from_env()).notify(NotifyRequest(
+            kind="canary", name="checkout", outcome="rolled-back", reason_kind="gate", time_to_rollback_seconds=4.2))
+    finally:
+        telemetry.set_default_metrics(None)
+    got = samples(fresh.render())
+    assert got[("orchestrator_time_to_rollback_seconds_bucket", (("kind", "canary"), ("le", "5.0")))] == 1
+    assert got[("orchestrator_time_to_rollback_seconds_bucket", (("kind", "canary"), ("le", "2.0")))] == 0
+    assert got[("orchestrator_rollbacks_total", (("kind", "canary"), ("reason", "gate")))] == 1
