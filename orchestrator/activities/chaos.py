@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import EvaluateRequest
-from orchestrator.chaos.models import BudgetReading, LedgerEntry, Plan
+from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -101,6 +101,8 @@ class ChaosActivities(ActivityClients):
         super().__init__(settings, api_client, metrics)
         self._temporal = temporal
         self._policy = policy
+        # What the janitor cannot see is said once per worker, not once a minute.
+        self._blind_reported: set[str] = set()
 
     @property
     def policy(self) -> ChaosPolicy:
@@ -121,6 +123,7 @@ class ChaosActivities(ActivityClients):
             self.revert,
             self.evaluate_check,
             self.save_run,
+            self.janitor,
         ]
 
     @activity.defn(name="chaos.plan")
@@ -167,7 +170,7 @@ class ChaosActivities(ActivityClients):
     @temporal_errors
     def save_run(self, req: RunRecordRequest) -> str:
         from orchestrator.chaos.planning import variables_for
-        from orchestrator.chaos.record import build_record, wants_budget_after
+        from orchestrator.chaos.record import record_run, wants_budget_after
         from orchestrator.chaos.safety import read_error_budget
         from orchestrator.scoring.store import RunStore
 
@@ -182,10 +185,36 @@ class ChaosActivities(ActivityClients):
                 # without that figure (and saying why in its message).
                 after = BudgetReading(query=budget.query, at=now(),
                                       message=f"the error budget could not be read: {exc}")
-        record = build_record(req, budget_after=after)
+        # Also reads the experiment's scoring queries (impact, detection, affected) over the run window.
+        record = record_run(req, self.metrics, budget_after=after)
         with RunStore.from_settings(self._settings) as store:
             store.save(record)
         return record.run_id
+
+
+    @activity.defn(name="chaos.janitor")
+    @temporal_errors
+    def janitor(self) -> JanitorResult:
+        """One scheduled sweep: revert expired faults where this installation may look; count it in metrics."""
+        from orchestrator import telemetry
+        from orchestrator.chaos.janitor import log, sweep_scoped
+
+        try:
+            report = sweep_scoped(self._objects())
+        except Exception:
+            telemetry.record_janitor_run("failed")
+            raise
+        telemetry.record_janitor_run("ok")
+        for line in report.blind:
+            if line not in self._blind_reported:
+                self._blind_reported.add(line)
+                log.warning("janitor: %s", line)
+        for line in report.reverted:
+            log.info("janitor reverted %s", line)
+        for line in report.problems:
+            log.warning("janitor could not revert %s", line)
+        return JanitorResult(reverted=report.reverted, pending=len(report.pending), problems=report.problems,
+                             blind=report.blind)
 
 
 def now() -> datetime:

@@ -1,15 +1,22 @@
 """The resilience score: 0-100 per run, aggregated per service. Pure functions, no I/O.
 
-Per run (``score_run``)::
+Per run (``score_run``), the runbook's five weighted factors::
 
-    score = 100 · C · min(K, Σᵢ wᵢ·sᵢ / Σᵢ wᵢ)    over the sub-scores i that apply
+    score = 100 · C · min(K, Σᵢ wᵢ·sᵢ / Σᵢ wᵢ)    over the factors i that apply
 
-    sᵢ ∈ [0, 1]   deviation, recovery, detection (only with a detection objective),
-                  budget (only with a declared error budget)
-    wᵢ            WEIGHTS; a sub-score that does not apply drops out and its weight is
-                  shared by the others in proportion (the sum is renormalised)
-    C ∈ {0, 1}    containment gate: 0 when the blast radius escaped its limits
+    detection speed      0.2   fault start -> first failing check / firing detection query, vs objective
+    auto-recovery        0.3   the steady state came back by itself while the fault was still active
+    containment          0.2   declared blast radius / what was actually reached (touched + seen affected)
+    customer impact      0.2   share of requests failed or over the latency objective during the run
+    recovery time        0.1   revert -> steady state again, vs the recovery objective
+
+    C ∈ {0, 1}    escape gate: 0 when the run touched a target outside its allowed set or over its limit
     K             NEVER_RECOVERED_CAP when the steady state never came back, else 1
+
+A factor without evidence (no detection objective, no impact queries) does not apply: its weight
+is shared by the others in proportion. Deviation (tolerance used) and error budget burned are
+shown as evidence rows with no weight. The weights are ``ScoringConfig``'s, which a team may set
+in a scoring config file (non-negative, summing to 1; ``load_config``).
 
 Per service (``score_service``)::
 
@@ -19,8 +26,8 @@ Per service (``score_service``)::
     service = Σ Wₑ·Eₑ / max(EVIDENCE_TARGET, Σ Wₑ)
 
 Refused and failed runs put no fault on the service, so they are kept and shown but not
-scored. Every constant lives in ``ScoringConfig`` so a team may tune them; the defaults are
-explained in docs/scoring.md.
+scored. Every score is computed from the stored record, so old runs are re-scored by the
+formula in force. The defaults are explained in docs/scoring.md.
 """
 
 from __future__ import annotations
@@ -33,24 +40,34 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.scoring.model import CheckEvidence, Outcome, RunRecord, Tolerance
+from orchestrator.specs.duration import Duration
 
 # -- constants ---------------------------------------------------------------------------------------------
 
-WEIGHT_DEVIATION = 0.35
-"""The steady-state hypothesis is the experiment's claim: how well it held weighs most."""
-WEIGHT_RECOVERY = 0.30
-"""How long users felt the fault after it was removed."""
-WEIGHT_BUDGET = 0.20
-"""The user-facing cost in SLO terms; partly overlaps deviation, so it weighs less."""
-WEIGHT_DETECTION = 0.15
-"""Observability rather than the service's own resilience: the smallest share."""
+WEIGHT_DETECTION = 0.2
+"""How fast the fault was noticed: an unnoticed fault is an incident that grows."""
+WEIGHT_AUTO_RECOVERY = 0.3
+"""The platform healing itself under the fault is the resilience the experiment is about: the most weight."""
+WEIGHT_CONTAINMENT = 0.2
+"""A fault that spreads beyond what was declared is a failure of isolation."""
+WEIGHT_IMPACT = 0.2
+"""What customers felt: the share of their requests that failed or were too slow."""
+WEIGHT_RECOVERY = 0.1
+"""How long the steady state took to return once the fault was gone."""
+
+FACTORS = ("detection", "auto-recovery", "containment", "impact", "recovery")
+"""The weighted factors, in the order reports show them."""
 
 RECOVERY_ZERO_AT = 3.0
 """Recovery sub-score falls linearly from 1 at the objective to 0 at this multiple of it."""
 DETECTION_ZERO_AT = 3.0
 """Detection sub-score falls linearly from 1 at the objective to 0 at this multiple of it."""
+AUTO_RECOVERY_ZERO_AT = 3.0
+"""Self-healing slower than the recovery objective loses credit, to 0 at this multiple of it."""
+IMPACT_ZERO_AT = 0.10
+"""Customer impact scores 0 when a tenth of the requests during the run failed or were too slow."""
 BUDGET_MAX_BURN = 0.05
-"""A run that burns 5 % of the budget scores 0 on budget: as much as a ticket-worthy incident
+"""The budget evidence row reads 0 at 5 % of the budget burned, as much as a ticket-worthy incident
 (the SRE workbook's 6 h / 30 min burn-rate alert fires at 5 % of a 30-day budget)."""
 NEVER_RECOVERED_CAP = 0.25
 """A run whose steady state never returned is capped at 25 points, whatever else went well."""
@@ -70,37 +87,56 @@ TREND_EPSILON = 5.0
 SCORED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.BREACHED, Outcome.ABORTED})
 
 
+class Weights(BaseModel):
+    """The five factors' weights: each non-negative, together 1."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    detection: float = Field(default=WEIGHT_DETECTION, ge=0)
+    auto_recovery: float = Field(default=WEIGHT_AUTO_RECOVERY, ge=0, alias="autoRecovery")
+    containment: float = Field(default=WEIGHT_CONTAINMENT, ge=0)
+    impact: float = Field(default=WEIGHT_IMPACT, ge=0, alias="customerImpact")
+    recovery: float = Field(default=WEIGHT_RECOVERY, ge=0, alias="recoveryTime")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Weights:
+        total = self.detection + self.auto_recovery + self.containment + self.impact + self.recovery
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"weights must sum to 1, these sum to {total:g}")
+        return self
+
+    def of(self, factor: str) -> float:
+        return float(getattr(self, factor.replace("-", "_")))
+
+
 class ScoringConfig(BaseModel):
-    """Every constant of the formula, overridable (e.g. a longer half-life for rarely-run experiments)."""
+    """Every constant of the formula, overridable (a team's weights, a longer half-life...)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    weight_deviation: float = Field(default=WEIGHT_DEVIATION, ge=0)
-    weight_recovery: float = Field(default=WEIGHT_RECOVERY, ge=0)
-    weight_detection: float = Field(default=WEIGHT_DETECTION, ge=0)
-    weight_budget: float = Field(default=WEIGHT_BUDGET, ge=0)
-    recovery_zero_at: float = Field(default=RECOVERY_ZERO_AT, gt=1)
-    detection_zero_at: float = Field(default=DETECTION_ZERO_AT, gt=1)
-    budget_max_burn: float = Field(default=BUDGET_MAX_BURN, gt=0)
-    never_recovered_cap: float = Field(default=NEVER_RECOVERED_CAP, ge=0, le=1)
-    half_life: timedelta = FRESHNESS_HALF_LIFE
-    repeatability_k: float = Field(default=REPEATABILITY_K, ge=0)
-    evidence_target: float = Field(default=EVIDENCE_TARGET, gt=0)
-    resilient_at: float = RESILIENT_AT
-    degraded_at: float = DEGRADED_AT
-    trend_window: int = Field(default=TREND_WINDOW, ge=1)
-    trend_epsilon: float = Field(default=TREND_EPSILON, ge=0)
+    weights: Weights = Field(default_factory=Weights)
+    recovery_zero_at: float = Field(default=RECOVERY_ZERO_AT, gt=1, alias="recoveryZeroAt")
+    detection_zero_at: float = Field(default=DETECTION_ZERO_AT, gt=1, alias="detectionZeroAt")
+    auto_recovery_zero_at: float = Field(default=AUTO_RECOVERY_ZERO_AT, gt=1, alias="autoRecoveryZeroAt")
+    impact_zero_at: float = Field(default=IMPACT_ZERO_AT, gt=0, le=1, alias="impactZeroAt")
+    budget_max_burn: float = Field(default=BUDGET_MAX_BURN, gt=0, alias="budgetMaxBurn")
+    never_recovered_cap: float = Field(default=NEVER_RECOVERED_CAP, ge=0, le=1, alias="neverRecoveredCap")
+    half_life: Duration = Field(default=FRESHNESS_HALF_LIFE, alias="halfLife")
+    repeatability_k: float = Field(default=REPEATABILITY_K, ge=0, alias="repeatabilityK")
+    evidence_target: float = Field(default=EVIDENCE_TARGET, gt=0, alias="evidenceTarget")
+    resilient_at: float = Field(default=RESILIENT_AT, alias="resilientAt")
+    degraded_at: float = Field(default=DEGRADED_AT, alias="degradedAt")
+    trend_window: int = Field(default=TREND_WINDOW, ge=1, alias="trendWindow")
+    trend_epsilon: float = Field(default=TREND_EPSILON, ge=0, alias="trendEpsilon")
 
     @model_validator(mode="after")
     def _sane(self) -> ScoringConfig:
         if self.half_life <= timedelta(0):
-            raise ValueError("half_life must be positive")
-        if self.weight_deviation + self.weight_recovery <= 0:
-            raise ValueError("deviation and recovery weights cannot both be 0")
+            raise ValueError("halfLife must be positive")
         return self
 
     def weight(self, name: str) -> float:
-        return float(getattr(self, f"weight_{name}"))
+        return self.weights.of(name)
 
 
 DEFAULT_CONFIG = ScoringConfig()
@@ -268,7 +304,7 @@ def recovery_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) ->
 
 def detection_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> tuple[float | None, str]:
     if run.detection_objective is None:
-        return None, "no detection objective declared: weight shared by the other terms"
+        return None, "no detection objective, or nothing needed detecting: weight shared by the other terms"
     objective = _secs(run.detection_objective)
     if run.detection_time is None:
         return 0.0, f"fault never detected (objective {objective})"
@@ -277,8 +313,9 @@ def detection_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -
 
 
 def budget_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> tuple[float | None, str]:
+    """Error budget burned, as evidence (no weight): 1 - burned / budget_max_burn."""
     if run.error_budget is None:
-        return None, "no error budget declared: weight shared by the other terms"
+        return None, "no error budget figure (none declared, or not read at both ends)"
     burned = run.error_budget.burned
     value = max(0.0, 1.0 - burned / config.budget_max_burn)
     return value, (
@@ -287,15 +324,89 @@ def budget_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> t
     )
 
 
-def containment(run: RunRecord) -> tuple[bool, str]:
+def _breaks(check: CheckEvidence, reference: float, value: float | None) -> bool:
+    return normalised_deviation(value, reference, check.tolerance) >= 1.0
+
+
+def check_auto_recovery(check: CheckEvidence, objective: timedelta, zero_at: float) -> tuple[float, str]:
+    """Did this check come back inside its tolerance by itself while the fault was still active?"""
+    if not check.during:
+        return 0.0, f"{check.name}: no measurement during the fault (worst case)"
+    reference = _reference(check)
+    if reference is None:
+        return 0.0, f"{check.name}: no steady-state value before the fault and no baseline (worst case)"
+    during = sorted(check.during, key=lambda m: m.at)
+    broken = [i for i, m in enumerate(during) if _breaks(check, reference, m.value)]
+    if not broken:
+        return 1.0, f"{check.name}: held inside its tolerance through the fault: nothing to recover from"
+    first, last = during[broken[0]], broken[-1]
+    if last == len(during) - 1:
+        return 0.0, (f"{check.name}: out of tolerance from {first.at:%H:%M:%S} until the fault was removed: "
+                     "no recovery by itself")
+    healed = during[last + 1].at - first.at
+    value = _decay(healed, objective, zero_at)
+    return value, (f"{check.name}: out of tolerance at {first.at:%H:%M:%S}, back by itself after "
+                   f"{_secs(healed)} with the fault still active (objective {_secs(objective)})")
+
+
+def auto_recovery_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> tuple[float, str]:
+    """The weakest check's self-recovery: the steady state is back only when every check is."""
+    if not run.checks:
+        return 0.0, "no steady-state checks recorded (worst case)"
+    results = [check_auto_recovery(c, run.recovery_objective, config.auto_recovery_zero_at) for c in run.checks]
+    value, why = min(results, key=lambda r: r[0])
+    return value, why
+
+
+def escaped(run: RunRecord) -> str | None:
+    """Why the run left what it was allowed to touch (the gate), or None."""
     radius = run.blast_radius
     touched = len(set(radius.touched))
     if radius.escaped:
-        return False, f"touched targets outside the allowed set: {', '.join(radius.escaped)}"
+        return f"touched targets outside the allowed set: {', '.join(radius.escaped)}"
     if radius.max_targets is not None and touched > radius.max_targets:
-        return False, f"touched {touched} targets, limit {radius.max_targets}"
-    limit = f", limit {radius.max_targets}" if radius.max_targets is not None else ""
-    return True, f"{touched} touched, all within the {len(set(radius.allowed))} allowed{limit}"
+        return f"touched {touched} targets, limit {radius.max_targets}"
+    return None
+
+
+def containment(run: RunRecord) -> tuple[bool, str]:
+    """The escape gate alone (kept for callers that only need pass/fail)."""
+    why = escaped(run)
+    return (False, why) if why else (True, containment_subscore(run)[1])
+
+
+def containment_subscore(run: RunRecord) -> tuple[float, str]:
+    """Declared radius over the actual one: 1 while the run reached no more than it declared."""
+    why = escaped(run)
+    if why:
+        return 0.0, f"ESCAPED: {why}"
+    radius = run.blast_radius
+    touched = set(radius.touched)
+    actual = radius.actual
+    declared = radius.declared
+    extra = len(actual) - len(touched)
+    seen = (f" + {extra} more seen affected ({', '.join(sorted(set(actual) - touched))})" if extra
+            else (", none other seen affected" if radius.affected is not None else ", affected not measured"))
+    reached = f"{len(actual)} reached ({len(touched)} touched{seen}) vs {declared} declared"
+    if len(actual) <= declared:
+        return 1.0, f"{reached}: contained"
+    value = declared / len(actual) if actual else 1.0
+    return value, f"{reached}: {declared}/{len(actual)}"
+
+
+def impact_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> tuple[float | None, str]:
+    """1 - share of requests failed or too slow during the run / impact_zero_at."""
+    share = run.impact.share if run.impact is not None else None
+    if run.impact is None or share is None:
+        return None, "not measured (declare scoring.impact queries): weight shared by the other terms"
+    parts = []
+    if run.impact.failed_share is not None:
+        parts.append(f"{run.impact.failed_share * 100:.2f} % of requests failed")
+    if run.impact.slow_share is not None:
+        parts.append(f"{run.impact.slow_share * 100:.2f} % over the latency objective")
+    value = max(0.0, 1.0 - share / config.impact_zero_at)
+    return value, (f"{', '.join(parts)} during the run ({run.impact.samples} samples): "
+                   f"{share * 100:.2f} % affected, 0 at {config.impact_zero_at * 100:g} %")
 
 
 # -- run score ---------------------------------------------------------------------------------------------
@@ -311,56 +422,59 @@ def status_for(score: float | None, config: ScoringConfig = DEFAULT_CONFIG) -> S
     return Status.FRAGILE
 
 
+def _unscored(run: RunRecord, why: str, subscores: list[SubScore] | None = None) -> RunScore:
+    return RunScore(
+        run_id=run.run_id, experiment=run.experiment, service=run.service, outcome=run.outcome,
+        at=run.ended_at, score=None, status=Status.UNSCORED,
+        subscores=subscores or [SubScore(name="outcome", value=None, weight=None, why=why)], cap=None,
+    )
+
+
 def score_run(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> RunScore:
     """Score one run; see the module docstring for the formula."""
-    at = run.ended_at
     if run.outcome not in SCORED_OUTCOMES:
-        why = f"run {run.outcome.value}: no fault was judged, so the run is not scored"
-        return RunScore(
-            run_id=run.run_id,
-            experiment=run.experiment,
-            service=run.service,
-            outcome=run.outcome,
-            at=at,
-            score=None,
-            status=Status.UNSCORED,
-            subscores=[SubScore(name="outcome", value=None, weight=None, why=why)],
-        )
+        return _unscored(run, f"run {run.outcome.value}: no fault was judged, so the run is not scored")
 
     raw: list[tuple[str, float | None, str]] = [
-        ("deviation", *deviation_subscore(run)),
-        ("recovery", *recovery_subscore(run, config)),
         ("detection", *detection_subscore(run, config)),
-        ("budget", *budget_subscore(run, config)),
+        ("auto-recovery", *auto_recovery_subscore(run, config)),
+        ("containment", *containment_subscore(run)),
+        ("impact", *impact_subscore(run, config)),
+        ("recovery", *recovery_subscore(run, config)),
     ]
     total_weight = sum(config.weight(name) for name, value, _ in raw if value is not None)
     subscores: list[SubScore] = []
     weighted = 0.0
     for name, value, why in raw:
-        if value is None:
-            subscores.append(SubScore(name=name, value=None, weight=None, why=why))
+        if value is None or total_weight <= 0:
+            subscores.append(SubScore(name=name, value=value, weight=None, why=why))
             continue
         weight = config.weight(name) / total_weight
         weighted += weight * value
         subscores.append(SubScore(name=name, value=value, weight=weight, why=why))
-
-    contained, why_contained = containment(run)
-    subscores.append(SubScore(name="containment", value=1.0 if contained else 0.0, weight=None, why=why_contained))
+    # Evidence shown beside the factors, never weighted: how much tolerance the fault used, the budget it cost.
+    subscores.append(SubScore(name="deviation", value=deviation_subscore(run)[0], weight=None,
+                              why=deviation_subscore(run)[1]))
+    subscores.append(SubScore(name="budget", value=budget_subscore(run, config)[0], weight=None,
+                              why=budget_subscore(run, config)[1]))
+    if total_weight <= 0:
+        return _unscored(run, "no weighted factor has evidence for this run", subscores)
 
     cap: str | None = None
-    if not contained:
+    why_escaped = escaped(run)
+    if why_escaped:
         weighted, cap = 0.0, "blast radius escaped: the run scores 0"
     elif run.recovery_time is None and weighted > config.never_recovered_cap:
         weighted = config.never_recovered_cap
         cap = f"never recovered: capped at {config.never_recovered_cap * 100:g}"
     score = 100.0 * weighted
-    status = Status.ESCAPED if not contained else status_for(score, config)
+    status = Status.ESCAPED if why_escaped else status_for(score, config)
     return RunScore(
         run_id=run.run_id,
         experiment=run.experiment,
         service=run.service,
         outcome=run.outcome,
-        at=at,
+        at=run.ended_at,
         score=score,
         status=status,
         subscores=subscores,

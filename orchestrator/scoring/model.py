@@ -12,8 +12,13 @@ Shape::
      ├── checks[]       CheckEvidence: the steady-state check, its Tolerance and its
      │                  measurements before / during / after the fault (gates' Measurement)
      ├── timings        detection_time (+ objective, optional), recovery_time (+ objective)
-     ├── blast_radius   BlastRadius: allowed targets, touched targets, max count
+     ├── blast_radius   BlastRadius: allowed targets, touched targets, max count, targets seen affected
+     ├── impact         CustomerImpact | None: share of requests failed / over the latency objective
+     ├── detection      Detection | None: what noticed the fault first (a check's breach, the detection query)
      └── error_budget   ErrorBudget | None: SLO target and the fraction of budget burned
+
+Fields added after the first release (impact, detection, blast_radius.affected) default to
+None, so every stored record still loads and is re-scored from whatever evidence it has.
 
 Measurements are the gates' own ``Measurement`` model, kept verbatim (query as sent,
 every series, the message): the score explains itself with the same evidence the gate
@@ -36,6 +41,8 @@ from orchestrator.specs.checks import Check, Threshold
 __all__ = [
     "BlastRadius",
     "CheckEvidence",
+    "CustomerImpact",
+    "Detection",
     "ErrorBudget",
     "Measurement",
     "Outcome",
@@ -135,6 +142,18 @@ class BlastRadius(_Data):
     allowed: list[str]
     touched: list[str]
     max_targets: Annotated[int | None, Field(ge=0)] = None
+    affected: list[str] | None = None
+    """Targets seen affected during the run (e.g. pods not ready), touched or not; None when not measured."""
+
+    @property
+    def declared(self) -> int:
+        """The radius the experiment declared: its target limit, else every allowed target."""
+        return self.max_targets if self.max_targets is not None else len(set(self.allowed))
+
+    @property
+    def actual(self) -> list[str]:
+        """Everything the run reached: what it touched plus what was seen affected."""
+        return sorted(set(self.touched) | set(self.affected or []))
 
     @property
     def escaped(self) -> list[str]:
@@ -165,6 +184,33 @@ class ErrorBudget(_Data):
         return self
 
 
+class CustomerImpact(_Data):
+    """Share of requests that failed or breached the latency objective, read over the run window.
+
+    Each share is the mean of the declared ratio query evaluated at even steps from injection to
+    the end of the recovery window; ``share`` adds them (a request both slow and failed counts
+    twice, so it errs on the side of more impact), capped at 1.
+    """
+
+    failed_share: Annotated[float | None, Field(ge=0)] = None
+    slow_share: Annotated[float | None, Field(ge=0)] = None
+    samples: Annotated[int, Field(ge=0)] = 0
+    queries: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def share(self) -> float | None:
+        parts = [v for v in (self.failed_share, self.slow_share) if v is not None and math.isfinite(v)]
+        return min(1.0, sum(parts)) if parts else None
+
+
+class Detection(_Data):
+    """What noticed the fault first after injection, and when."""
+
+    at: AwareDatetime
+    source: str
+    """e.g. ``check error-rate breached`` or ``detection query: ALERTS{...}``."""
+
+
 class RunRecord(_Data):
     """Everything one experiment run left behind."""
 
@@ -186,6 +232,8 @@ class RunRecord(_Data):
     """From revert until the steady state held again; None when it never did."""
     recovery_objective: timedelta
     blast_radius: BlastRadius
+    impact: CustomerImpact | None = None
+    detection: Detection | None = None
     error_budget: ErrorBudget | None = None
     workflow_id: str | None = None
     links: dict[str, str] = Field(default_factory=dict)

@@ -103,15 +103,17 @@ def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+EVIDENCE_ROWS = ("deviation", "budget")
+"""Rows shown beside the weighted factors, as evidence: they carry no weight."""
+
+
 def _sub_value(sub: SubScore) -> str:
-    if sub.name == "containment":
-        return "pass" if sub.value == 1.0 else "FAIL"
     return "n/a" if sub.value is None else f"{sub.value:.2f}"
 
 
 def _sub_weight(sub: SubScore) -> str:
-    if sub.name == "containment":
-        return "gate"
+    if sub.name in EVIDENCE_ROWS:
+        return "evidence"
     return "-" if sub.weight is None else f"{sub.weight * 100:.0f} %"
 
 
@@ -174,7 +176,7 @@ def _text(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
             if run.cap:
                 out.append(f"    cap: {run.cap}")
             for sub in run.subscores:
-                out.append(f"    {sub.name:<12} {_sub_value(sub):>5} {_sub_weight(sub):>5}  {sub.why}")
+                out.append(f"    {sub.name:<13} {_sub_value(sub):>5} {_sub_weight(sub):>8}  {sub.why}")
             out.append(f"    evidence: {_evidence_line(view.records.get(run.run_id), run, md=False)}")
         out.append("")
     if not views:

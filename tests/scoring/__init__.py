@@ -1,6 +1,6 @@
 """Tests of resilience scoring, and the builders they share.
 
-``make_run`` builds a run whose every sub-score is 1 unless a keyword says otherwise, so each
+``make_run`` builds a run whose every factor applies and scores 1 unless a keyword says otherwise, so each
 test changes exactly the one thing whose effect it computes by hand.
 """
 
@@ -10,7 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.gates.model import Measurement, Phase
-from orchestrator.scoring.model import BlastRadius, CheckEvidence, ErrorBudget, Outcome, RunRecord, Tolerance
+from orchestrator.scoring.model import (
+    BlastRadius,
+    CheckEvidence,
+    CustomerImpact,
+    ErrorBudget,
+    Outcome,
+    RunRecord,
+    Tolerance,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 """Injection time of the default run."""
@@ -72,6 +80,7 @@ def make_run(**overrides: Any) -> RunRecord:
         "recovery_time": timedelta(seconds=30),
         "recovery_objective": timedelta(seconds=60),
         "blast_radius": BlastRadius(allowed=["checkout-a", "checkout-b"], touched=["checkout-a"], max_targets=1),
+        "impact": CustomerImpact(failed_share=0.0, slow_share=0.0, samples=9),
         "error_budget": ErrorBudget(slo_target=0.999, burned=0.0),
         "workflow_id": "chaos-pod-kill-1",
         "links": {"history": "http://temporal.example/wf/chaos-pod-kill-1"},

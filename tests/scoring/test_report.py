@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.score import score
 from orchestrator.errors import SpecError
-from orchestrator.scoring.model import ErrorBudget, Outcome
+from orchestrator.scoring.model import CustomerImpact, ErrorBudget, Outcome
 from orchestrator.scoring.report import render_report
 from orchestrator.scoring.store import RunStore
 from tests.scoring import T0, error_rate, make_run
@@ -22,16 +22,18 @@ NOW = T0 + timedelta(seconds=90)
 
 @pytest.fixture
 def store(store_location: str) -> Iterator[RunStore]:
-    """checkout: pod-kill scored 100 then 65 (recovery 0.5, budget 0) -> 82.5 - 17.5 = 65;
-    the latest run has a NaN during the fault. payments: one refused run."""
+    """checkout: pod-kill scored 100 then 25 -> mean 62.5 - sd 37.5 = 25; the latest run has a NaN
+    during the fault and is still broken when it ends. payments: one refused run."""
     with RunStore(store_location) as s:
         s.save(make_run(run_id="run-1", ended_at=NOW - timedelta(hours=1)))
         s.save(
             make_run(
                 run_id="run-2",
                 recovery_time=timedelta(seconds=120),
+                detection_time=None,
+                impact=CustomerImpact(failed_share=0.12, samples=4),
                 error_budget=ErrorBudget(slo_target=0.999, burned=0.05),
-                checks=[error_rate(during=[0.01, float("nan"), 0.01, 0.01])],
+                checks=[error_rate(during=[0.01, float("nan"), 0.01, 0.09])],
             )
         )
         s.save(make_run(run_id="run-3", service="shop/payments", outcome=Outcome.REFUSED))
@@ -42,22 +44,24 @@ def test_json_is_complete_and_strict(store: RunStore) -> None:
     document = json.loads(render_report(store, "shop/checkout", "json", now=NOW))
     [service] = document["services"]
     assert service["service"] == "shop/checkout"
-    # latest run: deviation 0 (NaN during the fault), recovery 0.5, budget 0
-    # -> 100 - 35 - 15 - 20 = 30; with run-1 (100) an hour earlier, nearly equal freshness
+    # latest run: detection 0 (-20), auto-recovery 0 (-30), impact 0 (-20), recovery 0.5 (-5) -> 25;
+    # with run-1 (100) an hour earlier, nearly equal freshness
     runs = {r["run_id"]: r for r in service["runs"]}
     assert runs["run-1"]["score"] == pytest.approx(100.0)
-    assert runs["run-2"]["score"] == pytest.approx(30.0)
+    assert runs["run-2"]["score"] == pytest.approx(25.0)
     subs = {s["name"]: s["value"] for s in runs["run-2"]["subscores"]}
-    assert subs == {"deviation": 0.0, "recovery": 0.5, "detection": 1.0, "budget": 0.0, "containment": 1.0}
+    assert subs == {"detection": 0.0, "auto-recovery": 0.0, "containment": 1.0, "impact": 0.0, "recovery": 0.5,
+                    "deviation": 0.0, "budget": 0.0}
     experiment = service["experiments"][0]
     assert experiment["runs"] == 2
     assert service["score"] == pytest.approx(experiment["mean"] - experiment["stddev"])
-    assert service["score"] == pytest.approx(30.0, abs=0.2)  # 65 - 35 with equal weights
+    assert service["score"] == pytest.approx(25.0, abs=0.2)  # 62.5 - 37.5 with equal weights
     # the evidence is all there, and NaN became null
     during = runs["run-2"]["evidence"]["checks"][0]["during"]
-    assert [m["value"] for m in during] == [0.01, None, 0.01, 0.01]
+    assert [m["value"] for m in during] == [0.01, None, 0.01, 0.09]
     assert [p["run_id"] for p in service["trend"]] == ["run-1", "run-2"]
-    assert document["config"]["weight_deviation"] == 0.35
+    assert document["config"]["weights"] == {"detection": 0.2, "auto_recovery": 0.3, "containment": 0.2,
+                                             "impact": 0.2, "recovery": 0.1}
 
 
 def test_json_for_all_services_includes_unscored(store: RunStore) -> None:
@@ -71,22 +75,26 @@ def test_json_for_all_services_includes_unscored(store: RunStore) -> None:
 def test_markdown_has_header_subscore_table_evidence_and_trend(store: RunStore) -> None:
     text = render_report(store, "shop/checkout", "markdown", now=NOW)
     header = text.splitlines()[0]
-    assert header.startswith("### Resilience score for `shop/checkout`: 30.")
+    assert header.startswith("### Resilience score for `shop/checkout`: 25.")
     assert header.endswith("/ 100 (FRAGILE)")
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert rows["deviation"].startswith("| deviation | 0.00 | 35 % | error-rate: no data during the fault")
-    assert rows["recovery"].startswith("| recovery | 0.50 | 30 % | recovered in 120s (objective 60s)")
-    assert rows["budget"].startswith("| budget | 0.00 | 20 % | burned 5.00 %")
-    assert rows["containment"].startswith("| containment | pass | gate |")
+    assert rows["detection"].startswith("| detection | 0.00 | 20 % | fault never detected (objective 60s)")
+    assert rows["auto-recovery"].startswith(
+        "| auto-recovery | 0.00 | 30 % | error-rate: out of tolerance from 12:00:10 until the fault was removed")
+    assert rows["containment"].startswith("| containment | 1.00 | 20 % | 1 reached (1 touched, affected not measured)")
+    assert rows["impact"].startswith("| impact | 0.00 | 20 % | 12.00 % of requests failed during the run")
+    assert rows["recovery"].startswith("| recovery | 0.50 | 10 % | recovered in 120s (objective 60s)")
+    assert rows["deviation"].startswith("| deviation | 0.00 | evidence | error-rate: no data during the fault")
+    assert rows["budget"].startswith("| budget | 0.00 | evidence | burned 5.00 %")
     assert rows["pod-kill"].startswith("| pod-kill | 2 | ")
     assert "Evidence: run `run-2`, workflow `chaos-pod-kill-1`, [history](http://" in text
-    assert "**Trend** (oldest to newest): 100.0 -> 30.0" in text
+    assert "**Trend** (oldest to newest): 100.0 -> 25.0" in text
 
 
 def test_text_report_numbers(store: RunStore) -> None:
     text = render_report(store, "shop/checkout", "text", now=NOW)
-    assert text.startswith("shop/checkout: 30.")
-    assert "trend: 100.0 -> 30.0" in text
+    assert text.startswith("shop/checkout: 25.")
+    assert "trend: 100.0 -> 25.0" in text
     assert "run run-2 (pod-kill, completed," in text
 
 
