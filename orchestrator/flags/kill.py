@@ -9,19 +9,27 @@ that was in flight while the switch was thrown cannot outlive it.
 
 Where the provider lives comes from the running ramp's own input (read from its
 history, which needs no worker) or from a spec file, for flags with no ramp running.
+
+A write is not proof. After it, the switch reads the flag back from the provider until it
+reports 0 % (or the flag disabled) and, for flagd, evaluates the definition it read back with
+the OpenFeature SDK and flagd's file provider (``orchestrator.flags.evaluate``) until no
+context is served the ramped variant. The time from the call to that confirmed state is
+reported (``confirmed_off_seconds``); a switch that cannot be confirmed within the timeout
+says so instead of claiming success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import FlagProviderError, RefusedError
 from orchestrator.flags import build_provider
-from orchestrator.flags.base import Change, FlagTarget, ProviderClients
+from orchestrator.flags.base import Change, FlagProvider, FlagTarget, ProviderClients
 from orchestrator.specs.flags import FlagRamp, ramp_workflow_id
 
 if TYPE_CHECKING:
@@ -38,6 +46,9 @@ class KillResult:
     workflow_id: str | None = None
     ramp: str = "none running"  # none running | aborted | cancelled | not stopped yet
     notes: list[str] = field(default_factory=list)
+    # From the turn-off call to the moment the provider read back off (and, for flagd, evaluated off).
+    confirmed_off_seconds: float | None = None
+    verification: list[str] = field(default_factory=list)
 
 
 async def running_ramp(
@@ -74,6 +85,8 @@ async def kill(
     reason: str = "",
     by: str = "",
     stop_timeout: float = 15.0,
+    verify: bool = True,
+    verify_timeout: float = 10.0,
 ) -> KillResult:
     found = await running_ramp(client, key, provider) if client is not None else None
     ramp = found[1] if found else spec
@@ -87,8 +100,12 @@ async def kill(
     target = FlagTarget(key, ramp.spec.variant, ramp.spec.control)
     flag_provider = build_provider(ramp.spec.provider, target, clients)
 
+    started = time.monotonic()
     change = await asyncio.to_thread(flag_provider.turn_off)
     result = KillResult(flag=key, provider=ramp.spec.provider.type, change=change)
+    if verify:
+        result.confirmed_off_seconds, result.verification = await asyncio.to_thread(
+            confirm_off, flag_provider, target, started, verify_timeout)
     if found is None:
         return result
 
@@ -103,7 +120,37 @@ async def kill(
     else:
         if again.changed:
             result.notes.append("a stage change raced the kill switch and was undone")
+            if verify:
+                result.confirmed_off_seconds, result.verification = await asyncio.to_thread(
+                    confirm_off, flag_provider, target, started, verify_timeout)
     return result
+
+
+def confirm_off(
+    provider: FlagProvider, target: FlagTarget, started: float, timeout: float, poll: float = 0.2
+) -> tuple[float | None, list[str]]:
+    """Seconds from ``started`` until the flag is confirmed off (None if not within ``timeout``), and how."""
+    from orchestrator.flags.evaluate import served
+    from orchestrator.flags.flagd import FlagdProvider
+
+    deadline = started + timeout
+    while True:
+        allocation = provider.current()
+        off = allocation.percent == 0 or not allocation.enabled
+        lines = [f"read back from {provider.type}: {allocation.percent:g}% get {target.variant}"
+                 + (f" ({allocation.detail})" if allocation.detail else "")
+                 + ("" if allocation.enabled else ", flag disabled")]
+        if off and isinstance(provider, FlagdProvider):
+            doc, _ = provider.store.read()
+            hits, total = served(doc, target.key, target.variant)
+            off = hits == 0
+            lines.append(f"evaluated with OpenFeature + flagd file provider: {hits} of {total} contexts "
+                         f"get {target.variant}")
+        if off:
+            return time.monotonic() - started, lines
+        if time.monotonic() > deadline:
+            return None, [*lines, f"not confirmed off within {timeout:g}s"]
+        time.sleep(poll)
 
 
 async def _stop_ramp(handle: WorkflowHandle[Any, Any], reason: str, by: str, timeout: float) -> str:
