@@ -329,13 +329,23 @@ def kill(ctx: click.Context, key: str, provider: str | None, file: str | None, r
         if output == "json":
             emit_json({"flag": result.flag, "provider": result.provider, "workflow_id": result.workflow_id,
                        "ramp": result.ramp, "before": result.change.before.model_dump(),
-                       "after": result.change.after.model_dump(), "notes": result.notes})
+                       "after": result.change.after.model_dump(), "notes": result.notes,
+                       "confirmed_off_seconds": result.confirmed_off_seconds, "verification": result.verification})
         else:
             click.echo(f"{result.provider} flag {key} is off ({result.change.after.detail or 'variant at 0%'})")
+            if result.confirmed_off_seconds is not None:
+                click.echo(f"confirmed off {result.confirmed_off_seconds:.2f}s after the call")
+            else:
+                click.echo("NOT confirmed off: check the provider", err=True)
+            for line in result.verification:
+                click.echo(f"  {line}")
             click.echo(f"ramp: {result.ramp}" + (f" ({result.workflow_id})" if result.workflow_id else ""))
             for note in result.notes:
                 click.echo(f"note: {note}")
-        return EXIT_OK if client is not None else 3
+        if client is None:
+            return 3
+        # A switch whose effect could not be confirmed is a failure the operator must see.
+        return EXIT_OK if result.confirmed_off_seconds is not None else EXIT_FAILED
 
     finish(run(main()))
 
