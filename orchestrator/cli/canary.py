@@ -295,4 +295,52 @@ def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
     finish(EXIT_OK)
 
 
+@canary.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--window", default="10m", show_default=True, help="How far back to measure the current traffic.")
+@click.option("--at", "at_text", default=None, help="Measure the traffic at this ISO time instead of now.")
+@output_option
+@click.pass_context
+@handle_errors
+def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, output: str) -> None:
+    """Per analysis step of FILE: how long it must run to catch its judge's tolerance with 95 % probability."""
+    from datetime import UTC, datetime
+
+    from orchestrator.gates.counts import service_rates
+    from orchestrator.gates.judge import alpha_per_check, rollout_alpha
+    from orchestrator.gates.judge_plan import plan
+    from orchestrator.gates.prometheus import PrometheusProvider
+    from orchestrator.specs.canary import CanaryRollout
+    from orchestrator.specs.duration import parse_duration
+    from orchestrator.specs.loader import load_file
+
+    rollout = load_file(file, expect="CanaryRollout")
+    assert isinstance(rollout, CanaryRollout)
+    try:
+        span = parse_duration(window)
+        now = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else datetime.now(UTC)
+    except ValueError as exc:
+        raise SpecError([f"<command line>:0: --window/--at: {exc}"]) from None
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    prom = PrometheusProvider(settings(ctx).prometheus)
+    prom.check_reachable()
+    checks = rollout.spec._all_checks()
+    bound, n = rollout_alpha(checks)
+    variables = {"namespace": rollout.spec.target.namespace, "app": rollout.spec.target.deployment}
+    rates = {c.name: service_rates(prom, c, variables, now, span) for c in checks if c.judge and c.judge.errors}
+    plans = plan(rollout, rates, alpha_of={c.name: alpha_per_check(bound, n) for c in checks})
+    if output == "json":
+        emit_json([{"step": p.step, "weight": p.weight, "check": p.check, "duration_seconds": p.duration,
+                    "needed_seconds": p.sizing.seconds, "enough": p.enough, "canary_rps": p.sizing.canary_rps,
+                    "control_rps": p.sizing.control_rps, "error_rate": p.sizing.error_rate} for p in plans])
+    elif not plans:
+        click.echo("no count judge (errors/requests) at a percentage weight in this rollout: nothing to size")
+    else:
+        click.echo(f"traffic measured over the last {window}; alpha {bound * 100:g} % per rollout over {n} judge "
+                   f"check(s); detection is simulated with the judge's own arithmetic")
+        for p in plans:
+            click.echo(p.line())
+    finish(EXIT_OK)
+
+
 __all__ = ["EXIT_INVALID", "canary"]

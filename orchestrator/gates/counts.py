@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.errors import MetricError
 from orchestrator.gates.evaluate import Side as QuerySide
@@ -177,3 +177,22 @@ def _le(text: str) -> float:
         return float(text)
     except ValueError:
         raise MetricError(f"bucket bound le={text!r} is not a number", retryable=False) from None
+
+
+def service_rates(
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], at: datetime, window: timedelta
+) -> tuple[float, float]:
+    """The stable side's requests per second and error rate over ``window`` before ``at``, read as a judge reads.
+
+    Before a rollout all traffic is the stable's, so this is the traffic a plan divides between the tracks.
+    """
+    selectors = {"track_selector": track_selector("stable")}
+    stable = QuerySide("stable", {**variables, "track": "stable"}, selectors=selectors)
+    first = read_look_sides(prom, check, stable, stable, JudgeState(), at - window)
+    state = JudgeState(marks=first.marks, started_at=first.at)
+    second = read_look_sides(prom, check, stable, stable, state, at)
+    if second.skipped:
+        raise MetricError(f"{second.skipped}: try again, or a longer window", retryable=False)
+    seconds = window.total_seconds()
+    requests, errors = second.canary.requests, second.canary.errors
+    return requests / seconds, (errors / requests if requests > 0 else 0.0)

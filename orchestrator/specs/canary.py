@@ -182,6 +182,7 @@ class CanarySpec(Strict):
             c
             for c in self._all_checks()
             if getattr(c.condition, "compare_to", None) == "baseline"
+            or (c.judge is not None and c.judge.compare_to == "baseline")
         ]
         if relative and not self.baseline:
             raise ValueError(f"check {relative[0].name!r} compares to baseline, so set baseline: true")

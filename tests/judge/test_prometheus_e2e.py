@@ -240,3 +240,43 @@ def test_slo_burn_rate_fails_a_burning_canary_and_passes_a_healthy_one(prom: Pro
     healthy = evaluate_slo(check, prom, {"app": "identical"}, at)
     assert healthy.phase is Phase.SUCCESSFUL, healthy.message
     assert "sum(increase(http_requests_total{" in healthy.query
+
+
+def test_canary_plan_sizes_each_step_from_the_current_traffic(prom: PrometheusProvider, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import cli
+
+    spec = tmp_path / "plan.yaml"
+    spec.write_text(f"""
+apiVersion: orchestrator.dev/v1
+kind: CanaryRollout
+metadata: {{name: identical}}
+spec:
+  target: {{namespace: prod, deployment: identical}}
+  change: {{image: app:v2}}
+  steps:
+    - setWeight: 5
+    - analysis:
+        duration: 5m
+        checks:
+          - name: errors
+            interval: 10s
+            judge: {{errors: '{ERRORS}', requests: '{REQUESTS}', tolerance: 2x}}
+    - setWeight: 50
+    - analysis:
+        duration: 30m
+        checks:
+          - name: errors-50
+            interval: 10s
+            judge: {{errors: '{ERRORS}', requests: '{REQUESTS}', tolerance: 2x}}
+""")
+    at = (START + timedelta(minutes=30)).isoformat()
+    result = CliRunner().invoke(cli, ["--prometheus-url", prom.url, "canary", "plan", str(spec), "--at", at])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # The stable serves 20 rps with 0.5 % errors: at 5 % a 2x regression takes far longer than 5 minutes.
+    assert "step 2: errors at 5 % weight (canary 1 rps vs stable 19 rps, 0.5 % errors)" in result.output
+    assert any(line.startswith("step 2:") and "WARNING: too short" in line for line in lines)
+    assert any(line.startswith("step 4:") and "needs about" in line for line in lines)
+    assert "alpha 1 % per rollout over 2 judge check(s)" in result.output
