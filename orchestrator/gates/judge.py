@@ -194,6 +194,7 @@ class JudgeVerdict(_Data):
             control_query=queries[1] if len(queries) > 1 else None,
             message=self.message,
             at=look.at,
+            outcome=self.outcome.value,
         )
 
     def status(self, looks: int) -> CheckStatus:
@@ -204,7 +205,8 @@ class JudgeVerdict(_Data):
             Outcome.SUCCESSFUL: CheckPhase.SUCCESSFUL,
             Outcome.NOT_ENOUGH_TRAFFIC: CheckPhase.INCONCLUSIVE,
         }[self.outcome]
-        return CheckStatus(check=self.check, phase=phase, measurements=looks, reason=self.message)
+        return CheckStatus(check=self.check, phase=phase, measurements=looks, reason=self.message,
+                           outcome=self.outcome.value)
 
 
 # -- alpha per rollout -----------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class Measurement(_Data):
     control_query: str | None = None
     message: str
     at: datetime
+    outcome: str | None = None
+    """Machine-readable outcome when a judge decided: "failed", "successful", "not enough traffic" or "running"."""
 
 
 class CheckStatus(_Data):
@@ -87,6 +89,8 @@ class CheckStatus(_Data):
     consecutive_errors: int = 0
     last: Measurement | None = None
     reason: str
+    outcome: str | None = None
+    """As ``Measurement.outcome``: tells "not enough traffic" apart from other inconclusive verdicts."""
 
 
 CheckVerdict = CheckStatus

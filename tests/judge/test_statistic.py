@@ -117,6 +117,7 @@ def test_a_starved_canary_ends_not_enough_traffic_with_what_it_would_need() -> N
     final = judge_finish(check, state, alpha=0.01)
     assert final.outcome is Outcome.NOT_ENOUGH_TRAFFIC
     assert final.status(1).phase is CheckPhase.INCONCLUSIVE
+    assert final.status(1).outcome == "not enough traffic"
     assert final.reason == "not-enough-traffic"
     assert final.message.startswith("not enough traffic: canary 0.33 % errors (1/300)")
     assert final.needed_requests is not None and final.needed_requests > 10_000
