@@ -184,7 +184,8 @@ def test_pod_is_locked_down_with_probes_on_the_health_port(chart: Chart) -> None
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["command"] + container["args"] == ["orchestrator", "worker", "--health-port", "8080"]
-    assert container["ports"] == [{"name": "http-health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "http-health", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "http-sdk", "containerPort": 9464, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-health"}
     assert container["resources"]["requests"] and container["resources"]["limits"]
@@ -271,8 +272,8 @@ def test_service_monitor_scrapes_the_metrics_port(chart: Chart) -> None:
     sm = one(objects, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus"
-    assert sm["spec"]["endpoints"] == [{"port": "http-metrics", "path": "/metrics", "interval": "30s",
-                                        "scrapeTimeout": "10s"}]
+    assert sm["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+                                       for port in ("http-metrics", "http-sdk-metrics")]
     assert sm["spec"]["selector"]["matchLabels"] == one(objects, "Service")["spec"]["selector"]
 
 
