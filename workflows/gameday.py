@@ -6,6 +6,10 @@ GameDay adds ordering and the stop rule and nothing else. An experiment that was
 and did not recover, or failed counts as "did not recover" (its ``recovered`` is not true); the
 experiments after it are listed as skipped. Cancelling the GameDay cancels the running child, which
 reverts in its own ``finally``.
+
+Children are started with the parent-close policy ``REQUEST_CANCEL``: when the GameDay ends in any
+way, terminated included, Temporal asks the running child to cancel, so its ``finally`` reverts the
+fault. The default (``TERMINATE``) would kill the child mid-fault and leave the fault to the janitor.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.chaos import ChaosExperimentWorkflow, memo_for
@@ -35,7 +40,8 @@ class GameDayWorkflow:
             child_id = f"{workflow.info().workflow_id}-{index + 1}-{name}"
             try:
                 status: ChaosStatus = await workflow.execute_child_workflow(
-                    ChaosExperimentWorkflow.run, exp, id=child_id, memo=memo_for(exp))
+                    ChaosExperimentWorkflow.run, exp, id=child_id, memo=memo_for(exp),
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL)
             except ChildWorkflowError as err:
                 status = ChaosStatus(name=name, namespace=exp.experiment.spec.target.namespace,
                                      fault=exp.experiment.spec.fault.type, phase=ChaosPhase.FAILED,

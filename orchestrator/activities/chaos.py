@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import EvaluateRequest
-from orchestrator.chaos.models import BudgetReading, LedgerEntry, Plan
+from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -101,6 +101,8 @@ class ChaosActivities(ActivityClients):
         super().__init__(settings, api_client, metrics)
         self._temporal = temporal
         self._policy = policy
+        # What the janitor cannot see is said once per worker, not once a minute.
+        self._blind_reported: set[str] = set()
 
     @property
     def policy(self) -> ChaosPolicy:
@@ -121,6 +123,7 @@ class ChaosActivities(ActivityClients):
             self.revert,
             self.evaluate_check,
             self.save_run,
+            self.janitor,
         ]
 
     @activity.defn(name="chaos.plan")
@@ -187,6 +190,31 @@ class ChaosActivities(ActivityClients):
         with RunStore.from_settings(self._settings) as store:
             store.save(record)
         return record.run_id
+
+
+    @activity.defn(name="chaos.janitor")
+    @temporal_errors
+    def janitor(self) -> JanitorResult:
+        """One scheduled sweep: revert expired faults where this installation may look; count it in metrics."""
+        from orchestrator import telemetry
+        from orchestrator.chaos.janitor import log, sweep_scoped
+
+        try:
+            report = sweep_scoped(self._objects())
+        except Exception:
+            telemetry.record_janitor_run("failed")
+            raise
+        telemetry.record_janitor_run("ok")
+        for line in report.blind:
+            if line not in self._blind_reported:
+                self._blind_reported.add(line)
+                log.warning("janitor: %s", line)
+        for line in report.reverted:
+            log.info("janitor reverted %s", line)
+        for line in report.problems:
+            log.warning("janitor could not revert %s", line)
+        return JanitorResult(reverted=report.reverted, pending=len(report.pending), problems=report.problems,
+                             blind=report.blind)
 
 
 def now() -> datetime:

@@ -2,8 +2,11 @@
 
 ``abort_all`` is the big red button: it sends ``abort`` to every running experiment (each reverts
 through its own ledger) and, without waiting for them, sweeps the cluster with the janitor in
-``force`` mode, so faults are reverted right away even when a workflow is stuck or its worker is down.
-Reverting twice is harmless: every revert is a no-op on an object no longer marked by its run.
+``force`` mode, so faults are reverted right away even when a workflow is stuck, its worker is down
+or its history is gone: the marks on the objects are enough. Reverting twice is harmless: every
+revert is a no-op on an object no longer marked by its run. The report says what was aborted and
+reverted, what could not be reverted (an unreadable ledger entry, a failed write) and where the
+sweep could not look (a forbidden list), so "nothing reported" really means nothing is left.
 """
 
 from __future__ import annotations
@@ -78,10 +81,16 @@ class AbortAllReport:
     aborted: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     reverted: list[str] = field(default_factory=list)
+    blind: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Every fault it could find is gone and it could look everywhere faults may be."""
+        return not self.problems and not self.blind
 
 
 async def abort_all(client: Client, objects: Objects, reason: str = "abort --all", by: str = "") -> AbortAllReport:
-    from orchestrator.chaos.janitor import scope, sweep
+    from orchestrator.chaos.janitor import sweep_scoped
 
     report = AbortAllReport()
     ids = await running(client)
@@ -94,8 +103,8 @@ async def abort_all(client: Client, objects: Objects, reason: str = "abort --all
             report.problems.append(f"{wid}: {exc or 'no answer within 10s'}")
 
     await asyncio.gather(*(one(w) for w in ids))
-    swept: JanitorReport = await asyncio.to_thread(
-        lambda: sweep(objects, None, force=True, namespaces=scope()))
+    swept: JanitorReport = await asyncio.to_thread(lambda: sweep_scoped(objects, None, force=True))
     report.reverted = swept.reverted
     report.problems += swept.problems
+    report.blind = swept.blind
     return report

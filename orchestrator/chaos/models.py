@@ -158,12 +158,30 @@ class Plan(BaseModel):
         return "\n".join(self.lines)
 
 
+class JanitorResult(BaseModel):
+    """One janitor sweep, as the scheduled janitor workflow returns it (and ``chaos list`` shows it)."""
+
+    reverted: list[str] = Field(default_factory=list)
+    pending: int = 0  # marked faults not expired yet
+    problems: list[str] = Field(default_factory=list)
+    blind: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"reverted {len(self.reverted)}", f"{self.pending} still running"]
+        if self.problems:
+            parts.append(f"{len(self.problems)} could not be reverted")
+        if self.blind:
+            parts.append(f"cannot see {len(self.blind)} kind(s)")
+        return ", ".join(parts)
+
+
 __all__ = [
     "ALLOW_ANNOTATION",
     "EXPERIMENT_LABEL",
     "EXPIRES_ANNOTATION",
     "LEDGER_ANNOTATION",
     "BudgetReading",
+    "JanitorResult",
     "LedgerEntry",
     "ObjectRef",
     "Plan",

@@ -159,12 +159,21 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
         return EXIT_OK
     t = plan.targets
     click.echo(f"dry run of {exp.metadata.name}: every safety rail passed; nothing was changed")
-    click.echo(f"targets: {len(t.chosen)} of {len(t.candidates)} pod(s) matching {t.selector} in {t.namespace} "
-               f"(seed {t.seed}): {', '.join(p.name for p in t.chosen) or '-'}")
-    click.echo(f"blast radius: {plan.affected_pods} of {plan.total_pods} pods "
-               f"(limit {exp.spec.blast_radius.max_pods_percent}%)")
+    not_ready = len(t.candidates) - len(t.ready)
+    click.echo(f"targets: {len(t.chosen)} of {len(t.ready)} ready pod(s) matching {t.selector} in {t.namespace} "
+               f"(seed {t.seed}): {', '.join(p.name for p in t.chosen) or '-'}"
+               + (f"; {not_ready} more not ready (never picked)" if not_ready else ""))
+    click.echo(f"blast radius: {plan.affected_pods} of {plan.total_pods} ready pods "
+               f"(limit {exp.spec.blast_radius.max_pods_percent}% per workload and overall)")
+    if plan.skipped:
+        click.echo(f"this round would be SKIPPED: {plan.skipped}")
     for line in plan.lines:
         click.echo(f"plan: {line}")
+    for pod in plan.hits:
+        click.echo(f"hits: {pod}" + (f" ({pod.workload})" if pod.workload else "") + ("" if pod.ready else
+                                                                                     " (not ready)"))
+    for obj in plan.touches:
+        click.echo(f"touches: {obj}")
     if exp.spec.target.seed is None:
         click.echo("note: no target.seed in the spec, so a real run may pick other pods")
     return EXIT_OK
@@ -217,10 +226,12 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
             for line in report.reverted:
                 click.echo(f"reverted {line}")
             for line in report.problems:
-                click.echo(f"problem: {line}", err=True)
-            if not report.aborted and not report.reverted:
+                click.echo(f"could not revert: {line}", err=True)
+            for line in report.blind:
+                click.echo(f"could not look: {line}", err=True)
+            if not report.aborted and not report.reverted and report.clean:
                 click.echo("nothing was running and no fault was in place")
-            return EXIT_FAILED if report.problems else EXIT_OK
+            return EXIT_OK if report.clean else EXIT_FAILED
         assert name is not None
         wid = await _resolve_id(client, name, namespace)
         from orchestrator.cli.pollers import bounded_control
@@ -260,7 +271,7 @@ def status(ctx: click.Context, name: str, namespace: str | None, output: str) ->
 @click.pass_context
 @handle_errors
 def list_cmd(ctx: click.Context, output: str) -> None:
-    """List running experiments."""
+    """List running experiments, and the janitor schedule's latest runs."""
     s = settings(ctx)
 
     async def main() -> int:
@@ -275,16 +286,41 @@ def list_cmd(ctx: click.Context, output: str) -> None:
                              "namespace": st.namespace})
             except Exception:
                 rows.append({"workflow_id": wid, "phase": "unknown", "fault": "", "namespace": ""})
+        from orchestrator.chaos import janitor_schedule
+
+        janitor = await janitor_schedule.describe(client)
         if output == "json":
-            emit_json(rows)
-        elif not rows:
+            emit_json({"experiments": rows, "janitor": _janitor_json(janitor)})
+            return EXIT_OK
+        if not rows:
             click.echo("no experiment is running")
-        else:
-            for r in rows:
-                click.echo(f"{r['workflow_id']}  {r['phase']}  {r['fault']}")
+        for r in rows:
+            click.echo(f"{r['workflow_id']}  {r['phase']}  {r['fault']}")
+        if janitor is None:
+            click.echo("janitor: no schedule (a worker creates it on start)")
+            return EXIT_OK
+        nxt = janitor.next_run.isoformat(timespec="seconds") if janitor.next_run else "-"
+        click.echo(f"janitor: schedule {janitor_schedule.SCHEDULE_ID} {janitor.every}"
+                   f"{' (paused)' if janitor.paused else ''}, next run {nxt}")
+        for jr in janitor.runs:
+            what = jr.result.summary() if jr.result else jr.status
+            click.echo(f"  {jr.started_at.isoformat(timespec='seconds')}  {jr.workflow_id}  {what}")
+            for line in jr.result.blind if jr.result else []:
+                click.echo(f"    could not look: {line}")
         return EXIT_OK
 
     finish(run(main()))
+
+
+def _janitor_json(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {
+        "every": info.every, "paused": info.paused,
+        "next_run": info.next_run.isoformat() if info.next_run else None,
+        "runs": [{"started_at": r.started_at.isoformat(), "workflow_id": r.workflow_id, "status": r.status,
+                  "result": r.result.model_dump(mode="json") if r.result else None} for r in info.runs],
+    }
 
 
 @chaos.command()
@@ -293,15 +329,17 @@ def list_cmd(ctx: click.Context, output: str) -> None:
 @handle_errors
 def janitor(ctx: click.Context, dry_run: bool) -> None:
     """Revert every fault whose expiry has passed, even if its workflow is gone."""
-    from orchestrator.chaos.janitor import scope, sweep
+    from orchestrator.chaos.janitor import sweep_scoped
 
-    report = sweep(_objects(settings(ctx)), dry_run=dry_run, namespaces=scope())
+    report = sweep_scoped(_objects(settings(ctx)), dry_run=dry_run)
     for line in report.reverted:
         click.echo(f"reverted {line}" if not dry_run else line)
     for line in report.pending:
         click.echo(f"still running: {line}")
     for line in report.problems:
-        click.echo(f"problem: {line}", err=True)
+        click.echo(f"could not revert: {line}", err=True)
+    for line in report.blind:
+        click.echo(f"could not look: {line}", err=True)
     if not report.reverted:
         click.echo("no expired fault found")
     finish(EXIT_FAILED if report.problems else EXIT_OK)

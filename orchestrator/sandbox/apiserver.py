@@ -147,15 +147,17 @@ class ApiServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def write_kubeconfig(self, path: str | Path, context: str = "sandbox", namespace: str = "default") -> Path:
-        """A kubeconfig for this server; the token is accepted, not checked."""
+    def write_kubeconfig(
+        self, path: str | Path, context: str = "sandbox", namespace: str = "default", token: str = "sandbox",
+    ) -> Path:
+        """A kubeconfig for this server; any token is accepted, and ``namespace:<ns>`` limits it to a namespace."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
-            "users": [{"name": context, "user": {"token": "sandbox"}}],
+            "users": [{"name": context, "user": {"token": token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
             "current-context": context,
             "preferences": {},

@@ -62,6 +62,7 @@ class Request:
     content_type: str
     body: bytes
     audit: dict[str, Any] = field(default_factory=dict)
+    token: str = ""  # the bearer token; "namespace:a,b" is a namespaced Role's rights in a and b (see _authorize)
 
 
 def _truthy(value: str | None) -> bool:
@@ -204,6 +205,7 @@ class Router:
             verb=verb, group=t.group, version=t.version, resource=t.plural, subresource=t.subresource,
             namespace=t.namespace, name=t.name,
         )
+        self._authorize(req, t, verb)
         if t.namespace is not None and not info.namespaced:
             raise ApiError(404, "the server could not find the requested resource")
         if t.name is not None and info.namespaced and t.namespace is None:
@@ -273,6 +275,22 @@ class Router:
         raise ApiError(405, f"{req.method} is not allowed on {req.path}")
 
     @staticmethod
+    def _authorize(req: Request, t: Target, verb: str) -> None:
+        """Any token may do anything, except ``namespace:<ns>[,<ns>...]``: the rights of a Role in those
+        namespaces (what a namespace-scoped install holds), so anything cluster-wide is 403 as on a cluster."""
+        if not req.token.startswith("namespace:"):
+            return
+        allowed = {n for n in req.token.removeprefix("namespace:").split(",") if n}
+        # GET of a namespace object is authorized as a request in that namespace.
+        own = t.plural == "namespaces" and t.group == "" and t.name in allowed and verb == "get"
+        if t.namespace in allowed or own:
+            return
+        where = f'in the namespace "{t.namespace}"' if t.namespace else "at the cluster scope"
+        raise ApiError(403, f'{t.plural} is forbidden: User "system:serviceaccount:{",".join(sorted(allowed))}:'
+                            f'orchestrator" cannot {verb} resource "{t.plural}" in API group "{t.group}" {where}',
+                       reason="Forbidden")
+
+    @staticmethod
     def _verb(req: Request, t: Target) -> str:
         if req.method == "GET":
             if t.name is not None:
@@ -335,6 +353,7 @@ class Handler(BaseHTTPRequestHandler):
             query={k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()},
             content_type=(self.headers.get("Content-Type") or "").split(";")[0].strip(),
             body=self.rfile.read(length) if length else b"",
+            token=(self.headers.get("Authorization") or "").removeprefix("Bearer ").strip(),
         )
         req.audit.update(
             time=time.time(), method=self.command, path=url.path,

@@ -175,3 +175,35 @@ def settings(prom_rules: PromRules, kube: KubeTestEnv, temporal_address: str, tm
         temporal_address=temporal_address, prometheus=PrometheusSettings(url=prom_rules.url),
         kubeconfig=str(kube.kubeconfig), db_path=str(tmp_path / "runs.db"),
     )
+
+
+CHAOS_MESH_KINDS = (("networkchaos", "NetworkChaos"), ("stresschaos", "StressChaos"), ("iochaos", "IOChaos"))
+
+
+@pytest.fixture
+def chaos_mesh(kube: KubeTestEnv) -> Iterator[None]:
+    """The Chaos Mesh CRDs the faults need. The sandbox stores the resources and acts on none of them."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    ext = client.ApiextensionsV1Api(kube.api_client)
+    names = []
+    for plural, kind in CHAOS_MESH_KINDS:
+        name = f"{plural}.chaos-mesh.org"
+        try:
+            ext.create_custom_resource_definition({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {"group": "chaos-mesh.org", "scope": "Namespaced",
+                         "names": {"plural": plural, "kind": kind, "singular": plural},
+                         "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                                       "schema": {"openAPIV3Schema": {
+                                           "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+            })
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        names.append(name)
+    yield
+    for name in names:
+        ext.delete_custom_resource_definition(name)
