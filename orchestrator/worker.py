@@ -33,6 +33,7 @@ CAPABILITIES: list[tuple[str, list[str], str, str]] = [
     ("workflows.flag_ramp", ["FlagRampWorkflow"], "orchestrator.activities.flags", "FlagActivities"),
     ("workflows.chaos", ["ChaosExperimentWorkflow"], "orchestrator.activities.chaos", "ChaosActivities"),
     ("workflows.gameday", ["GameDayWorkflow"], "", ""),
+    ("workflows.janitor", ["JanitorWorkflow"], "", ""),
     # The pre-flight rails every workflow above calls first: activities only, no workflow of their own.
     ("workflows.canary", [], "orchestrator.activities.rails", "RailsActivities"),
     # The sequential judge's looks (canary and flag-ramp gates): activities only.
@@ -97,6 +98,18 @@ def run_janitor(settings: Settings) -> Sequence[str]:
     return reverted
 
 
+async def ensure_janitor_schedule(client: Client, settings: Settings) -> None:
+    """Create or update the janitor's every-minute Temporal Schedule; a failure is logged, never fatal."""
+    try:
+        schedule = importlib.import_module("orchestrator.chaos.janitor_schedule")
+    except ModuleNotFoundError:
+        return
+    try:
+        log.info("%s", await schedule.ensure(client, settings.task_queue, schedule.interval_from_env()))
+    except Exception:
+        log.exception("the chaos janitor schedule could not be created or updated")
+
+
 def migrate_store(settings: Settings) -> None:
     """Bring the run store to the newest schema before any activity can write to it."""
     from orchestrator.scoring.store import migrate
@@ -115,6 +128,7 @@ async def run_worker(client: Client, settings: Settings, health_port: int | None
     await asyncio.to_thread(migrate_store, settings)
     for item in await asyncio.to_thread(run_janitor, settings):
         log.info("janitor reverted %s", item)
+    await ensure_janitor_schedule(client, settings)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
