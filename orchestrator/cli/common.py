@@ -42,10 +42,18 @@ output_option = click.option(
 )
 
 
+# Set by ``orchestrator.cli.main.main``: only a real ``orchestrator`` process leaves through ``os._exit``.
+# Invoked through click's test runner (or any embedding caller) the exit is an ordinary ``SystemExit``, so
+# the caller's process survives and sees the exit code.
+HARD_EXIT = False
+
+
 def finish(code: int) -> NoReturn:
     """Exit with ``code`` reliably (the Temporal SDK can abort the interpreter at exit otherwise)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if not HARD_EXIT:
+        raise SystemExit(code)
     os._exit(code)
 
 

@@ -80,4 +80,7 @@ def cli(
 
 
 def main(argv: list[str] | None = None) -> Any:
+    from orchestrator.cli import common
+
+    common.HARD_EXIT = True
     return cli.main(args=argv, prog_name="orchestrator")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from orchestrator.specs.base import K8sName, Metadata, Strict
+from orchestrator.specs.base import MAX_CHECKS, MAX_STEPS, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import Check
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.promql import image_version, value_problem
@@ -101,6 +101,11 @@ class Pause(Strict):
                 raise ValueError("untilApproved needs a timeout (what a forgotten approval turns into)")
         elif self.duration is None:
             raise ValueError("give duration or untilApproved: true")
+        # A zero pause is a no-op step, most likely a typo; a zero approval timeout can never be approved.
+        if self.duration is not None and self.duration.total_seconds() <= 0:
+            raise ValueError("a pause lasts more than 0s (remove the step to not pause)")
+        if self.timeout is not None and self.timeout.total_seconds() <= 0:
+            raise ValueError("timeout must be greater than 0s")
         return self
 
 
@@ -111,7 +116,7 @@ class PauseStep(Strict):
 class Analysis(Strict):
     """Run checks and wait for their verdicts before the next step."""
 
-    checks: list[Check] = Field(min_length=1)
+    checks: list[Check] = Field(min_length=1, max_length=MAX_CHECKS)
     duration: Duration | None = None  # for checks without a count: how long the step lasts
 
 
@@ -158,8 +163,8 @@ class CanarySpec(Strict):
     change: Change = Field(default_factory=Change)
     baseline: bool = False
     traffic: Routing = Field(default_factory=ReplicasRouting)
-    steps: list[Step] = Field(min_length=1)
-    background_checks: list[Check] = Field(default_factory=list, alias="backgroundChecks")
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    background_checks: list[Check] = Field(default_factory=list, alias="backgroundChecks", max_length=MAX_CHECKS)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     canary_replicas: int | None = Field(default=None, alias="canaryReplicas", ge=1)
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
@@ -175,9 +180,9 @@ class CanarySpec(Strict):
                         raise ValueError(
                             f"check {c.name!r} has no count, so its analysis step needs a duration"
                         )
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique; {dupes[0]!r} appears more than once")
+        dupe = first_duplicate(names)
+        if dupe is not None:
+            raise ValueError(f"check names must be unique; {dupe!r} appears more than once")
         relative = [
             c
             for c in self._all_checks()

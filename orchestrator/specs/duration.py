@@ -1,7 +1,13 @@
-"""Durations as people write them in specs: ``500ms``, ``30s``, ``5m``, ``1h30m``, ``2d``."""
+"""Durations as people write them in specs: ``500ms``, ``30s``, ``5m``, ``1h30m``, ``2d``.
+
+Every duration is bounded by ``MAX_DURATION``: ``timedelta`` overflows near 2.7 million years and
+workflow timers have their own limits, so a typo such as ``1000000000d`` is refused here, with the
+spec's line, instead of failing later with an ``OverflowError``.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -11,23 +17,29 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+MAX_DURATION = timedelta(days=365)
+
 
 def parse_duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
+    if isinstance(value, timedelta):  # built by code (or the data converter), not written in a spec
         return value
     if isinstance(value, bool):
         raise ValueError("a duration is a string such as 30s, 5m or 1h")
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError("a duration is a string such as 30s, 5m or 1h")
     text = value.strip()
     if text.startswith("P"):  # ISO 8601, which is how the Temporal data converter writes timedelta
-        from pydantic import TypeAdapter
+        from pydantic import TypeAdapter, ValidationError
 
-        return TypeAdapter(timedelta).validate_python(text)
+        try:
+            parsed = TypeAdapter(timedelta).validate_python(text)
+        except ValidationError:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)") from None
+        return _bounded(parsed.total_seconds(), value)
     pos = 0
     seconds = 0.0
     for match in _PART.finditer(text):
@@ -37,6 +49,16 @@ def parse_duration(value: Any) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
+    return _bounded(seconds, value)
+
+
+def _bounded(seconds: float, written: Any) -> timedelta:
+    if not math.isfinite(seconds):
+        raise ValueError(f"{written!r} is not a finite duration")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{written!r} is longer than the longest duration allowed ({MAX_DURATION.days}d)")
     return timedelta(seconds=seconds)
 
 

@@ -13,10 +13,18 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import Composer
 
 from orchestrator.errors import SpecError
+from orchestrator.specs.base import Rejected
 
 PathKey = tuple[str | int, ...]
+
+# Limits far above any real spec (the shipped ones are a few KiB, under 500 values, 8 levels deep) and
+# low enough that refusing a hostile file takes well under a second and a few MB of memory.
+MAX_FILE_BYTES = 512 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 10_000
 
 
 def _kinds() -> dict[str, type[BaseModel]]:
@@ -42,8 +50,111 @@ def kinds() -> dict[str, type[BaseModel]]:
     return _kinds()
 
 
-class _LineLoader(yaml.SafeLoader):
-    pass
+class _Refused(Exception):
+    """A limit or a rule of the composer, raised with the path and line it applies to."""
+
+    def __init__(self, path: PathKey, line: int, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.message = message
+
+
+# libyaml's parser when present (it scans ten times faster); the composer above it is always PyYAML's,
+# because that is where the limits are checked.
+_SafeBase: Any = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
+
+
+class _LineLoader(Composer, _SafeBase):  # type: ignore[misc]
+    """PyYAML's safe loader with the limits a front door needs, checked while the document is composed.
+
+    Composing is where a hostile file costs nothing yet: aliases are shared nodes, not copies. So the
+    expanded size and height of every node are measured there (memoised per node, so a "billion laughs"
+    file is measured in a few hundred steps), the nesting depth is bounded before the composer's
+    recursion can overflow, and duplicate or non-scalar mapping keys are refused at their own line.
+    """
+
+    def __init__(self, text: str) -> None:
+        _SafeBase.__init__(self, text)
+        Composer.__init__(self)
+        self._path: list[str | int] = []
+        self._composed = 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if isinstance(index, yaml.ScalarNode):
+            self._path.append(str(index.value))
+        elif isinstance(index, int):
+            self._path.append(index)
+        else:
+            self._path.append("(key)" if parent is not None else "")
+        path = tuple(p for p in self._path if p != "")
+        try:
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            self._composed += 1
+            if self._composed > MAX_NODES:
+                raise _Refused(path, line, f"the document has more than {MAX_NODES:,} values")
+            if len(path) > MAX_DEPTH:
+                raise _Refused(path[:MAX_DEPTH], line, f"nested more than {MAX_DEPTH} levels deep")
+            is_alias = isinstance(event, yaml.AliasEvent)
+            node: yaml.Node | None = super().compose_node(parent, index)
+            assert node is not None  # the composer only returns None at the end of the stream
+            measured = self._sizes.get(id(node))
+            if measured is None:
+                if is_alias:
+                    raise _Refused(path, line, "an alias refers to a node that contains it (a recursive alias)")
+                measured = self._measure(node)
+                self._sizes[id(node)] = measured
+            size, height = measured
+            if size > MAX_NODES:
+                raise _Refused(
+                    path, line, f"the document expands to more than {MAX_NODES:,} values (aliases multiply them)"
+                )
+            if len(path) + height > MAX_DEPTH + 1:
+                raise _Refused(path, line, f"nested more than {MAX_DEPTH} levels deep once aliases are expanded")
+            return node
+        finally:
+            self._path.pop()
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        if isinstance(node, yaml.ScalarNode):
+            return 1, 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key_path = (*self._location(), str(getattr(key_node, "value", "")))
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _Refused(
+                        tuple(p for p in self._location()), key_node.start_mark.line + 1,
+                        "a mapping key must be a plain value, not a list or a mapping",
+                    )
+                if key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise _Refused(key_path, key_node.start_mark.line + 1, "duplicate key")
+                    seen.add(key_node.value)
+                children += [key_node, value_node]
+        else:
+            children = list(node.value)
+        size, height = 1, 1
+        for child in children:
+            child_size, child_height = self._sizes.get(id(child), (1, 1))
+            size += child_size
+            height = max(height, child_height + 1)
+        return size, height
+
+    def _location(self) -> tuple[str | int, ...]:
+        return tuple(p for p in self._path if p != "")
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # e.g. ``!!int twenty`` or a timestamp on the 13th month: say where, not what Python said.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}: {exc}", node.start_mark
+            ) from None
 
 
 def _compose_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
@@ -60,27 +171,30 @@ def _compose_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) ->
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
+    loader = _LineLoader(text)
     try:
-        loader = _LineLoader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except _Refused as exc:
+        field = ".".join(str(p) for p in exc.path) or "(document)"
+        raise SpecError([f"{source}:{exc.line}: {field}: {exc.message}"]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise SpecError([f"{source}:{line}: yaml: {exc.problem or exc}"]) from None
+        raise SpecError([f"{source}:{line}: yaml: {_one_line(exc.problem or str(exc))}"]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([f"{source}:1: yaml: {exc}"]) from None
+        raise SpecError([f"{source}:1: yaml: {_one_line(str(exc))}"]) from None
+    finally:
+        loader.dispose()
     if node is None:
         raise SpecError([f"{source}:1: kind: the file is empty"])
     lines: dict[PathKey, int] = {}
     _compose_lines(node, (), lines)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # e.g. a duplicate anchor the composer accepted
-        raise SpecError([f"{source}:1: yaml: {exc}"]) from None
     return data, lines
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _line_for(loc: PathKey, lines: dict[PathKey, int]) -> int:
@@ -128,7 +242,9 @@ def format_errors(exc: ValidationError, data: Any, lines: dict[PathKey, int], so
         loc = _yaml_loc(tuple(err["loc"]), data)
         field = ".".join(str(p) for p in loc) or "(document)"
         message = err["msg"]
-        if err["type"] == "missing":
+        if isinstance(err.get("input"), Rejected):
+            message = err["input"].reason
+        elif err["type"] == "missing":
             message = "required field is missing"
         elif err["type"] == "extra_forbidden":
             message = "unknown field"
@@ -148,6 +264,9 @@ def load_text(text: str, source: str, expect: str | None = None) -> BaseModel:
     registry = _kinds()
     if kind is None:
         raise SpecError([f"{source}:1: kind: required field is missing"])
+    if not isinstance(kind, str):
+        raise SpecError([f"{source}:{lines.get(('kind',), 1)}: kind: must be a name such as CanaryRollout, "
+                         f"not a {_yaml_type(kind)}"])
     if kind not in registry:
         raise SpecError(
             [f"{source}:{lines.get(('kind',), 1)}: kind: unknown kind {kind!r} (known: {', '.join(sorted(registry))})"]
@@ -165,15 +284,34 @@ def load_text(text: str, source: str, expect: str | None = None) -> BaseModel:
         raise SpecError(format_errors(exc, data, lines, source)) from None
 
 
-def load_file(path: str | Path, expect: str | None = None) -> BaseModel:
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "mapping"
+    return "list" if isinstance(value, list) else type(value).__name__
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The file's text, refusing files larger than ``MAX_FILE_BYTES`` before reading them whole."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise SpecError(
+                [f"{source}:0: (file): larger than {MAX_FILE_BYTES // 1024} KiB; a spec is a few KiB of YAML"]
+            )
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError([f"{source}:0: (file): no such file"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{source}:0: (file): is a directory"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"{source}:0: (file): cannot read: {exc}"]) from None
-    return load_text(text, source, expect)
+
+
+def load_file(path: str | Path, expect: str | None = None) -> BaseModel:
+    source = str(path)
+    return load_text(read_spec_text(path), source, expect)
 
 
 def schema(kind: str) -> dict[str, Any]:
@@ -189,7 +327,7 @@ Loader = Callable[[str | Path], BaseModel]
 def line_of(path: str | Path, keys: PathKey) -> int:
     """The line where ``keys`` stands in the YAML file (its nearest written ancestor if absent)."""
     try:
-        _, lines = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+        _, lines = parse_yaml(read_spec_text(path), str(path))
     except (OSError, SpecError):
         return 0
     return _line_for(keys, lines)
