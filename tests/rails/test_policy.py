@@ -89,3 +89,14 @@ def test_a_bad_policy_is_exit_2_from_the_cli(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stderr
     assert f"{bad}:7: spec.freezes.0.start:" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name", ["sandbox", "production"])
+def test_the_example_policies_are_valid(name: str) -> None:
+    p = load_policy(Path(__file__).resolve().parents[2] / "examples" / "rails" / f"{name}.yaml")
+    if name == "sandbox":
+        # The demo runs its experiment right after its canary: no quiet period there.
+        assert p.spec.recent_deployments.quiet_period == timedelta(0)
+        assert p.spec.namespaces.allowed == ["demo"]
+    else:
+        assert p.spec.staffed_hours is not None and p.spec.freezes and len(p.spec.health) == 2
