@@ -9,7 +9,7 @@ whose template says so:
 ====================  =====================================================================
 PORT                  port to listen on (127.0.0.1); ignored when LISTEN_FD is given
 LISTEN_FD             an already bound and listening socket inherited from the runtime
-NAMESPACE APP TRACK   labels put on every metric (TRACK defaults to ``stable``)
+NAMESPACE APP TRACK   labels put on every metric (no TRACK: no track label, as for stable pods)
 VERSION POD
 ERROR_RATE            0..1, fraction of ``/`` requests answered 500
 LATENCY_MS            added latency: ``50`` or a range ``50-150`` (uniform, seeded RNG)
@@ -74,7 +74,7 @@ class Config:
     listen_fd: int | None = None
     namespace: str = "default"
     app: str = "demo"
-    track: str = "stable"
+    track: str = ""  # none, as for stable pods: the cluster's labels say the track, not the process
     version: str = "v1"
     pod: str = "demo"
     error_rate: float = 0.0
@@ -101,7 +101,7 @@ class Config:
             listen_fd=int(fd) if fd else None,
             namespace=text("NAMESPACE", "default"),
             app=text("APP", "demo"),
-            track=text("TRACK", "stable"),
+            track=text("TRACK", ""),
             version=text("VERSION", "v1"),
             pod=text("POD", "demo"),
             error_rate=rate,
@@ -237,6 +237,7 @@ class Metrics:
                 ("version", c.version),
                 ("pod", c.pod),
             )
+            if v
         )
         with self._lock:
             snapshot = {code: (s.count, s.total_seconds, list(s.buckets)) for code, s in self._series.items()}

@@ -59,6 +59,7 @@ from orchestrator.sandbox.prometheus import (
     Target,
     TargetsFile,
     find_prometheus,
+    targets_for,
 )
 from orchestrator.sandbox.runtime import kill_recorded, pid_alive, reap, terminate_pid
 
@@ -670,7 +671,9 @@ def serve(state_dir: Path, *, api_port: int, traffic_rate: float = 20.0, refresh
     pods_lock = threading.Lock()
 
     def on_snapshot(snapshot: ClusterSnapshot) -> None:
-        targets.update(Target(ep.namespace, ep.pod, ep.port) for ep in running_endpoints(snapshot))
+        # With each pod's labels, which the scrape job relabels as Kubernetes discovery would.
+        endpoints = [Target(ep.namespace, ep.pod, ep.port) for ep in running_endpoints(snapshot)]
+        targets.update(targets_for(endpoints, snapshot.pods))
         pids = runtime.pids()
         rows = []
         for p in snapshot.pods:

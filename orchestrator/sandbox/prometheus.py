@@ -12,24 +12,30 @@ Two halves, because they live in different processes:
 Files under the state directory::
 
     <state_dir>/prometheus/prometheus.yml     the configuration
-    <state_dir>/prometheus/targets.json       file_sd targets: 127.0.0.1:<port>, labels namespace/pod
+    <state_dir>/prometheus/targets.json       file_sd targets: 127.0.0.1:<port> with pod metadata
     <state_dir>/prometheus/data/              TSDB storage
     <state_dir>/logs/prometheus.log
 
-``honor_labels: true`` keeps the namespace/app/track/version/pod labels the demo service
-puts on its own metrics instead of renaming them ``exported_*``.
+Series are labelled as Prometheus labels them on a real cluster, never more kindly: the targets file
+carries what Kubernetes service discovery would (``__meta_kubernetes_namespace``,
+``__meta_kubernetes_pod_name``, one ``__meta_kubernetes_pod_label_<name>`` per pod label, names
+sanitised the same way), and the scrape job relabels them with the usual ``labelmap``. So ``track``
+comes from the pod's labels: canary and baseline pods have it, the user's stable pods do not. There is
+no ``honor_labels``: a label the process exports itself that clashes with a target label is kept as
+``exported_<name>``, as on a cluster.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +75,41 @@ def find_prometheus(binary: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """One scrape target: a pod's process."""
+    """One scrape target: a pod's process, and the pod's labels (sorted pairs, so targets compare equal)."""
 
     namespace: str
     pod: str
     port: int
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+_META = "__meta_kubernetes_"
+_POD_LABEL = f"{_META}pod_label_"
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+# The relabelling every Kubernetes pod-scraping job uses: pod labels become series labels.
+RELABEL_CONFIGS: list[dict[str, object]] = [
+    {"action": "labelmap", "regex": f"{_POD_LABEL}(.+)"},
+    {"source_labels": [f"{_META}namespace"], "target_label": "namespace"},
+    {"source_labels": [f"{_META}pod_name"], "target_label": "pod"},
+]
+
+
+def sanitise_label(name: str) -> str:
+    """A Kubernetes label name as service discovery writes it: every invalid character becomes ``_``."""
+    return _INVALID_LABEL_CHARS.sub("_", name)
+
+
+def targets_for(endpoints: Iterable[Target], pods: Sequence[Mapping[str, object]]) -> list[Target]:
+    """``endpoints`` (namespace, pod, port) with the labels of their pods, as discovery would attach them."""
+    labels_of: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if isinstance(meta, Mapping):
+            labels = meta.get("labels") or {}
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            labels_of[key] = tuple(sorted((str(k), str(v)) for k, v in dict(labels).items()))
+    return [Target(t.namespace, t.pod, t.port, labels_of.get((t.namespace, t.pod), t.labels)) for t in endpoints]
 
 
 def render_config(scrape_interval: float, targets_file: Path) -> str:
@@ -88,8 +124,8 @@ def render_config(scrape_interval: float, targets_file: Path) -> str:
         "scrape_configs": [
             {
                 "job_name": "sandbox-pods",
-                "honor_labels": True,
                 "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+                "relabel_configs": RELABEL_CONFIGS,
             }
         ],
     }
@@ -98,7 +134,16 @@ def render_config(scrape_interval: float, targets_file: Path) -> str:
 
 def render_targets(targets: Iterable[Target]) -> str:
     groups = [
-        {"targets": [f"127.0.0.1:{t.port}"], "labels": {"namespace": t.namespace, "pod": t.pod}}
+        {
+            "targets": [f"127.0.0.1:{t.port}"],
+            "labels": {
+                f"{_META}namespace": t.namespace,
+                f"{_META}pod_name": t.pod,
+                **{f"{_POD_LABEL}{sanitise_label(k)}": v for k, v in t.labels},
+                # The original names, which sanitising loses, so ``read`` gives back what was written.
+                "__sandbox_pod_labels": json.dumps(dict(t.labels), sort_keys=True),
+            },
+        }
         for t in sorted(targets, key=lambda t: (t.namespace, t.pod, t.port))
     ]
     return json.dumps(groups, indent=2) + "\n"
@@ -135,8 +180,15 @@ class TargetsFile:
         out: list[Target] = []
         for group in groups:
             labels = group.get("labels") or {}
+            try:
+                pod_labels = tuple(sorted(json.loads(labels.get("__sandbox_pod_labels") or "{}").items()))
+            except ValueError:
+                pod_labels = ()
             for address in group.get("targets") or []:
-                out.append(Target(labels.get("namespace", ""), labels.get("pod", ""), int(address.rsplit(":")[-1])))
+                out.append(Target(
+                    labels.get(f"{_META}namespace", ""), labels.get(f"{_META}pod_name", ""),
+                    int(address.rsplit(":")[-1]), pod_labels,
+                ))
         return out
 
 

@@ -6,7 +6,8 @@ one process of the bundled demo service (``python -m orchestrator.sandbox.demo_s
 * the runtime binds a listening socket on 127.0.0.1 with a free port and hands it to the
   child (``LISTEN_FD``), so the recorded port can never be taken in between;
 * the child's environment is the pod's first container ``env`` (name/value pairs) plus
-  NAMESPACE, APP (label ``app``), TRACK (label ``track``, default ``stable``), VERSION
+  NAMESPACE, APP (label ``app``), TRACK (label ``track``; empty for a pod without it, as the
+  user's stable pods are on a real cluster, so no ``track`` is exported for them), VERSION
   (label ``version``, else the image tag), POD and PORT;
 * ``start`` returns what the controller merges into the pod: the annotations
   ``sandbox.orchestrator.dev/port`` and ``.../pid``, and ``status.podIP`` 127.0.0.1;
@@ -88,7 +89,7 @@ def pod_environment(pod: dict[str, Any], port: int) -> dict[str, str]:
         PORT=str(port),
         NAMESPACE=namespace,
         APP=labels.get("app") or meta.get("name") or "demo",
-        TRACK=labels.get("track") or "stable",
+        TRACK=labels.get("track") or "",
         VERSION=labels.get("version") or image_tag(str(container.get("image") or "")),
         POD=meta.get("name") or "",
     )

@@ -78,21 +78,23 @@ class ReadySampler:
         self.core = k8s.CoreV1Api(api)
         self.selector = selector
         self.samples: list[int] = []
+        self.totals: list[int] = []  # pods that exist (ready or not), for maxSurge
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def count(self) -> int:
-        pods = self.core.list_namespaced_pod(NS, label_selector=self.selector).items
-        return sum(
-            1
-            for p in pods
+    def count(self) -> tuple[int, int]:
+        pods = [
+            p for p in self.core.list_namespaced_pod(NS, label_selector=self.selector).items
             if not p.metadata.deletion_timestamp
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        )
+        ]
+        ready = sum(1 for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []))
+        return ready, len(pods)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(self.count())
+            ready, total = self.count()
+            self.samples.append(ready)
+            self.totals.append(total)
             time.sleep(0.02)
 
     def __enter__(self) -> ReadySampler:
@@ -144,5 +146,27 @@ def test_ready_endpoints_never_drop_through_weights_promotion_and_rollback(clust
         workloads.restore_template(NS, "web", snap.template)
         _wait_complete(workloads, "web")
     assert min(rolling.samples) >= REPLICAS - MAX_UNAVAILABLE, rolling.samples
+    assert max(rolling.totals) <= REPLICAS + 1, rolling.totals  # maxSurge 1
     # It did roll pod by pod: at some point fewer than all pods were ready, never fewer than the floor.
     assert min(rolling.samples) < REPLICAS + 1
+
+
+def test_a_pod_is_not_ready_until_its_process_answers_healthz(cluster: k8s.ApiClient) -> None:
+    body = _stable()
+    body["spec"]["replicas"] = 1
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "STARTUP_SECONDS", "value": "2"}]
+    k8s.AppsV1Api(cluster).create_namespaced_deployment(NS, body)
+    sampler = ReadySampler(cluster)
+    workloads = Workloads(cluster)
+    deadline = time.monotonic() + 20
+    running: list[bool] = []
+    while time.monotonic() < deadline:
+        pods = k8s.CoreV1Api(cluster).list_namespaced_pod(NS, label_selector="app=web").items
+        if pods and pods[0].status.phase == "Running":
+            running.append(sampler.count()[0] == 1)
+            if running[-1]:
+                break
+        time.sleep(0.1)
+    # Running (the process started) but not ready for a while, then ready once /healthz answers 200.
+    assert running and running[0] is False and running[-1] is True, running
+    assert workloads.availability(NS, "web").available == 1

@@ -251,7 +251,7 @@ def test_targets_file_rewritten_only_on_change(tmp_path: Path) -> None:
     assert targets.update([Target("shop", "a", 1001), Target("shop", "b", 1002)])
     assert sorted(targets.read(), key=lambda t: t.pod) == [Target("shop", "a", 1001), Target("shop", "b", 1002)]
     config = render_config(2.0, tmp_path / "targets.json")
-    assert '"honor_labels": true' in config and '"scrape_interval": "2000ms"' in config
+    assert "honor_labels" not in config and '"scrape_interval": "2000ms"' in config
 
 
 def _pod(name: str, track: str, port: int, ready: bool = True, app: str = "web") -> dict[str, Any]:
@@ -419,7 +419,8 @@ def test_process_runtime_lifecycle(tmp_path: Path) -> None:
         assert runtime.alive(pod)
         assert get(f"http://127.0.0.1:{port}/")[0] == 500  # the template's env reached the process
         metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
-        assert 'version="v2"' in metrics and 'track="stable"' in metrics and 'pod="web-1"' in metrics
+        assert 'version="v2"' in metrics and 'pod="web-1"' in metrics
+        assert "track=" not in metrics, "a pod without a track label exports none, as a stable pod on a cluster"
         pid = runtime.pid_of(pod)
         assert pid is not None
         assert (tmp_path / "pods" / "shop_web-1.pid").read_text().strip() == str(pid)
