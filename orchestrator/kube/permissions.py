@@ -60,6 +60,24 @@ PERMISSIONS: list[Permission] = [
         "pod-kill, delete pod-kill victims",
     ),
     Permission(
+        "apps",
+        "replicasets",
+        ("list",),
+        why="the recent-deployments rail: a Deployment's newest ReplicaSet dates its last rollout (rails/rollouts)",
+    ),
+    Permission(
+        "apps",
+        "statefulsets",
+        ("list",),
+        why="the recent-deployments rail: a StatefulSet matching a chaos target that is rolling out (rails/rollouts)",
+    ),
+    Permission(
+        "",
+        "resourcequotas",
+        ("list",),
+        why="the capacity rail: the canary's and baseline's pods must fit the namespace's quotas (rails/capacity)",
+    ),
+    Permission(
         "",
         "services",
         ("get", "create", "update", "delete"),
