@@ -45,10 +45,10 @@ class JudgeActivities(ActivityClients):
             control = Side("control", {**req.control_variables, "track": "stable"},
                            kind="variant", selectors={"track_selector": track_selector("stable")})  # fmt: skip
             look = read_look_sides(self.metrics, req.check, subject, control, req.state, req.at)
-        state, verdict = judge_update(req.check, req.state, look, alpha=req.alpha)
+        state, verdict = judge_update(req.check, req.state, look, alpha=req.alpha, checks=req.checks)
         return JudgeLookResult(state=state, verdict=verdict, measurement=verdict.measurement(look))
 
     @activity.defn(name="judge.finish")
     @temporal_errors
     def finish(self, req: JudgeFinishRequest) -> JudgeVerdict:
-        return judge_finish(req.check, req.state, alpha=req.alpha)
+        return judge_finish(req.check, req.state, alpha=req.alpha, checks=req.checks)

@@ -226,6 +226,7 @@ def rollout_alpha(checks: list[Check]) -> tuple[float, int]:
 
 
 def alpha_note(rollout: float, n_checks: int) -> str:
+    """How the verdict states the bound: the rollout's, and its split when several judge checks share it."""
     if n_checks <= 1:
         return f"false-rollback bound {_pct(rollout)}"
     return (f"false-rollback bound {_pct(rollout)} for the rollout, split over {n_checks} judge checks "
@@ -304,32 +305,38 @@ def gauge_radius(n: Any, variance: Any, alpha: float) -> Array:
 # -- the judge, one check at a time ------------------------------------------------------------------
 
 
-def judge_update(check: Check, state: JudgeState, look: JudgeLook, *, alpha: float) -> tuple[JudgeState, JudgeVerdict]:
-    """Fold one look into the state and say where the check stands. A final outcome never changes."""
+def judge_update(
+    check: Check, state: JudgeState, look: JudgeLook, *, alpha: float, checks: int = 1
+) -> tuple[JudgeState, JudgeVerdict]:
+    """Fold one look into the state and say where the check stands. A final outcome never changes.
+
+    ``alpha`` is this check's share of the rollout's bound (``alpha_per_check``); ``checks`` is how many
+    judge checks share it, so the verdict can say how the rollout's bound was split.
+    """
     judge = _judge(check)
     marks = _bounded_marks(state.marks, look.marks)
     if state.outcome is not Outcome.RUNNING:
         return state.model_copy(update={"marks": marks, "last_at": look.at}), _final(check, state, alpha)
     if look.start or state.started_at is None:
         new = _start(judge, state, look, marks)
-        return new, _verdict(check, judge, new, alpha, reason="starting",
+        return new, _verdict(check, judge, new, alpha, checks, reason="starting",
                              prefix="first look: starting point set; ")  # fmt: skip
     if look.skipped:
         new = state.model_copy(update={"marks": marks, "last_at": look.at})
-        return new, _verdict(check, judge, new, alpha, reason="counter-reset", prefix=f"{look.skipped}; ")
+        return new, _verdict(check, judge, new, alpha, checks, reason="counter-reset", prefix=f"{look.skipped}; ")
     new = _fold(judge, state, look, marks)
-    verdict = _verdict(check, judge, new, alpha)
+    verdict = _verdict(check, judge, new, alpha, checks)
     if verdict.outcome is not Outcome.RUNNING:
         new = new.model_copy(update={"outcome": verdict.outcome, "message": verdict.message})
     return new, verdict
 
 
-def judge_finish(check: Check, state: JudgeState, *, alpha: float) -> JudgeVerdict:
+def judge_finish(check: Check, state: JudgeState, *, alpha: float, checks: int = 1) -> JudgeVerdict:
     """The step's time is over: failed or successful if decided, else "not enough traffic"."""
     judge = _judge(check)
     if state.outcome is not Outcome.RUNNING:
         return _final(check, state, alpha)
-    verdict = _verdict(check, judge, state, alpha)
+    verdict = _verdict(check, judge, state, alpha, checks)
     if verdict.outcome is not Outcome.RUNNING:
         return verdict
     return verdict.model_copy(
@@ -471,15 +478,15 @@ def _add_buckets(acc: list[float], buckets: list[tuple[float, float]], les: list
 # -- verdicts and their words -----------------------------------------------------------------------
 
 
-def _verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, *, reason: str = "",
+def _verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, checks: int = 1, *, reason: str = "",
              prefix: str = "") -> JudgeVerdict:  # fmt: skip
     if judge.kind is JudgeKind.GAUGE:
-        return _gauge_verdict(check, judge, state, alpha, reason, prefix)
-    return _counts_verdict(check, judge, state, alpha, reason, prefix)
+        return _gauge_verdict(check, judge, state, alpha, reason, prefix, checks)
+    return _counts_verdict(check, judge, state, alpha, reason, prefix, checks)
 
 
 def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, reason: str,
-                    prefix: str) -> JudgeVerdict:  # fmt: skip
+                    prefix: str, checks: int = 1) -> JudgeVerdict:  # fmt: skip
     latency = judge.kind is JudgeKind.LATENCY
     tolerance = (state.tail_tolerance or judge.effective_tolerance) if latency else judge.effective_tolerance
     loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)
@@ -512,7 +519,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         outcome, why = Outcome.RUNNING, reason or "no-tail-bound"
         decision = "undecided: the control's histogram had no requests above any finite bucket before the first look"
     ratio_text = f"ratio {_num(ratio)}" if ratio is not None else "ratio n/a"
-    message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; false-rollback bound {_pct(alpha)}"
+    message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; {alpha_note(alpha * checks, checks)}"
     if shared:
         message += (f"; the {judge.compare_to} degraded too ({_rate(kr)} now vs {_rate(state.history_rate)} "
                     "before the rollout): a shared cause, not the canary")
@@ -570,7 +577,7 @@ def _needed_text(v: JudgeVerdict) -> str:
 
 
 def _gauge_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, reason: str,
-                   prefix: str) -> JudgeVerdict:  # fmt: skip
+                   prefix: str, checks: int = 1) -> JudgeVerdict:  # fmt: skip
     n = state.gauge_n
     variance = state.gauge_m2 / (n - 1) if n > 1 else 0.0
     radius = float(gauge_radius(n, variance, alpha)) if n >= MIN_GAUGE_LOOKS else math.inf
@@ -591,7 +598,7 @@ def _gauge_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, 
         decision = f"within tolerance {_signed_pct(tol)} -> promote"
     else:
         outcome, why, decision = Outcome.RUNNING, reason or "collecting", f"undecided (tolerance {_signed_pct(tol)})"
-    message = f"{prefix}{side}; {cs} {decision}; false-rollback bound {_pct(alpha)} (asymptotic)"
+    message = f"{prefix}{side}; {cs} {decision}; {alpha_note(alpha * checks, checks)} (asymptotic)"
     return JudgeVerdict(
         check=check.name, outcome=outcome, reason=why, message=message, alpha=alpha,
         estimate=state.gauge_mean if n else None, lower=lower if n >= MIN_GAUGE_LOOKS else None,
@@ -685,6 +692,8 @@ class JudgeLookRequest(_Data):
     control_variables: dict[str, str] | None = None
     state: JudgeState = Field(default_factory=JudgeState)
     alpha: float
+    checks: int = 1
+    """How many judge checks share the rollout's bound (``alpha`` is this check's share)."""
     at: datetime | None = None
 
 
@@ -698,3 +707,4 @@ class JudgeFinishRequest(_Data):
     check: Check
     state: JudgeState
     alpha: float
+    checks: int = 1

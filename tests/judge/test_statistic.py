@@ -218,3 +218,17 @@ def test_state_round_trips_through_json() -> None:
     again = JudgeState.model_validate_json(state.model_dump_json())
     assert again == state
     assert len(state.model_dump_json()) < 6000
+
+
+def test_the_verdict_says_how_the_rollouts_bound_is_split() -> None:
+    check = counts_check()
+    alpha = alpha_per_check(0.01, 4)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=alpha, checks=4)
+    look = JudgeLook(at=T0 + timedelta(seconds=60), canary=Side(requests=2000, errors=60),
+                     control=Side(requests=2000, errors=10))  # fmt: skip
+    _, verdict = judge_update(check, state, look, alpha=alpha, checks=4)
+    assert verdict.outcome is Outcome.FAILED
+    assert verdict.message.endswith(
+        "false-rollback bound 1 % for the rollout, split over 4 judge checks (0.25 % each)"
+    )
+    assert verdict.evidence is not None and verdict.evidence >= 400
