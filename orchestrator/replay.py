@@ -48,6 +48,7 @@ from orchestrator.gates.template import track_selector
 from orchestrator.gates.verdict import decide
 from orchestrator.specs.canary import AnalysisStep, CanaryRollout, PauseStep, SetWeightStep
 from orchestrator.specs.checks import Check, Relative
+from orchestrator.specs.duration import format_duration
 
 Action = Literal["rollback", "pause", "promote", "running"]
 
@@ -78,6 +79,15 @@ class Look(BaseModel):
     verdict: str  # the check after folding this look: running | successful | failed | ...
     message: str
     query: str
+    seq: int = Field(default=0, exclude=True)
+
+
+class StepEvent(BaseModel):
+    """A step beginning (setWeight, pause, analysis) at its replayed time."""
+
+    at: datetime
+    step: str
+    seq: int = Field(default=0, exclude=True)  # order in the simulation, for the text timeline
 
 
 class Decision(BaseModel):
@@ -93,7 +103,7 @@ class Replay(BaseModel):
     kind: str
     start: datetime = Field(serialization_alias="from")
     end: datetime = Field(serialization_alias="to")
-    events: list[str] = Field(default_factory=list)
+    events: list[StepEvent] = Field(default_factory=list)
     looks: list[Look] = Field(default_factory=list)
     decision: Decision
     notes: list[str] = Field(default_factory=list)
@@ -175,6 +185,7 @@ class _Replayer:
         self.control_selector = validate_selector(control_selector) if control_selector else None
         self.result = Replay(name=spec.metadata.name, kind=spec.kind, start=start, end=end,
                              decision=Decision(action="running", at=None, reason=""))
+        self._seq = 0
         self.background = [_Watch(c, "background", start, start + c.initial_delay, None)
                            for c in spec.spec.background_checks]
 
@@ -203,7 +214,8 @@ class _Replayer:
         self.result.looks.append(Look(
             at=at, check=check.name, step=watch.step, value=m.value, control_value=m.control_value, phase=phase,
             verdict=status.phase.value if status else "running",
-            message=m.message + (" (waiting for data: not counted)" if waiting else ""), query=m.query))
+            message=m.message + (" (waiting for data: not counted)" if waiting else ""), query=m.query,
+            seq=self._next_seq()))
         watch.next = at + check.interval
         if status is None:
             return None
@@ -214,6 +226,13 @@ class _Replayer:
             action: Action = "pause" if policy is not None and policy.action == "pause" else "rollback"
             return self._decide(action, at, status.reason, check.name)
         return None
+
+    def _event(self, text: str) -> None:
+        self.result.events.append(StepEvent(at=self.t, step=text, seq=self._next_seq()))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _decide(self, action: Action, at: datetime | None, reason: str, check: str | None = None) -> Decision:
         elapsed = (at - self.start).total_seconds() if at is not None else None
@@ -240,7 +259,7 @@ class _Replayer:
         decision: Decision | None = None
         for i, step in enumerate(self.spec.spec.steps, start=1):
             if isinstance(step, SetWeightStep):
-                self.result.events.append(f"{self.t.isoformat()} step {i}: setWeight {step.set_weight}%")
+                self._event(f"step {i}: setWeight {step.set_weight}%")
                 continue
             if isinstance(step, PauseStep):
                 pause = step.pause
@@ -248,11 +267,11 @@ class _Replayer:
                     self.result.notes.append(f"step {i}: manual approval taken as given at once")
                     continue
                 assert pause.duration is not None
-                self.result.events.append(f"{self.t.isoformat()} step {i}: pause {pause.duration}")
+                self._event(f"step {i}: pause {format_duration(pause.duration)}")
                 decision = self._run([], self.t + pause.duration)
             elif isinstance(step, AnalysisStep):
                 names = ", ".join(c.name for c in step.analysis.checks)
-                self.result.events.append(f"{self.t.isoformat()} step {i}: analysis ({names})")
+                self._event(f"step {i}: analysis ({names})")
                 label = f"step {i} (analysis)"
                 watches = [_Watch(c, label, self.t, self.t + c.initial_delay, step.analysis.duration)
                            for c in step.analysis.checks]
@@ -292,10 +311,12 @@ def _decision_line(r: Replay) -> str:
 
 def to_text(r: Replay) -> str:
     lines = [f"replay of {r.kind} {r.name} from {r.start.isoformat()} to {r.end.isoformat()}"]
-    lines += [f"  {e}" for e in r.events]
-    for look in r.looks:
-        lines.append(f"  {look.at.isoformat()}  {look.check:<20} {look.step:<18} value {_fmt(look.value):<10} "
-                     f"{look.phase:<12} -> {look.verdict:<12} {look.message}".rstrip())
+    # One timeline in the order the simulation went through it.
+    timeline: list[tuple[datetime, int, str]] = [(e.at, e.seq, e.step) for e in r.events]
+    timeline += [(look.at, look.seq, f"{look.check:<20} value {_fmt(look.value):<8} {look.phase:<11} -> "
+                               f"{look.verdict:<11} {look.message}") for look in r.looks]
+    for at, _, text in sorted(timeline, key=lambda t: t[1]):
+        lines.append(f"  {at:%Y-%m-%d %H:%M:%S}  {text}".rstrip())
     lines += [f"note: {n}" for n in r.notes]
     lines.append(_decision_line(r))
     return "\n".join(lines) + "\n"

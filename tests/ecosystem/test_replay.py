@@ -140,3 +140,33 @@ def test_cli_bad_input_exits_2_and_unreachable_prometheus_exits_3(history: str, 
     assert sel.returncode == 2 and "selector" in sel.stderr and "Traceback" not in sel.stderr
     down = run_cli(path, "--from", "2025-03-04T10:00Z", "--to", "2025-03-04T11:00Z", prom="http://127.0.0.1:9")
     assert down.returncode == 3 and len(down.stderr.strip().splitlines()) == 1, down.stderr
+
+
+BACKGROUND = """\
+apiVersion: orchestrator.dev/v1
+kind: CanaryRollout
+metadata: {name: checkout}
+spec:
+  target: {namespace: shop, deployment: checkout}
+  change: {image: registry.local/checkout:2.0.0}
+  steps:
+    - setWeight: 20
+    - pause: {duration: 30m}
+  backgroundChecks:
+    - name: error-rate
+      query: >-
+        sum(rate(http_requests_total{app="{{app}}",{{track_selector}},code="500"}[1m]))
+        / sum(rate(http_requests_total{app="{{app}}",{{track_selector}}}[1m]))
+      condition: {max: 0.05}
+      initialDelay: 1m
+      interval: 2m
+"""
+
+
+def test_background_checks_look_through_pauses_and_roll_back_there(history: str, tmp_path: Path) -> None:
+    path = tmp_path / "background.yaml"
+    path.write_text(BACKGROUND)
+    result = replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1))
+    assert [look.at for look in result.looks] == [T0 + timedelta(minutes=m) for m in range(1, 22, 2)]
+    assert {look.step for look in result.looks} == {"background"}
+    assert result.decision.action == "rollback" and result.decision.at == T0 + timedelta(minutes=21)
