@@ -14,6 +14,7 @@ import click
 
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, SpecError
+from orchestrator.scoring.config import load_config
 from orchestrator.scoring.report import FORMATS, render_report
 from orchestrator.scoring.store import RunStore, location_from
 
@@ -25,17 +26,22 @@ from orchestrator.scoring.store import RunStore, location_from
     "--db", "db", metavar="PATH|URL",
     help="Run store: a SQLite path or a database URL (default: ORCHESTRATOR_DATABASE_URL, else ORCHESTRATOR_DB).",
 )
+@click.option(
+    "--config", "config_path", metavar="FILE",
+    help="Scoring config: other factor weights (default: ORCHESTRATOR_SCORING_CONFIG, else the runbook's).",
+)
 @click.pass_context
-def score(ctx: click.Context, service: str | None, fmt: str, db: str | None) -> None:
+def score(ctx: click.Context, service: str | None, fmt: str, db: str | None, config_path: str | None) -> None:
     """Resilience score of SERVICE (namespace/app), or of every service in the store."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     location = location_from(settings, db)
     try:
         if fmt not in FORMATS:
             raise SpecError([f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})"])
+        config = load_config(config_path)
         # A report only reads: a store that does not exist yet is a wrong path, not one to create.
         with RunStore(location, create=False) as store:
-            output = render_report(store, service, fmt)
+            output = render_report(store, service, fmt, config=config)
     except SpecError as exc:
         click.echo("; ".join(exc.problems), err=True)
         ctx.exit(exc.exit_code)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -151,3 +152,22 @@ def test_cli_exit_codes_and_output(store: RunStore) -> None:
         assert result.exit_code == 2
         assert result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_scores_with_a_teams_weights_and_refuses_a_bad_config(store: RunStore, tmp_path: Path) -> None:
+    runner = CliRunner()
+    # run-2 (25 under the runbook's weights) under weights that only count containment, where it has 1.0
+    only_containment = tmp_path / "scoring.yaml"
+    only_containment.write_text("weights:\n  detection: 0\n  autoRecovery: 0\n  containment: 1\n"
+                                "  customerImpact: 0\n  recoveryTime: 0\n")
+    ok = runner.invoke(score, ["shop/checkout", "--format", "json", "--db", store.path,
+                               "--config", str(only_containment)])
+    assert ok.exit_code == 0, ok.output
+    runs = {r["run_id"]: r for r in json.loads(ok.stdout)["services"][0]["runs"]}
+    assert runs["run-2"]["score"] == pytest.approx(100.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("# team weights\nweights:\n  detection: 0.5\n  autoRecovery: 0.6\n")
+    result = runner.invoke(score, ["shop/checkout", "--db", store.path, "--config", str(bad)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"{bad}:2: weights: weights must sum to 1, these sum to 1.6"
