@@ -1,15 +1,73 @@
 """Runtime settings, from flags and ``ORCHESTRATOR_*`` environment variables.
 
 One object carries them from the CLI to the worker and its activities; nothing else
-reads the environment.
+reads the environment. Values are checked here, where their origin is still known, so a
+bad one is reported as ``<environment>:0: ORCHESTRATOR_X: ...`` or ``<command line>:0:
+--x: ...`` (exit 2) instead of surfacing later as a connection failure or a traceback.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from orchestrator.errors import SpecError
+
+# The longest any single call to Prometheus may take; beyond it a gate would outlive its step.
+MAX_TIMEOUT_SECONDS = 3600.0
+
+
+def _origin(name: str, origins: Mapping[str, str]) -> str:
+    """Where a value came from, as the ``file:line: field`` prefix of an error line."""
+    option = origins.get(name)
+    if option:
+        return f"<command line>:0: {option}"
+    return f"<environment>:0: ORCHESTRATOR_{name.upper()}"
+
+
+def parse_seconds(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError([f"{where}: {text!r} is not a number of seconds"]) from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT_SECONDS:
+        raise SpecError([f"{where}: must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds, got {text!r}"])
+    return value
+
+
+def check_host_port(text: str, where: str) -> str:
+    """``host:port`` as gRPC dials it (``[v6]:port`` too), port 1..65535."""
+    problem = None
+    if any(c.isspace() for c in text) or "/" in text or "@" in text:
+        problem = "is not host:port"
+    else:
+        try:
+            parts = urlsplit("//" + text)
+            if not parts.hostname or parts.port is None:
+                problem = "is not host:port (both are needed, e.g. 127.0.0.1:7233)"
+            elif parts.port == 0:
+                problem = "has port 0; a port is 1..65535"
+        except ValueError:
+            problem = "has a port outside 1..65535"
+    if problem:
+        raise SpecError([f"{where}: {text!r} {problem}"])
+    return text
+
+
+def check_http_url(text: str, where: str) -> str:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise SpecError([f"{where}: {text!r} has a port outside 1..65535"]) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or any(c.isspace() for c in text):
+        raise SpecError([f"{where}: {text!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:9090)"])
+    return text
 
 
 class PrometheusSettings(BaseModel):
@@ -41,21 +99,33 @@ class Settings(BaseModel):
     notify_webhook: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    def from_env(
+        cls, env: dict[str, str] | None = None, origins: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        """Settings from ``env`` (default ``os.environ``) and ``overrides``; ``origins`` names the command-line
+        option each override came from (field name -> ``--option``), for error messages.
+
+        Raises ``SpecError`` (one line) for a value that cannot work.
+        """
         e = dict(os.environ if env is None else env)
+        origins = origins or {}
 
         def get(name: str) -> str | None:
             return e.get(f"ORCHESTRATOR_{name}") or None
 
+        prometheus_url = overrides.pop("prometheus_url", None) or get("PROMETHEUS_URL") or PrometheusSettings().url
+        check_http_url(str(prometheus_url), _origin("prometheus_url", origins))
+        timeout = get("PROMETHEUS_TIMEOUT")
+        timeout_seconds = parse_seconds(timeout, _origin("prometheus_timeout", origins)) if timeout else 10.0
         prom = PrometheusSettings(
-            url=get("PROMETHEUS_URL") or PrometheusSettings().url,
+            url=str(prometheus_url),
             bearer_token=get("PROMETHEUS_TOKEN"),
             bearer_token_file=get("PROMETHEUS_TOKEN_FILE"),
             username=get("PROMETHEUS_USERNAME"),
             password=get("PROMETHEUS_PASSWORD"),
             ca_file=get("PROMETHEUS_CA_FILE"),
             insecure_skip_verify=(get("PROMETHEUS_INSECURE") or "").lower() in ("1", "true", "yes"),
-            timeout_seconds=float(get("PROMETHEUS_TIMEOUT") or 10.0),
+            timeout_seconds=timeout_seconds,
         )
         values: dict[str, object] = {
             "temporal_address": get("TEMPORAL_ADDRESS") or cls.model_fields["temporal_address"].default,
@@ -75,4 +145,10 @@ class Settings(BaseModel):
             "notify_webhook": get("NOTIFY_WEBHOOK"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        check_host_port(str(values["temporal_address"]), _origin("temporal_address", origins))
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            raise SpecError([f"{_origin(name, origins)}: {first['msg']}"]) from None

@@ -14,6 +14,7 @@ from orchestrator.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_PENDING,
+    SECONDS,
     connect_temporal,
     emit_json,
     fail,
@@ -87,7 +88,7 @@ def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--image", help="The new image (overrides spec.change.image).")
 @click.option("--wait/--no-wait", default=False, help="Follow the rollout and exit with its outcome.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
+@click.option("--timeout", type=SECONDS, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
 @click.option("--exit-on-pause", is_flag=True, help="With --wait: exit 4 when the rollout waits for approval.")
 @click.option("--preflight/--no-preflight", default=True, show_default=True,
               help="Check Kubernetes, Prometheus and the target before starting.")

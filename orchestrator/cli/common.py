@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -46,6 +47,24 @@ output_option = click.option(
 # Invoked through click's test runner (or any embedding caller) the exit is an ordinary ``SystemExit``, so
 # the caller's process survives and sees the exit code.
 HARD_EXIT = False
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click stubs
+    """A positive, finite number of seconds (``float`` would let ``nan``, ``inf`` and ``-5`` through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 
 
 def finish(code: int) -> NoReturn:
@@ -85,11 +104,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+# Keys of the root context's ``meta``: the global options given, and which of them came from the command line.
+OVERRIDES = "orchestrator.overrides"
+ORIGINS = "orchestrator.origins"
+
+
 def settings(ctx: click.Context) -> Settings:
     root = ctx.find_root()
     obj = root.obj
     if not isinstance(obj, Settings):
-        obj = Settings.from_env()
+        obj = Settings.from_env(origins=root.meta.get(ORIGINS), **root.meta.get(OVERRIDES, {}))
         root.obj = obj
     if "orchestrator.cluster" not in root.meta:
         # Once per command: fall back to a running sandbox when no cluster is configured, and say which.

@@ -18,6 +18,7 @@ from orchestrator.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PENDING,
+    SECONDS,
     connect_temporal,
     emit_json,
     fail,
@@ -114,7 +115,7 @@ def render(st: FlagRampStatus, output: str) -> str:
 @flag.command("ramp")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait/--no-wait", default=False, help="Follow the ramp and exit with its outcome.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
+@click.option("--timeout", type=SECONDS, default=None, help="With --wait: give up waiting after SECONDS (exit 4).")
 @click.option("--dry-run", is_flag=True, help="Print every rail's verdict and start nothing (exit 1 if refused).")
 @rails_cli.policy_option
 @output_option

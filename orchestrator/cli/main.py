@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from orchestrator.config import Settings
+from orchestrator.cli.common import ORIGINS, OVERRIDES
 
 # name -> (module, attribute); one line per command group.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,15 +68,22 @@ def cli(
     Exit codes: 0 success, 1 rolled back/aborted/refused, 2 invalid input,
     3 Temporal/Prometheus/Kubernetes unreachable, 4 still running at timeout or waiting for approval.
     """
-    settings = Settings.from_env(
-        temporal_address=temporal_address,
-        temporal_namespace=temporal_namespace,
-        task_queue=task_queue,
-        kubeconfig=kubeconfig,
-    )
-    if prometheus_url:
-        settings.prometheus.url = prometheus_url
-    ctx.obj = settings
+    # Settings are built on first use (``common.settings``), inside the command's error handling: a bad
+    # value then exits 2 with one line, and commands that need no settings (``validate``) are unaffected.
+    overrides = {
+        "temporal_address": temporal_address,
+        "temporal_namespace": temporal_namespace,
+        "task_queue": task_queue,
+        "kubeconfig": kubeconfig,
+        "prometheus_url": prometheus_url,
+    }
+    ctx.meta[OVERRIDES] = {k: v for k, v in overrides.items() if v is not None}
+    ctx.meta[ORIGINS] = {
+        name: "--" + name.replace("_", "-")
+        for name in overrides
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    }
+    ctx.obj = None
 
 
 def main(argv: list[str] | None = None) -> Any:
