@@ -18,10 +18,12 @@ available at ``start``), manual approvals (taken as given at once, and said so i
 controls (pause, promote, abort), and retries of a Prometheus outage (an unreachable Prometheus
 stops the replay instead of becoming error looks).
 
-Check kinds are a registry keyed by what the check carries (``condition``, ``judge``, ``slo``):
-threshold and relative checks go through ``evaluate_sides``; judge and SLO checks through
-``orchestrator.gates.judge.evaluate_check`` / ``orchestrator.gates.slo.evaluate_check`` when those
-modules provide them (``MEASURERS`` is the hook), else each look is an error look naming the gap.
+Check kinds: threshold and relative checks go through ``evaluate_sides`` and SLO checks through
+``evaluate_slo`` (``MEASURERS``, keyed by what the check carries), both folded by ``decide``; a judge
+check carries its state from look to look exactly as the worker's ``judge.look`` activity does
+(``read_look_sides`` then ``judge_update``, ``judge_finish`` at the end of a timed step), with the
+rollout's false-rollback bound split over its judge checks. Custom selectors apply to threshold,
+relative and judge checks; an SLO check renders its own track selector.
 
 Sides: by default the canary and the control side are chosen the way the worker chooses them
 (``{{track_selector}}``). History recorded before the canary labels existed (or from another tool)
@@ -31,7 +33,6 @@ with label matchers given by the user, validated as plain PromQL matchers.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,30 +118,18 @@ def _measure_condition(check: Check, provider: MetricProvider, subject: Side, co
     return evaluate_sides(check, provider, subject, control, at)
 
 
-def _delegate(module: str) -> Measurer:
-    """A measurer that calls ``module.evaluate_check`` when that module provides one."""
+def _measure_slo(check: Check, provider: MetricProvider, subject: Side, control: Side | None,
+                 at: datetime) -> Measurement:
+    from orchestrator.gates.slo import evaluate_slo
 
-    def measure(check: Check, provider: MetricProvider, subject: Side, control: Side | None,
-                at: datetime) -> Measurement:
-        try:
-            fn = getattr(importlib.import_module(module), "evaluate_check", None)
-        except ModuleNotFoundError:
-            fn = None
-        if fn is None:
-            return Measurement(check=check.name, phase=Phase.ERROR, query="", at=at,
-                               message=f"replay cannot evaluate this check kind yet ({module}.evaluate_check "
-                                       "is not available)")
-        result: Measurement = fn(check, provider, subject, control, at)
-        return result
-
-    return measure
+    return evaluate_slo(check, provider, subject.variables, at)
 
 
-# Keyed by the field that gives a check its kind.
+# Keyed by the field that gives a check its kind. Judge checks carry state from look to look and are
+# folded by the judge itself (``_Replayer._judge_look``), not by the verdict rules.
 MEASURERS: dict[str, Measurer] = {
     "condition": _measure_condition,
-    "judge": _delegate("orchestrator.gates.judge"),
-    "slo": _delegate("orchestrator.gates.slo"),
+    "slo": _measure_slo,
 }
 
 
@@ -161,6 +150,7 @@ class _Watch:
     measurements: list[Measurement] = field(default_factory=list)
     status: CheckStatus | None = None
     data_seen: bool = False
+    judge_state: Any = None  # orchestrator.gates.judge.JudgeState, for judge checks
 
     @property
     def done(self) -> bool:
@@ -186,6 +176,7 @@ class _Replayer:
         self.result = Replay(name=spec.metadata.name, kind=spec.kind, start=start, end=end,
                              decision=Decision(action="running", at=None, reason=""))
         self._seq = 0
+        self.alpha, self.judges = self._alpha(spec)
         self.background = [_Watch(c, "background", start, start + c.initial_delay, None)
                            for c in spec.spec.background_checks]
 
@@ -194,8 +185,39 @@ class _Replayer:
         return Side(track, {**self.variables, "track": track},
                     selectors={"track_selector": chosen or track_selector(track)})
 
+    @staticmethod
+    def _alpha(spec: CanaryRollout) -> tuple[float, int]:
+        checks = [*spec.spec.background_checks]
+        checks += [c for step in spec.spec.steps if isinstance(step, AnalysisStep) for c in step.analysis.checks]
+        if not any(getattr(c, "judge", None) is not None for c in checks):
+            return 0.0, 0
+        from orchestrator.gates.judge import alpha_per_check, rollout_alpha
+
+        rollout, n = rollout_alpha(checks)
+        return alpha_per_check(rollout, n), n
+
+    def _judge_look(self, watch: _Watch, at: datetime) -> tuple[Measurement, CheckStatus]:
+        """One look of a judge check: read the counts since the last look, fold them, as the worker does."""
+        from orchestrator.gates.counts import read_look_sides
+        from orchestrator.gates.judge import JudgeState, judge_finish, judge_update
+
+        check = watch.check
+        assert check.judge is not None
+        state = watch.judge_state if watch.judge_state is not None else JudgeState()
+        look = read_look_sides(self.provider, check, self._side("canary"), self._side(check.judge.compare_to),
+                               state, at)
+        state, verdict = judge_update(check, state, look, alpha=self.alpha, checks=self.judges)
+        watch.judge_state = state
+        if watch.duration is not None and at - watch.started >= watch.duration:
+            verdict = judge_finish(check, state, alpha=self.alpha, checks=self.judges)
+        return verdict.measurement(look), verdict.status(state.looks)
+
     def _look(self, watch: _Watch) -> Decision | None:
         check, at = watch.check, watch.next
+        if getattr(check, "judge", None) is not None:
+            m, judged = self._judge_look(watch, at)
+            watch.status = judged
+            return self._record(watch, m, m.phase.value)
         subject = self._side(str(check.track))
         control = self._side(check.condition.compare_to) if isinstance(check.condition, Relative) else None
         m = MEASURERS[_kind_of(check)](check, self.provider, subject, control, at)
@@ -210,11 +232,13 @@ class _Replayer:
             finished = watch.duration is not None and at - watch.started >= watch.duration
             watch.status = decide(check, watch.measurements, finished=finished)
             phase = m.phase.value
-        status = watch.status
+        return self._record(watch, m, phase, " (waiting for data: not counted)" if waiting else "")
+
+    def _record(self, watch: _Watch, m: Measurement, phase: str, note: str = "") -> Decision | None:
+        check, at, status = watch.check, watch.next, watch.status
         self.result.looks.append(Look(
             at=at, check=check.name, step=watch.step, value=m.value, control_value=m.control_value, phase=phase,
-            verdict=status.phase.value if status else "running",
-            message=m.message + (" (waiting for data: not counted)" if waiting else ""), query=m.query,
+            verdict=status.phase.value if status else "running", message=m.message + note, query=m.query,
             seq=self._next_seq()))
         watch.next = at + check.interval
         if status is None:

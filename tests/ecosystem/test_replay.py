@@ -170,3 +170,38 @@ def test_background_checks_look_through_pauses_and_roll_back_there(history: str,
     assert [look.at for look in result.looks] == [T0 + timedelta(minutes=m) for m in range(1, 22, 2)]
     assert {look.step for look in result.looks} == {"background"}
     assert result.decision.action == "rollback" and result.decision.at == T0 + timedelta(minutes=21)
+
+
+JUDGE = """\
+apiVersion: orchestrator.dev/v1
+kind: CanaryRollout
+metadata: {name: checkout}
+spec:
+  target: {namespace: shop, deployment: checkout}
+  change: {image: registry.local/checkout:2.0.0}
+  steps:
+    - setWeight: 20
+    - analysis:
+        duration: 40m
+        checks:
+          - name: errors-vs-stable
+            interval: 1m
+            judge:
+              errors: sum(http_requests_total{app="{{app}}",{{track_selector}},code="500"})
+              requests: sum(http_requests_total{app="{{app}}",{{track_selector}}})
+              tolerance: 1.5x
+              maxFalseRollback: 1%
+"""
+
+
+def test_judge_checks_replay_look_by_look_and_roll_back_after_the_regression(history: str, tmp_path: Path) -> None:
+    path = tmp_path / "judge.yaml"
+    path.write_text(JUDGE)
+    result = replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1))
+    # Same error rate on both sides before the regression: the judge cannot call a regression there.
+    before = [look for look in result.looks if look.at <= REGRESSION_AT]
+    assert before and all(look.verdict in ("running", "successful") for look in before), before[-1]
+    assert result.decision.action == "rollback", result.decision
+    # The first look after the regression counts 180 errors against 63 over the same requests.
+    assert result.decision.at == REGRESSION_AT + timedelta(minutes=1)
+    assert result.looks[-1].phase == "failed" and result.decision.check == "errors-vs-stable"
