@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
 from orchestrator.config import PrometheusSettings
 from orchestrator.gates.counts import read_look
@@ -100,6 +101,14 @@ def _openmetrics() -> Iterator[str]:
         for t in times:
             yield f"http_request_duration_seconds_count{{{labels(pod)}}} {_counts(pod, t)[0]} {ts0 + t}"
             yield f"http_request_duration_seconds_sum{{{labels(pod)}}} {_counts(pod, t)[0] * 0.1:.3f} {ts0 + t}"
+    yield "# TYPE container_memory_working_set_bytes gauge"
+    for pod in PODS:
+        # The regressed canary uses 40 % more memory; values wobble by a few percent, out of phase per side.
+        base = 100e6 * (1.4 if pod.app == "regressed" and pod.track else 1.0)
+        phase = 2 if pod.track else 0
+        for t in times:
+            wobble = 1 + 0.03 * (((t // STEP + phase) % 5) - 2) / 2
+            yield f"container_memory_working_set_bytes{{{labels(pod)}}} {base * wobble:.0f} {ts0 + t}"
     yield "# EOF"
 
 
@@ -146,8 +155,15 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProvide
         log.close()
 
 
+MEMORY = 'sum by (pod) (container_memory_working_set_bytes{app="{{app}}",{{track_selector}}})'
+
+
 def _judge(kind: str = "counts", **extra: object) -> Check:
-    queries: dict[str, object] = {"latency": LATENCY} if kind == "latency" else {"errors": ERRORS, "requests": REQUESTS}
+    queries: dict[str, object] = {"errors": ERRORS, "requests": REQUESTS}
+    if kind == "latency":
+        queries = {"latency": LATENCY}
+    elif kind == "gauge":
+        queries = {"gauge": MEMORY}
     return Check.model_validate({"name": f"judge-{kind}", "interval": "10s", "judge": {**queries, **extra}})
 
 
@@ -280,3 +296,58 @@ spec:
     assert any(line.startswith("step 2:") and "WARNING: too short" in line for line in lines)
     assert any(line.startswith("step 4:") and "needs about" in line for line in lines)
     assert "alpha 1 % per rollout over 2 judge check(s)" in result.output
+
+
+async def test_the_judge_activities_in_a_real_worker_carry_the_state_between_looks(
+    prom: PrometheusProvider, temporal_client: Client, task_queue: str
+) -> None:
+    import concurrent.futures
+
+    from temporalio.worker import Worker
+
+    from orchestrator.activities.judge import JudgeActivities
+    from orchestrator.config import Settings
+    from tests.judge.judge_workflow import JudgeRun, JudgeRunResult, JudgeRunWorkflow
+
+    activities = JudgeActivities(Settings(), metrics=prom).activities()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
+        async with Worker(temporal_client, task_queue=task_queue, workflows=[JudgeRunWorkflow],
+                          activities=activities, activity_executor=executor):  # fmt: skip
+            results = {}
+            for app, looks in (("regressed", 120), ("starved", 20)):
+                run = JudgeRun(check=_judge(tolerance="1.2x"), variables={"app": app},
+                               start=START + timedelta(seconds=30), looks=looks, alpha=0.01)  # fmt: skip
+                results[app] = await temporal_client.execute_workflow(
+                    JudgeRunWorkflow.run, run, id=f"judge-{app}-{task_queue}", task_queue=task_queue,
+                    result_type=JudgeRunResult,
+                )  # fmt: skip
+    assert results["regressed"].verdict.outcome is Outcome.FAILED
+    assert results["regressed"].messages[0].startswith("first look: starting point set")
+    assert results["starved"].verdict.outcome is Outcome.NOT_ENOUGH_TRAFFIC
+    assert len(results["starved"].messages) == 20
+
+
+def test_memory_per_pod_fails_a_hungrier_canary_and_promotes_an_equal_one(prom: PrometheusProvider) -> None:
+    hungry, _, _ = _run(prom, _judge("gauge", tolerance="+10%"), "regressed")
+    assert hungry.outcome is Outcome.FAILED, hungry.message
+    assert "difference +40" in hungry.message
+    equal, _, _ = _run(prom, _judge("gauge", tolerance="+10%"), "identical")
+    assert equal.outcome is Outcome.SUCCESSFUL, equal.message
+
+
+def test_judge_messages_survive_temporals_data_converter() -> None:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from orchestrator.gates.judge import JudgeLook, JudgeLookRequest, JudgeLookResult, Side
+
+    check = _judge(tolerance="+20%", maxFalseRollback="0.5%")
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=START, start=True, marks={"canary/x": 3.0}), alpha=0.01)
+    look = JudgeLook(at=START + timedelta(seconds=10), canary=Side(requests=100, errors=3),
+                     control=Side(requests=100, errors=1))  # fmt: skip
+    state, verdict = judge_update(check, state, look, alpha=0.01)
+    converter = pydantic_data_converter.payload_converter
+    for value in (JudgeLookRequest(check=check, variables={"app": "a"}, state=state, alpha=0.005),
+                  JudgeLookResult(state=state, verdict=verdict, measurement=verdict.measurement(look))):  # fmt: skip
+        payloads = converter.to_payloads([value])
+        assert converter.from_payloads(payloads, [type(value)])[0] == value
+        assert len(payloads[0].data) < 8000
