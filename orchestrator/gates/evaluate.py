@@ -103,7 +103,10 @@ def evaluate_sides(
 
     if isinstance(check.condition, Threshold):
         return _threshold(record, check.condition)
-    return _relative(record, check.condition)
+    if isinstance(check.condition, Relative):
+        return _relative(record, check.condition)
+    # A judge or SLO check has its own evaluation; reaching here is a caller's mistake, recorded, not raised.
+    return record(Phase.ERROR, f"check {check.name} has no condition: evaluate it with its judge or slo")
 
 
 class _Recorder:
