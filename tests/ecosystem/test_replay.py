@@ -205,3 +205,37 @@ def test_judge_checks_replay_look_by_look_and_roll_back_after_the_regression(his
     # The first look after the regression counts 180 errors against 63 over the same requests.
     assert result.decision.at == REGRESSION_AT + timedelta(minutes=1)
     assert result.looks[-1].phase == "failed" and result.decision.check == "errors-vs-stable"
+
+
+SLO = """\
+apiVersion: orchestrator.dev/v1
+kind: CanaryRollout
+metadata: {name: checkout}
+spec:
+  target: {namespace: shop, deployment: checkout}
+  change: {image: registry.local/checkout:2.0.0}
+  steps:
+    - setWeight: 20
+    - pause: {duration: 40m}
+  backgroundChecks:
+    - name: availability
+      initialDelay: 1m
+      interval: 1m
+      slo:
+        objective: 99%
+        bad: http_requests_total{app="{{app}}",{{track_selector}},code="500"}
+        total: http_requests_total{app="{{app}}",{{track_selector}}}
+        windows: [{long: 10m, short: 2m, factor: 5}]
+"""
+
+
+def test_slo_checks_replay_their_burn_rate_windows(history: str, tmp_path: Path) -> None:
+    path = tmp_path / "slo.yaml"
+    path.write_text(SLO)
+    result = replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1))
+    # 20 % errors against a 1 % budget burn 20x; the 10-minute window passes 5x once more than about
+    # 2.3 minutes of it are bad: the look at +23m. The 2-minute window alone (from +21m) does not decide.
+    assert result.decision.action == "rollback" and result.decision.at == REGRESSION_AT + timedelta(minutes=3)
+    by_time = {look.at: look for look in result.looks}
+    assert by_time[REGRESSION_AT + timedelta(minutes=1)].phase == "successful"
+    assert "error budget burning" in result.looks[-1].message
