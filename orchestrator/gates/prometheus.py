@@ -105,6 +105,10 @@ class PrometheusProvider:
             session.close()
         if response.status_code == 503:
             raise UnreachableError(SYSTEM, self.url, "not ready (HTTP 503)")
+        if response.status_code >= 500:
+            # A proxy or server failing in front of Prometheus: it cannot be used now (exit 3), and its
+            # error page says nothing a user can act on.
+            raise UnreachableError(SYSTEM, self.url, f"answered HTTP {response.status_code} {response.reason or ''}")
         if response.status_code != 200:
             raise self._http_error(response, f"HTTP {response.status_code}")
 
@@ -163,6 +167,8 @@ class PrometheusProvider:
             error = UnreachableError(SYSTEM, self.url, f"TLS verification failed: {_reason(exc)}")
             error.retryable = False
             return error
+        if isinstance(exc, requests.exceptions.TooManyRedirects):
+            return UnreachableError(SYSTEM, self.url, "redirect loop (more than 30 redirects)")
         if isinstance(exc, requests.exceptions.Timeout):
             return UnreachableError(SYSTEM, self.url, f"timed out after {self.settings.timeout_seconds:g}s")
         if isinstance(exc, requests.exceptions.ConnectionError):
@@ -181,7 +187,7 @@ class PrometheusProvider:
         if isinstance(body, dict) and body.get("error"):
             detail = f"{body.get('errorType', 'error')}: {body['error']}"
         else:
-            detail = response.text.strip()[:300] or response.reason or ""
+            detail = _plain_text(response)
         where = f"Prometheus at {self.url}"
         if status in (400, 422):
             return MetricError(f"{where} rejected the query (HTTP {status}) {detail}", retryable=False)
@@ -232,6 +238,14 @@ def _float(text: Any) -> float:
 def _aware(at: datetime) -> datetime:
     # A naive datetime is taken as UTC, never as the worker's local time.
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _plain_text(response: requests.Response) -> str:
+    """A short, one-line excerpt of a non-API body; an HTML error page is replaced by the status reason."""
+    text = response.text.strip()
+    if text.startswith("<") or "html" in response.headers.get("Content-Type", "").lower():
+        return response.reason or ""
+    return " ".join(text.split())[:300] or response.reason or ""
 
 
 def _json(response: requests.Response) -> Any:

@@ -47,8 +47,19 @@ T = TypeVar("T")
 # (connect, read) seconds for one request.
 REQUEST_TIMEOUT: tuple[float, float] = (5.0, 15.0)
 
+class _Retry(urllib3.util.Retry):
+    """One retry for a dropped keep-alive, none for a read timeout: a server that hangs once hangs again,
+    and retrying it doubled the wait (2 x 15 s) before the caller heard that it is unreachable."""
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        error = kwargs.get("error")
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise urllib3.exceptions.MaxRetryError(kwargs.get("_pool"), url or "", error) from error  # type: ignore[arg-type]
+        return super().increment(method, url, *args, **kwargs)
+
+
 # urllib3's default of three retries would multiply REQUEST_TIMEOUT; one retry covers a dropped keep-alive.
-_CONNECT_RETRIES = 1
+_CONNECT_RETRIES = _Retry(total=1, redirect=0, raise_on_status=False)
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
@@ -128,7 +139,16 @@ def kube_errors(what: str, api_client: k8s.ApiClient | None = None) -> Iterator[
     except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
         # MaxRetryError wraps the interesting cause (connection refused, DNS, timeout).
         reason = getattr(e, "reason", None) or e
-        raise UnreachableError("Kubernetes", _host(api_client), f"{what}: {reason}") from e
+        raise UnreachableError("Kubernetes", _host(api_client), f"{what}: {_one_line(reason)}") from e
+    except json.JSONDecodeError as e:
+        raise UnreachableError("Kubernetes", _host(api_client), f"{what}: {NOT_THE_API}") from e
+
+
+NOT_THE_API = "the answer is not JSON; is this address the Kubernetes API server?"
+
+
+def _one_line(reason: object) -> str:
+    return " ".join(str(reason).split())[:300]
 
 
 def retry_on_conflict(fn: Callable[[], T], attempts: int = 5, base_delay: float = 0.05) -> T:
@@ -150,10 +170,14 @@ def retry_on_conflict(fn: Callable[[], T], attempts: int = 5, base_delay: float 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_reachable(api_client: k8s.ApiClient) -> str:
+def check_reachable(api_client: k8s.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> str:
     """GET /version; returns the server's git version or raises :class:`UnreachableError` / :class:`KubeError`."""
     with kube_errors("GET /version", api_client):
-        info = k8s.VersionApi(api_client).get_code(_request_timeout=REQUEST_TIMEOUT)
+        try:
+            info = k8s.VersionApi(api_client).get_code(_request_timeout=timeout)
+        except ValueError as e:
+            # The client reads a body that is not a version object (an HTML page, a list) as a ValueError.
+            raise UnreachableError("Kubernetes", _host(api_client), f"GET /version: {NOT_THE_API}") from e
     return str(getattr(info, "git_version", "") or "unknown")
 
 
