@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.special import logsumexp
+from scipy.special import gammainc, gammaln, logsumexp
 
 from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.specs.checks import Check
@@ -290,6 +290,48 @@ def decide_counts(
     return failed, within & ~failed, log_e, np.stack([lower, upper])
 
 
+def rate_upper_bound(events: float, exposure: float, alpha: float, prior_mean: float) -> float:
+    """Anytime-valid upper confidence bound on a Poisson rate per unit of exposure (closed form).
+
+    For a candidate rate ``u`` the e-process against "the rate is at least ``u``" mixes the Poisson
+    likelihood ratios of all rates below ``u`` under a Gamma(1/2, 1/(2 prior_mean)) prior truncated to
+    ``[0, u]``; each ratio is a supermartingale when the true rate is ``u`` or more, so the mixture is
+    too. With E events over exposure N its logarithm is, in scipy's regularised incomplete gamma ``P``::
+
+        a log b - lnG(a) + lnG(E + a) - (E + a) log(N + b) + log P(E + a, (N + b) u) - log P(a, b u)
+        - E log u + N u
+
+    The bound is the ``u`` where it reaches ``log(1/alpha)``, found by bisection (deterministic).
+    """
+    a = 0.5
+    b = a / max(prior_mean, 1e-12)
+    threshold = math.log(1 / alpha)
+    const = a * math.log(b) - gammaln(a) + gammaln(events + a) - (events + a) * math.log(exposure + b)
+
+    def log_e(u: float) -> float:
+        value = const + math.log(max(gammainc(events + a, (exposure + b) * u), 1e-300))
+        value -= math.log(max(gammainc(a, b * u), 1e-300))
+        return value - (events * math.log(u) if events > 0 else 0.0) + exposure * u
+
+    if exposure <= 0:
+        return math.inf
+    lo = max(events / exposure, 1e-12)
+    hi = max(lo * 2, 1e-9)
+    while log_e(hi) < threshold:
+        hi *= 2
+        if hi > 1e6:
+            return math.inf
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        if log_e(mid) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+        if hi / lo < 1.001:
+            break
+    return hi
+
+
 def gauge_radius(n: Any, variance: Any, alpha: float) -> Array:
     """Half-width of the asymptotic confidence sequence for a mean after ``n`` looks (Waudby-Smith et al.).
 
@@ -492,6 +534,10 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)
     failed, within, log_e, lu = decide_counts(loglik, alpha, tolerance, judge.direction)
     lower, upper = math.exp(float(lu[0])), math.exp(float(lu[1]))
+    negligible = judge.negligible_rate if not latency and judge.direction is Direction.HIGHER_IS_WORSE else None
+    canary_upper = (rate_upper_bound(state.canary_events, state.canary_requests, alpha, negligible)
+                    if negligible is not None and state.canary_requests > 0 else None)  # fmt: skip
+    clean = canary_upper is not None and negligible is not None and canary_upper <= negligible
     e_value = math.exp(min(float(log_e), 700.0))
     cr = state.canary_events / state.canary_requests if state.canary_requests > 0 else None
     kr = state.control_events / state.control_requests if state.control_requests > 0 else None
@@ -513,6 +559,10 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         outcome, why, decision = Outcome.FAILED, "regression", "-> rollback"
     elif within:
         outcome, why, decision = Outcome.SUCCESSFUL, "within-tolerance", f"upper bound <= {tol} -> promote"
+    elif clean:
+        outcome, why = Outcome.SUCCESSFUL, "negligible-errors"
+        decision = (f"the canary's error rate is below {_rate(canary_upper)} with {_pct(1 - alpha, 0)} confidence, "
+                    f"within the negligible rate {_rate(negligible)} -> promote")  # fmt: skip
     else:
         outcome, why, decision = Outcome.RUNNING, reason or "collecting", f"undecided ({tol})"
     if latency and state.tail_le is None and state.started_at is not None:

@@ -167,6 +167,9 @@ class Judge(Strict):
     tolerance: Tolerance | None = None
     max_false_rollback: Fraction = Field(default=0.01, alias="maxFalseRollback")
     direction: Direction = Direction.HIGHER_IS_WORSE
+    negligible_rate: Fraction | None = Field(default=None, alias="negligibleRate")
+    """An error rate so low that a ratio does not matter (e.g. 0.1%): a canary shown to stay below it is
+    promoted even when too few errors exist to bound the ratio (counts judges, higher is worse)."""
 
     @field_validator("errors", "requests", "latency", "gauge")
     @classmethod
