@@ -322,9 +322,8 @@ def replay(spec: Any, provider: MetricProvider, start: datetime, end: datetime, 
 # ---- rendering ----------------------------------------------------------------------------------
 
 def _fmt(value: float | None) -> str:
-    from orchestrator.cli.render import fmt_value
-
-    return fmt_value(value)
+    # Four significant digits like the rollout status; "—" for a look without a value.
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _decision_line(r: Replay) -> str:
