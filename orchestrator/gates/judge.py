@@ -306,11 +306,11 @@ def rate_upper_bound(events: float, exposure: float, alpha: float, prior_mean: f
     a = 0.5
     b = a / max(prior_mean, 1e-12)
     threshold = math.log(1 / alpha)
-    const = a * math.log(b) - gammaln(a) + gammaln(events + a) - (events + a) * math.log(exposure + b)
+    const = a * math.log(b) - float(gammaln(a)) + float(gammaln(events + a)) - (events + a) * math.log(exposure + b)
 
     def log_e(u: float) -> float:
-        value = const + math.log(max(gammainc(events + a, (exposure + b) * u), 1e-300))
-        value -= math.log(max(gammainc(a, b * u), 1e-300))
+        value = const + math.log(max(float(gammainc(events + a, (exposure + b) * u)), 1e-300))
+        value -= math.log(max(float(gammainc(a, b * u)), 1e-300))
         return value - (events * math.log(u) if events > 0 else 0.0) + exposure * u
 
     if exposure <= 0:
