@@ -9,7 +9,8 @@
    objects) and labelled ``pod-template-hash``; missing pods of the current template are created (and started
    at once), then old-template pods are removed as new ones become ready (Recreate: old ones first), surplus
    pods are removed, and ``status`` is written the way ``kubectl rollout status`` reads it;
-3. PodDisruptionBudget status (expectedPods, currentHealthy, desiredHealthy, disruptionsAllowed);
+3. PodDisruptionBudget status (expectedPods, currentHealthy, desiredHealthy, disruptionsAllowed), and
+   HTTPRoute status for routes attached to a Gateway of class ``sandbox`` (``gateway_status``);
 4. ResourceQuota status (hard, used). Pods are scheduled only where the node's allocatable resources hold
    their requests, and quota admission can refuse a Deployment's pods (``apiserver_capacity``).
 
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from orchestrator.sandbox import apiserver_capacity as capacity
+from orchestrator.sandbox import gateway_status
 from orchestrator.sandbox.apiserver_disruption import budget_status, pod_ready
 from orchestrator.sandbox.apiserver_resources import ApiError
 from orchestrator.sandbox.apiserver_store import Obj, Store, now
@@ -194,6 +196,7 @@ class Controller:
                 # The deployment or its namespace went away mid-pass.
                 log.debug("deployment %s: %s", _meta(deployment).get("name"), err.message)
         self._pdb_pass()
+        self._gateway_pass()
         self._quota_pass()
 
     # --------------------------------------------------------------------------------------------- kubelet
@@ -561,6 +564,28 @@ class Controller:
                                   subresource="status")
             except ApiError as err:
                 log.debug("quota %s: %s", meta.get("name"), err.message)
+
+    # ------------------------------------------------------------------------------------- Gateway API status
+
+    def _gateway_pass(self) -> None:
+        gateways = gateway_status.our_gateways(self.store.list(gateway_status.GROUP, "v1", "gateways"))
+        if not gateways:
+            return
+        services = {(_meta(s)["namespace"], _meta(s)["name"]) for s in self.store.list("", "v1", "services")}
+        for route in self.store.list(gateway_status.GROUP, "v1", "httproutes"):
+            status = gateway_status.route_status(route, gateways, services, now())
+            if status is None or status == route.get("status"):
+                continue
+            meta = _meta(route)
+
+            def put(r: Obj, status: dict[str, Any] = status) -> None:
+                r["status"] = status
+
+            try:
+                self.store.mutate(gateway_status.GROUP, "v1", "httproutes", meta["namespace"], meta["name"], put,
+                                  subresource="status")
+            except ApiError as err:
+                log.debug("httproute %s: %s", meta.get("name"), err.message)
 
     # ------------------------------------------------------------------------------------------------- PDBs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -555,3 +556,40 @@ def test_istio_verify_reads_observed_generation_and_reconciled(kube: Any) -> Non
     status(generation, "True")
     report = router.verify_weight(target, 25)
     assert report.verified is True and report.effective == pytest.approx(25)
+
+
+def test_sandbox_gateway_controller_confirms_routes_on_its_gateways(kube: Any) -> None:
+    # A route attached to a Gateway of class "sandbox" gets status from the sandbox's gateway controller.
+    _stable_service(kube)
+    kube.custom.create_namespaced_custom_object(*GW, kube.namespace, "gateways", {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "public-gw"},
+        "spec": {"gatewayClassName": "sandbox", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+    })
+    _http_route(kube)
+    kube.core.create_namespaced_service(kube.namespace, {  # the route's other rule needs its backend too
+        "metadata": {"name": "admin"}, "spec": {"selector": {"app": "admin"}, "ports": [{"port": 80}]},
+    })
+    target = _gw_target(kube)
+    router = GatewayApiRouter(kube.api_client)
+    router.set_weight(target, 25, FAST)
+
+    def report_when(done: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while True:
+            report = router.verify_weight(target, 25)
+            if done(report) or time.monotonic() > deadline:
+                return report
+            time.sleep(0.1)
+
+    report = report_when(lambda r: r.verified is True)
+    assert report.verified is True, report.detail
+    assert "accepted with resolved refs" in report.detail and report.effective == pytest.approx(25)
+
+    k8s.CoreV1Api(kube.api_client).delete_namespaced_service("app-canary", kube.namespace)
+    report = report_when(lambda r: r.verified is False)
+    assert report.verified is False and "BackendNotFound" in report.detail and "app-canary" in report.detail
+
+    router.set_weight(target, 25, FAST)  # recreates the canary Service
+    assert report_when(lambda r: r.verified is True).verified is True
+    router.reset(target, FAST)  # waits for the controller to observe the reset, then removes the Service
+    assert sorted(s.metadata.name for s in kube.core.list_namespaced_service(kube.namespace).items) == ["admin", "app"]
