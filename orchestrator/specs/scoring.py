@@ -6,8 +6,10 @@ injection to the end of the recovery window::
 
     scoring:
       impact:
-        failedShare: sum(rate(requests_total{app="{{app}}",code=~"5.."}[1m])) / sum(rate(requests_total[1m]))
-        slowShare: 1 - sum(rate(latency_bucket{app="{{app}}",le="0.3"}[1m])) / sum(rate(latency_count[1m]))
+        failedShare: >-
+          sum(rate(requests_total{app="{{app}}",code=~"5.."}[1m])) / sum(rate(requests_total{app="{{app}}"}[1m]))
+        slowShare: >-
+          1 - sum(rate(latency_bucket{app="{{app}}",le="0.3"}[1m])) / sum(rate(latency_count{app="{{app}}"}[1m]))
       detection: ALERTS{alertstate="firing",app="{{app}}"}
       affected: kube_pod_status_ready{namespace="{{namespace}}",condition="false"} > 0
       affectedLabel: pod
