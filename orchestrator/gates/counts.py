@@ -141,7 +141,7 @@ class _Reader:
             le = labels.get("le", "")
             if by_le and not le:
                 raise MetricError(
-                    f"the latency query of check returned a series without an 'le' label ({labels}): "
+                    f"the latency query returned a series without an 'le' label ({labels}): "
                     "give the _bucket series, e.g. sum by (le) (http_request_duration_seconds_bucket{...})",
                     retryable=False,
                 )
