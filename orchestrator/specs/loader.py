@@ -150,8 +150,9 @@ class _LineLoader(Composer, _SafeBase):  # type: ignore[misc]
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            # e.g. ``!!int twenty`` or a timestamp on the 13th month: say where, not what Python said.
+        except (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+            # e.g. ``!!int twenty``, ``!!timestamp nope`` (an AttributeError inside PyYAML) or a 13th month:
+            # say where, not what Python said.
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}: {exc}", node.start_mark
             ) from None
