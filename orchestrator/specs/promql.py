@@ -114,7 +114,7 @@ def placeholders(query: str) -> list[Placeholder]:
                 if not quote or string_slot is None:
                     raise ValueError(
                         f"{{{{{name}}}}} may only appear inside a quoted label value "
-                        f'(e.g. app="{{{{{name}}}}}"); elsewhere a value could change the query'
+                        f'(e.g. {name}="{{{{{name}}}}}"); elsewhere a value could change the query'
                     )
                 found.append(Placeholder(name, i, match.end(), string_slot, quote))
             i = match.end()
