@@ -27,7 +27,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from orchestrator.errors import KubeError
+from orchestrator.errors import KubeError, NotFoundError
 from orchestrator.rails.cluster import ClusterReader, Obj, meta
 from orchestrator.rails.models import RailStatus, Verdict
 from orchestrator.specs.canary import CanaryRollout, ReplicasRouting, SetWeightStep
@@ -213,7 +213,11 @@ def _node_fit(nodes: list[Obj], pods: list[Obj], one: Resources, count: int,
 
 def capacity(cluster: ClusterReader, rollout: CanaryRollout) -> Verdict:
     target = rollout.spec.target
-    stable = cluster.deployment(target.namespace, target.deployment)
+    try:
+        stable = cluster.deployment(target.namespace, target.deployment)
+    except NotFoundError:
+        return Verdict(rail=CAPACITY, status=RailStatus.REFUSED,
+                       reason=f"Deployment {target.namespace}/{target.deployment} not found: nothing to copy")
     replicas = int((stable.get("spec") or {}).get("replicas", 1))
     pod_spec = ((stable.get("spec") or {}).get("template") or {}).get("spec") or {}
     canary, baseline = pods_needed(rollout, replicas)

@@ -103,3 +103,9 @@ def test_capacity_refuses_when_the_pods_would_stay_pending(kube: KubeTestEnv) ->
     assert "sandbox-node-1: cpu" in verdict.reason
     assert capacity(ClusterReader(kube.api_client), canary_spec(kube.namespace, "big", canary_replicas=1)).status \
         is RailStatus.OK
+
+
+def test_capacity_refuses_a_missing_target_rather_than_failing(kube: KubeTestEnv) -> None:
+    verdict = capacity(ClusterReader(kube.api_client), canary_spec(kube.namespace, "ghost"))
+    assert verdict.status is RailStatus.REFUSED
+    assert verdict.reason == f"Deployment {kube.namespace}/ghost not found: nothing to copy"
