@@ -98,7 +98,7 @@ def test_the_cli_finds_the_sandbox_by_itself_and_says_so(sandbox: Sandbox) -> No
 def test_a_command_with_no_worker_on_its_queue_says_so_at_once(sandbox: Sandbox) -> None:
     started = time.monotonic()
     run = sandbox.cli("--task-queue", "nobody-polls", "canary", "run", str(EXAMPLES / "canary.yaml"), "--wait")
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # CLI start-up and preflight on a busy 2-core machine; never the wait
     assert run.returncode == 3, run.stdout + run.stderr
     assert "no worker polls task queue 'nobody-polls'" in run.stderr
     assert "nothing was started" in run.stderr
