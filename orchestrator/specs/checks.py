@@ -135,6 +135,7 @@ class Check(Strict):
             unknown = sorted({m for m in TEMPLATE_VAR.findall(template) if m not in TEMPLATE_VARIABLES})
             if unknown:
                 raise ValueError(f"unknown template variable {{{{{unknown[0]}}}}} in {template!r}")
+            placeholders(template)  # the same placement rules as a condition's query
         return self
 
     @model_validator(mode="after")
