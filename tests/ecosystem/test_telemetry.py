@@ -236,3 +236,13 @@ def test_notify_outcome_records_time_to_rollback() -> None:
     assert got[("orchestrator_time_to_rollback_seconds_bucket", (("kind", "canary"), ("le", "5.0")))] == 1
     assert got[("orchestrator_time_to_rollback_seconds_bucket", (("kind", "canary"), ("le", "2.0")))] == 0
     assert got[("orchestrator_rollbacks_total", (("kind", "canary"), ("reason", "gate")))] == 1
+
+
+def test_the_worker_registers_notify_rollback_stuck_beside_notify_outcome() -> None:
+    from temporalio.activity import _Definition
+
+    from orchestrator.worker import collect
+
+    _, activities = collect(Settings.from_env())
+    names = {d.name for a in activities if (d := _Definition.from_callable(a)) is not None}
+    assert {"notify.outcome", "notify.rollback_stuck"} <= names
