@@ -106,6 +106,8 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
 
     rollout = load_file(file, expect="CanaryRollout")
     assert isinstance(rollout, CanaryRollout)
+    for warning in rollout.spec.warnings():  # e.g. weights the declared replicas cannot run
+        click.echo(f"{file}: warning: {warning}", err=True)
     if image is not None:
         try:
             Change(image=image)

@@ -62,3 +62,23 @@ def test_set_weight_refuses_what_is_not_a_percentage(value: str, message: str) -
     with pytest.raises(SpecError) as err:
         _load(EXAMPLE.replace("    - setWeight: 50", f"    - setWeight: {value}"))
     assert len(err.value.problems) == 1 and message in err.value.problems[0]
+
+
+def test_canary_run_prints_the_warnings_before_starting(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "hint.yaml"
+    spec.write_text(EXAMPLE.replace("type: replicas", "type: replicas\n    replicas: 4"))
+    env = {**os.environ, "ORCHESTRATOR_TEMPORAL_ADDRESS": "127.0.0.1:1", "KUBECONFIG": str(tmp_path / "none")}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "canary", "run", str(spec)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert done.returncode == 3, done.stderr  # nothing to reach: the warnings came first all the same
+    lines = [line for line in done.stderr.splitlines() if ": warning: " in line]
+    assert [line.split(": warning: ")[1].split(":")[0] for line in lines] == [
+        "spec.steps[0].setWeight", "spec.steps[4].setWeight",
+    ]
+    assert "Traceback" not in done.stderr
