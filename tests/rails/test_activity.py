@@ -45,3 +45,24 @@ async def test_rails_check_refuses_with_the_first_rails_reason(
     assert report.refused and report.reason.startswith("incidents: 1 alert(s) firing for the target: CheckoutDown")
     assert [v.rail for v in report.verdicts] == ["change-freeze", "staffed-hours", "mutual-exclusion",
                                                  "recent-deployments", "capacity", "incidents", "health"]
+
+
+async def test_a_workflow_gets_the_report_through_temporal(
+    kube: KubeTestEnv, rails_prom: RailsProm, temporal_client: Client, task_queue: str
+) -> None:
+    from temporalio.worker import Worker
+
+    from tests.rails.probe_workflow import RailsProbe
+
+    kube.apps.create_namespaced_deployment(kube.namespace, deployment_manifest("checkout", replicas=2))
+    kube.settle(4)
+    acts = RailsActivities(Settings(), api_client=kube.api_client,
+                           metrics=PrometheusProvider(PrometheusSettings(url=rails_prom.url)),
+                           rails_policy=policy(incidents={"matchLabels": {"severity": "critical", "app": "{{app}}"}}))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RailsProbe], activities=acts.activities()):
+        report = await temporal_client.execute_workflow(
+            RailsProbe.run, RailsRequest(kind="canary", spec=canary_spec(kube.namespace, "checkout")),
+            id=f"canary-{kube.namespace}-checkout", task_queue=task_queue, result_type=RailsReport)
+    assert report.refused and report.reason.startswith("incidents: 1 alert(s) firing for the target: CheckoutDown")
+    # Its own id is no conflict: the mutual-exclusion rail looked and passed.
+    assert next(v for v in report.verdicts if v.rail == "mutual-exclusion").status.value == "ok"
