@@ -37,8 +37,9 @@ def _plan(target: RouteTarget, weight: int, replicas: int | None) -> tuple[int, 
 
 
 def _ready_for(state: Availability, wanted: int) -> bool:
-    # Every wanted pod runs the current template and is available: the scale-up has fully landed.
-    return state.observed and state.desired == wanted and state.updated >= wanted and state.available >= wanted
+    # The controller has seen the new count and that many pods serve. Capacity is what counts, not the
+    # template: a rollback must not wait for a stable that is rolling to a broken template to finish.
+    return state.observed and state.desired == wanted and state.available >= wanted
 
 
 class ReplicasRouter:
@@ -110,7 +111,7 @@ class ReplicasRouter:
     def _wait_ready(self, namespace: str, name: str, wanted: int, progress: Progress) -> None:
         def probe() -> tuple[bool, str]:
             state = self.workloads.availability(namespace, name)
-            detail = f"{state.available} of {wanted} pods of {name} available ({state.updated} updated)"
+            detail = f"{state.available} of {wanted} pods of {name} available"
             return _ready_for(state, wanted), detail
 
         progress.wait_until(f"deployment {namespace}/{name} at {wanted} ready replicas", probe)
