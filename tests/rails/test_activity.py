@@ -62,7 +62,7 @@ async def test_a_workflow_gets_the_report_through_temporal(
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RailsProbe], activities=acts.activities()):
         report = await temporal_client.execute_workflow(
             RailsProbe.run, RailsRequest(kind="canary", spec=canary_spec(kube.namespace, "checkout")),
-            id=f"canary-{kube.namespace}-checkout", task_queue=task_queue, result_type=RailsReport)
+            id=f"canary-{kube.namespace}-checkout", task_queue=task_queue)
     assert report.refused and report.reason.startswith("incidents: 1 alert(s) firing for the target: CheckoutDown")
     # Its own id is no conflict: the mutual-exclusion rail looked and passed.
     assert next(v for v in report.verdicts if v.rail == "mutual-exclusion").status.value == "ok"
