@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.gates.model import CheckStatus, Measurement
+from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
 
 RESULT_SCHEMA_VERSION = 1
 # Where the canary status model lives, newest home first.
@@ -99,7 +99,7 @@ def result_schema() -> dict[str, Any]:
                              f"{RESULT_SCHEMA_VERSION}: the canary status plus schemaVersion, verdict and workflowUrl.")
     props = schema.setdefault("properties", {})
     props["schemaVersion"] = {"const": RESULT_SCHEMA_VERSION, "description": "Bumped on incompatible changes."}
-    props["verdict"] = {"enum": ["successful", "failed", "error", "inconclusive", "running", "none"],
+    props["verdict"] = {"enum": [*(p.value for p in CheckPhase), "none"],
                         "description": "The decisive gate's verdict, else the worst gate's."}
     props["workflowUrl"] = {"anyOf": [{"type": "string"}, {"type": "null"}],
                             "description": "The rollout in the Temporal UI, when ORCHESTRATOR_TEMPORAL_UI is set."}
