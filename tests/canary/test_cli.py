@@ -55,8 +55,12 @@ INVALID = [
     ("negative failure limit", VALID.replace("count: 2", "count: 2\n            failureLimit: -1"), 16,
      "spec.steps.1.analysis.checks.0.failureLimit"),
     ("unknown router", VALID.replace("  steps:", "  traffic: {type: linkerd}\n  steps:"), 8, "spec.traffic"),
-    ("baseline comparison without baseline", VALID.replace("{max: 0.01}", "{compareTo: baseline, maxRatio: 1.2}"),
-     5, "spec"),
+    ("baseline comparison without baseline", VALID.replace("{max: 0.01}", "{compareTo: baseline, maxRatio: 1.2}")
+     .replace('x{app="{{app}}"}', 'x{app="{{app}}",{{track_selector}}}'), 5, "spec"),
+    ("relative check that cannot tell its sides apart",
+     VALID.replace("{max: 0.01}", "{compareTo: stable, maxRatio: 1.2}"), 12, "spec.steps.1.analysis.checks.0"),
+    ("value placeholder outside a quoted label value", VALID.replace("[1m]))'", "[1m])) > {{version}}'"), 13,
+     "spec.steps.1.analysis.checks.0.query"),
 ]
 
 
