@@ -244,4 +244,10 @@ def policy_from_env(path: str | None = None, env: Mapping[str, str] | None = Non
         return load_policy(chosen)
     allowed = [n.strip() for n in e.get("ORCHESTRATOR_CHAOS_NAMESPACES", "").split(",") if n.strip()]
     protected = [n.strip() for n in e.get("ORCHESTRATOR_CHAOS_PROTECTED", "").split(",") if n.strip()]
-    return RailsPolicy(spec=PolicySpec(namespaces=Namespaces(allowed=allowed, protected=protected)))
+    try:
+        namespaces = Namespaces(allowed=allowed, protected=protected)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        var = "ORCHESTRATOR_CHAOS_NAMESPACES" if first["loc"][0] == "allowed" else "ORCHESTRATOR_CHAOS_PROTECTED"
+        raise SpecError([f"<environment>:0: {var}: {first['msg'].removeprefix('Value error, ')}"]) from None
+    return RailsPolicy(spec=PolicySpec(namespaces=namespaces))

@@ -66,6 +66,12 @@ def test_without_a_file_the_defaults_and_the_older_variables_apply() -> None:
     assert p.spec.freezes == [] and p.spec.staffed_hours is None
 
 
+def test_a_bad_older_variable_is_a_one_line_error() -> None:
+    with pytest.raises(SpecError) as err:
+        policy_from_env(env={"ORCHESTRATOR_CHAOS_PROTECTED": "Payments"})
+    assert err.value.problems[0].startswith("<environment>:0: ORCHESTRATOR_CHAOS_PROTECTED: String should match")
+
+
 def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
