@@ -27,6 +27,7 @@ database server does not answer or refuses the connection).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -35,13 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -54,12 +50,19 @@ from orchestrator.errors import OrchestratorError, UnreachableError
 from orchestrator.scoring.model import RunRecord
 from orchestrator.scoring.tables import runs
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 DATABASE_URL_ENV = "ORCHESTRATOR_DATABASE_URL"
 BASELINE_REVISION = "0001"
 """The revision whose shape the pre-Alembic SQLite store has."""
 _MIGRATION_LOCK = 7_210_425_331
 """PostgreSQL advisory lock key taken while migrating (any constant the project owns)."""
 _CONNECT_TIMEOUT = 5
+
+# Alembic narrates every plugin (at import) and step at INFO; the worker logs one line per migration
+# instead. Hence the level set here and Alembic imported inside the functions that use it.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class StoreError(OrchestratorError):
@@ -119,6 +122,8 @@ def to_url(location: str) -> URL:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -298,6 +303,8 @@ def _sqlite_engine(url: URL, *, create: bool, display: str) -> Engine:
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "orchestrator.scoring:migrations")
     config.attributes["connection"] = connection
@@ -305,10 +312,16 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _current(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 
 def _upgrade(engine: Engine, display: str) -> Migration:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     t0 = time.perf_counter()
     try:
         with engine.begin() as conn:
