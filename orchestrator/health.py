@@ -139,7 +139,13 @@ class HealthServer:
     def start(self) -> HealthServer:
         if self._server is not None:
             return self
-        self._server = _Server((self.host, self._requested_port), self._ready, self._metrics)
+        try:
+            self._server = _Server((self.host, self._requested_port), self._ready, self._metrics)
+        except OSError as exc:
+            from orchestrator.errors import SpecError
+
+            raise SpecError([f"<command line>:0: --health-port: cannot listen on {self.host}:{self._requested_port}: "
+                             f"{exc.strerror or exc}"]) from None
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="health-server", daemon=True
         )

@@ -298,7 +298,14 @@ def sdk_runtime(bind_address: str) -> Any:
     """
     from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+    from orchestrator.errors import SpecError
+
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+    except ValueError as exc:  # the core reports a failed bind as ValueError("Failed starting ...: <os error>")
+        reason = str(exc).split(": ", 1)[-1]
+        raise SpecError([f"<command line>:0: --sdk-metrics-port: cannot serve metrics on {bind_address}: "
+                         f"{reason}"]) from None
 
 
 def install_sdk_metrics(bind_address: str) -> Any:

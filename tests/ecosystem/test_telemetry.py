@@ -246,3 +246,22 @@ def test_the_worker_registers_notify_rollback_stuck_beside_notify_outcome() -> N
     _, activities = collect(Settings.from_env())
     names = {d.name for a in activities if (d := _Definition.from_callable(a)) is not None}
     assert {"notify.outcome", "notify.rollback_stuck"} <= names
+
+
+@pytest.mark.parametrize("option", ["--health-port", "--sdk-metrics-port"])
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(option: str, temporal_address: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "worker", option, str(port)],
+            env={**os.environ, "ORCHESTRATOR_TEMPORAL_ADDRESS": temporal_address,
+                 "ORCHESTRATOR_TASK_QUEUE": f"busy-{uuid.uuid4()}",
+                 "ORCHESTRATOR_KUBECONFIG": str(tmp_path / "missing")},
+            capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert option in proc.stderr and "in use" in proc.stderr
