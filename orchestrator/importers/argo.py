@@ -182,8 +182,10 @@ def _metric(metric: dict[str, Any], args: dict[str, Any], variables: dict[str, s
     if isinstance(check.get("failureLimit"), int) and check["failureLimit"] < 0:
         raise _Unconvertible("failureLimit", "a negative (unlimited) failureLimit never fails: not a gate")
     count = metric.get("count")
-    if isinstance(count, str):
-        raise _Unconvertible("count", f"count {count!r} is an argument reference; give a number")
+    if isinstance(count, str):  # Argo's count is an int-or-string
+        if not count.strip().isdigit():
+            raise _Unconvertible("count", f"count {count!r} is not a number (an argument reference?); give one")
+        count = int(count)
     if count is not None:
         check["count"] = count
     elif metric.get("interval") is None:

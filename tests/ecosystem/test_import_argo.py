@@ -61,6 +61,7 @@ def test_common_shapes_convert_completely_with_their_limits(tmp_path: Path) -> N
     assert c["no-alerts"]["query"].startswith("count(ALERTS{") and c["no-alerts"]["condition"] == {"max": 0.0}
     assert c["success-or-idle"]["noData"] == "pass" and c["success-or-idle"]["condition"] == {"min": 0.95}
     assert c["per-pod-latency"]["condition"] == {"max": 1.0}
+    assert c["canary-errors"]["count"] == 3  # Argo's int-or-string count, given as "3"
     assert "{{track_selector}}" in c["canary-errors"]["query"] and "rollouts_pod_template_hash" not in \
         c["canary-errors"]["query"]
     # A metric with a count is an analysis check, one without (Argo runs it to the end) a background check.
