@@ -68,14 +68,22 @@ PERMISSIONS: list[Permission] = [
     Permission(
         "apps",
         "statefulsets",
-        ("list",),
-        why="the recent-deployments rail: a StatefulSet matching a chaos target that is rolling out (rails/rollouts)",
+        ("get", "list", "patch"),
+        why="the recent-deployments rail: a StatefulSet matching a chaos target that is rolling out (rails/rollouts); "
+        "chaos targets owned by a StatefulSet: its replicas and update strategy (ready-pod floor), the opt-in "
+        "annotation and the pod-kill mark; the janitor lists marked ones",
     ),
     Permission(
         "",
         "resourcequotas",
         ("list",),
         why="the capacity rail: the canary's and baseline's pods must fit the namespace's quotas (rails/capacity)",
+    ),
+    Permission(
+        "policy",
+        "poddisruptionbudgets",
+        ("list",),
+        why="chaos ready-pod floors: the PodDisruptionBudgets selecting a target workload's pods (chaos/radius)",
     ),
     Permission(
         "",
@@ -121,6 +129,12 @@ PERMISSIONS: list[Permission] = [
         ("get", "list", "create", "delete"),
         why="create and delete StressChaos objects (chaos_mesh injector); the janitor lists marked ones",
     ),
+    Permission(
+        "chaos-mesh.org",
+        "iochaos",
+        ("get", "list", "create", "delete"),
+        why="create and delete IOChaos objects (chaos_mesh injector); the janitor lists marked ones",
+    ),
     # --- cluster-scoped, each granted only with the chart feature that needs it ---
     Permission(
         "",
@@ -138,6 +152,38 @@ PERMISSIONS: list[Permission] = [
         scope="cluster",
         feature="nodeDrain",
         why="node-drain: list the pods on the drained node in every namespace (spec.nodeName selector)",
+    ),
+    Permission(
+        "apps",
+        "deployments",
+        ("get", "list"),
+        scope="cluster",
+        feature="nodeDrain",
+        why="node-drain: the workloads of the pods it would evict in any namespace, for their ready-pod floors",
+    ),
+    Permission(
+        "apps",
+        "statefulsets",
+        ("get", "list"),
+        scope="cluster",
+        feature="nodeDrain",
+        why="node-drain: the StatefulSets of the pods it would evict in any namespace, for their floors",
+    ),
+    Permission(
+        "policy",
+        "poddisruptionbudgets",
+        ("list",),
+        scope="cluster",
+        feature="nodeDrain",
+        why="node-drain: the PodDisruptionBudgets over the pods it would evict in any namespace",
+    ),
+    Permission(
+        "",
+        "namespaces",
+        ("get",),
+        scope="cluster",
+        feature="nodeDrain",
+        why="node-drain: the opt-in annotation of every namespace whose pods it would evict",
     ),
     Permission(
         "",

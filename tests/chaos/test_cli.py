@@ -202,3 +202,50 @@ def test_janitor_command_reverts_an_expired_fault(kube: KubeTestEnv, settings: S
     assert result.returncode == 0, result.stderr
     assert f"reverted Deployment {kube.namespace}/web (run gone-1)" in result.stdout
     assert _replicas(kube) == 4
+
+
+def test_dry_run_shows_every_pod_a_drain_evicts_and_the_floors(kube: KubeTestEnv, settings: Settings,
+                                                               prom_rules: PromRules, tmp_path: Path) -> None:
+    from tests.chaos.test_radius import _drain_setup, _namespace, _unannotate
+
+    with _namespace(kube) as other_ns:
+        node, foreign = _drain_setup(kube, other_ns)
+        try:
+            exp = experiment(kube.namespace, {"type": "node-drain"}, max_percent=100).model_dump(
+                mode="json", by_alias=True)
+            exp["spec"]["blastRadius"]["disturb"] = {"nodes": [node], "namespaces": [kube.namespace, other_ns]}
+            # Drain the node: pick, by seed, a target pod that runs there.
+            on_node = sorted(p["metadata"]["name"] for p in kube.pods("app=web") if p["spec"]["nodeName"] == node)
+            kube._audit_start = kube.server.audit_log.last_seq
+            for seed in range(30):
+                exp["spec"]["target"]["seed"] = seed
+                path = _write(tmp_path, "drain.yaml", exp)
+                result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
+                assert result.returncode == 0, result.stderr
+                if f"cordon node {node}" in result.stdout:
+                    break
+            else:
+                pytest.fail("no seed drains the node")
+            for name in on_node:
+                assert f"hits: {kube.namespace}/{name} (Deployment {kube.namespace}/web)" in result.stdout
+            for name in foreign:
+                assert f"hits: {other_ns}/{name} (Deployment {other_ns}/other)" in result.stdout
+                assert f"touches: Pod {other_ns}/{name}" in result.stdout
+            assert f"plan: floor: Deployment {other_ns}/other: 2 of 2 ready, floor 1" in result.stdout
+            assert f"touches: Node {node}" in result.stdout
+            assert writes(kube, all_namespaces=True) == []
+        finally:
+            _unannotate(kube, node)
+
+
+def test_dry_run_says_when_a_round_would_be_skipped(kube: KubeTestEnv, settings: Settings, prom_rules: PromRules,
+                                                    tmp_path: Path) -> None:
+    deploy(kube, replicas=4)
+    exp = experiment(kube.namespace, {"type": "pod-kill"}, max_percent=50)
+    exp = exp.model_copy(update={"spec": exp.spec.model_copy(update={
+        "blast_radius": exp.spec.blast_radius.model_copy(update={"max_unavailable": 0})})})
+    path = _write(tmp_path, "exp.yaml", exp.model_dump(mode="json", by_alias=True))
+    result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
+    assert result.returncode == 0, result.stderr
+    assert "this round would be SKIPPED: round skipped: Deployment" in result.stdout
+    assert "below its floor of 4" in result.stdout and "experiment maxUnavailable 0 -> 4" in result.stdout

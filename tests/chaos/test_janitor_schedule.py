@@ -122,3 +122,18 @@ async def test_scheduled_janitor_reverts_an_expired_fault_and_shows_its_runs(
         finally:
             assert "off" in await janitor_schedule.ensure(temporal_client, task_queue, None)
     assert await janitor_schedule.describe(temporal_client) is None
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_chart_tells_the_janitor_whether_node_drain_is_granted(enabled: bool) -> None:
+    from helm_python.chart import Chart
+
+    from orchestrator.chaos.janitor import node_drain_enabled
+    from tests.helm.test_chart import CHART, render
+
+    objects = render(Chart.load(str(CHART)), {"chaos": {"nodeDrain": {"enabled": enabled}}})
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert node_drain_enabled(env) is enabled
+    assert any(r["resources"] == ["nodes"] or "nodes" in r["resources"]
+               for o in objects if o["kind"] == "ClusterRole" for r in o["rules"]) is enabled

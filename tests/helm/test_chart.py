@@ -157,6 +157,10 @@ def test_node_drain_adds_only_the_drain_rules_cluster_wide(chart: Chart) -> None
     assert perms.triples(cluster_role["rules"]) == {
         ("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "patch"),
         ("", "pods", "list"), ("", "pods/eviction", "create"),
+        # What the blast radius reads about every pod a drain would evict, in any namespace: its workload,
+        # that workload's PodDisruptionBudgets (the ready-pod floor) and its namespace's opt-in.
+        ("apps", "deployments", "get"), ("apps", "deployments", "list"), ("apps", "statefulsets", "get"),
+        ("apps", "statefulsets", "list"), ("policy", "poddisruptionbudgets", "list"), ("", "namespaces", "get"),
     }
     assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
 
