@@ -126,6 +126,10 @@ async def run_worker(client: Client, settings: Settings, health_port: int | None
 
         health = start_health(health_port, ready.is_set)
     await asyncio.to_thread(migrate_store, settings)
+    # A bad rails policy stops the worker here, before the janitor or any rail reads it (file:line, exit 2).
+    from orchestrator.specs.policy import policy_from_env
+
+    policy_from_env()
     for item in await asyncio.to_thread(run_janitor, settings):
         log.info("janitor reverted %s", item)
     await ensure_janitor_schedule(client, settings)

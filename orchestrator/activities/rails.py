@@ -3,7 +3,7 @@
 Workflows call it first thing (and chaos right before each injection) and end "refused" when the
 report says so. Built with its clients like the other activity classes; the Temporal client the
 mutual-exclusion rail needs is the worker's own (``activity.client()``) unless one is given, and the
-policy is read once from ``ORCHESTRATOR_POLICY`` unless one is given. The activity only reads, so a
+policy is read from ``ORCHESTRATOR_POLICY`` when the worker is built, unless one is given. The activity only reads, so a
 retry is always safe; an unreachable backend is a retryable error, never a pass.
 """
 
@@ -40,17 +40,13 @@ class RailsActivities(ActivityClients):
         temporal: Client | None = None,
         rails_policy: RailsPolicy | None = None,
     ) -> None:
+        from orchestrator.specs.policy import policy_from_env
+
         super().__init__(settings, api_client, metrics)
         self._temporal = temporal
-        self._policy = rails_policy
-
-    @property
-    def policy(self) -> RailsPolicy:
-        if self._policy is None:
-            from orchestrator.specs.policy import policy_from_env
-
-            self._policy = policy_from_env()
-        return self._policy
+        # Read when the worker is built, so a bad policy file stops the worker at start (file:line, exit 2)
+        # rather than failing the first rollout that asks.
+        self.policy = rails_policy or policy_from_env()
 
     def rails(self) -> Rails:
         from orchestrator.rails.active import TemporalActiveWork

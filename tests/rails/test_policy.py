@@ -106,3 +106,17 @@ def test_the_example_policies_are_valid(name: str) -> None:
         assert p.spec.namespaces.allowed == ["demo"]
     else:
         assert p.spec.staffed_hours is not None and p.spec.freezes and len(p.spec.health) == 2
+
+
+def test_a_worker_with_a_bad_policy_stops_at_start_with_exit_2(tmp_path: Path, temporal_address: str) -> None:
+    import os
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    env = {**os.environ, "ORCHESTRATOR_POLICY": str(bad), "ORCHESTRATOR_TEMPORAL_ADDRESS": temporal_address,
+           "ORCHESTRATOR_KUBECONFIG": str(tmp_path / "none"), "ORCHESTRATOR_TASK_QUEUE": "rails-bad-policy"}
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "worker"], capture_output=True, text=True,
+                         timeout=60, check=False, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{bad}:7: spec.freezes.0.start: give a timezone" in out.stderr
+    assert "Traceback" not in out.stderr
