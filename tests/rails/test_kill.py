@@ -82,3 +82,18 @@ def test_the_cli_reports_the_time_to_the_confirmed_off_state(tmp_path: Path, tem
     assert "flagd flag new-checkout is off" in out.stdout
     assert "confirmed off " in out.stdout and "s after the call" in out.stdout
     assert "0 of 1000 contexts get on" in out.stdout
+
+
+async def test_an_unleash_flag_is_confirmed_off_by_reading_it_back() -> None:
+    import secrets
+
+    from orchestrator.sandbox.unleash_api import UnleashAdminServer
+
+    with UnleashAdminServer(f"*:*.{secrets.token_hex(16)}") as server:
+        server.state.add_flexible_rollout(FLAG, rollout=60, stickiness="userId")
+        spec = ramp_spec({"type": "unleash", "url": server.url})
+        result = await kill(FLAG, client=None, spec=spec, env={"ORCHESTRATOR_UNLEASH_TOKEN": server.state.token})
+        assert not server.state.enabled(FLAG)
+    assert result.confirmed_off_seconds is not None
+    assert result.verification[0].startswith("read back from unleash: 60% get on") and "flag disabled" in \
+        result.verification[0]
