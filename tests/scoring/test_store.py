@@ -6,6 +6,7 @@ Every test taking ``store_location`` runs once per backend (``tests/scoring/conf
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
@@ -305,3 +306,32 @@ def test_worker_start_migrates_the_store_and_logs_how_long(
     assert "at schema 0002 (found None)" in caplog.text
     with RunStore(store_location, migrate=False) as store:  # refuses a store that is not at head
         assert store.count() == 0
+
+
+def test_runs_stored_before_the_five_factors_are_rescored_from_their_evidence(tmp_path: Path) -> None:
+    """A record written by the first store (no impact, detection source or affected targets in its JSON)."""
+    from orchestrator.scoring.formula import score_run
+
+    run = make_run(run_id="old", impact=None, recovery_time=timedelta(seconds=120),
+                   checks=[error_rate(during=[0.01, 0.09])])
+    evidence = json.loads(run.model_dump_json())
+    for key in ("impact", "detection"):
+        del evidence[key]
+    del evidence["blast_radius"]["affected"]
+    path = tmp_path / "orchestrator.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(TODAYS_SQLITE_SCHEMA)
+    conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (*_old_row(run)[:7], json.dumps(evidence)))
+    conn.commit()
+    conn.close()
+    with RunStore(path) as store:
+        loaded = store.get("old")
+    assert loaded is not None and loaded.impact is None and loaded.blast_radius.affected is None
+    result = score_run(loaded)
+    subs = {s.name: (s.value, s.weight) for s in result.subscores}
+    # detection 1, auto-recovery 0 (still over the ceiling when the fault ended), containment 1, recovery 0.5;
+    # impact not measured: (0.2 + 0 + 0.2 + 0.1 * 0.5) / 0.8 = 56.25
+    assert subs["impact"] == (None, None)
+    assert subs["auto-recovery"] == (0.0, pytest.approx(0.375))
+    assert result.score == pytest.approx(56.25)
