@@ -90,9 +90,9 @@ class PostgresCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A new empty database; returns its URL."""
-        name = f"{prefix}_{secrets.token_hex(6)}"
+    def create_database(self, prefix: str = "t", name: str | None = None) -> str:
+        """A new empty database (``name``, or a fresh one starting with ``prefix``); returns its URL."""
+        name = name or f"{prefix}_{secrets.token_hex(6)}"
         _run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name], "createdb")
         self._databases.append(name)
         return self.url(name)

@@ -2,9 +2,9 @@
 
 * ``DoubleUnleash``: ``orchestrator.sandbox.unleash_api``, the in-process HTTP double.
 * ``RealUnleash``: a real ``unleash-server`` 7.5.1 (npm, installed into ``.unleash/`` by
-  ``scripts/install-unleash.sh``) on a private PostgreSQL 15 cluster made with ``initdb`` in a
-  temporary directory. Both listen on 127.0.0.1 only; one server serves the whole session and
-  each test uses its own feature names.
+  ``scripts/install-unleash.sh``) on a private PostgreSQL 15 cluster (``tests.fixtures_pg``:
+  ``initdb`` in a temporary directory, a free port of 127.0.0.1). Both listen on 127.0.0.1 only;
+  one server serves the whole session and each test uses its own feature names.
 
 ``writes(name)`` is what reached the server after the feature was set up: for the double its
 request log, for the real server Unleash's own event log (``feature-strategy-update`` with the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from orchestrator.sandbox.unleash_api import UnleashAdminServer
+from tests.fixtures_pg import PostgresCluster
 from tests.fixtures_temporal import free_port
 
 Json = dict[str, Any]
@@ -39,7 +39,6 @@ Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 UNLEASH_PACKAGE = ROOT / ".unleash" / "node_modules" / "unleash-server"
 UNLEASH_VERSION = "7.5.1"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ENTRY = Path(__file__).with_name("unleash_server.mjs")
 INSTALL_HINT = "run scripts/install-unleash.sh (make test does)"
 STARTUP_TIMEOUT = 180.0
@@ -120,17 +119,6 @@ class DoubleUnleash:
 # --- the real server -------------------------------------------------------------------------------
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run its programs as the ``postgres`` user."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
-
-
 @dataclass
 class StartupTimes:
     postgres_seconds: float = 0.0  # initdb + start + createdb
@@ -146,15 +134,16 @@ class RealUnleash:
     url: str = ""
     times: StartupTimes = field(default_factory=StartupTimes)
     _dir: Path | None = None
-    _pg_started: bool = False
+    _pg: PostgresCluster | None = None
     _node: subprocess.Popen[bytes] | None = None
     _baseline: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def missing() -> str | None:
         """Why a real Unleash cannot run here, or None."""
-        if not (PG_BIN / "initdb").exists():
-            return f"PostgreSQL 15 is not installed ({PG_BIN}/initdb is missing): {INSTALL_HINT}"
+        postgres = PostgresCluster.missing()
+        if postgres is not None:
+            return f"{postgres}; {INSTALL_HINT}"
         package = UNLEASH_PACKAGE / "package.json"
         if not package.exists():
             return f"unleash-server is not installed ({package} is missing): {INSTALL_HINT}"
@@ -175,21 +164,9 @@ class RealUnleash:
     def start(self) -> RealUnleash:
         t0 = time.monotonic()
         self._dir = Path(tempfile.mkdtemp(prefix="orchestrator-unleash-"))
-        if os.geteuid() == 0:
-            pg = pwd.getpwnam("postgres")
-            os.chown(self._dir, pg.pw_uid, pg.pw_gid)
-        data = self._dir / "pgdata"
-        pg_port = free_port()
-        _run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                           "--no-sync", "--encoding=UTF8", "--locale=C"]), "initdb")
-        # Loopback only, socket in the private directory; durability is of no use to a test database.
-        options = (f"-c listen_addresses=127.0.0.1 -p {pg_port} -k {self._dir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        _run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self._dir / "postgres.log"),
-                           "-w", "-t", "60", "-o", options, "start"]), "pg_ctl start")
-        self._pg_started = True
-        _run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres", "unleash"],
-             "createdb")
+        self._pg = PostgresCluster().start()
+        self._pg.create_database(name="unleash")
+        pg_port = self._pg.port
         t1 = time.monotonic()
         self.times.postgres_seconds = t1 - t0
 
@@ -223,10 +200,11 @@ class RealUnleash:
         if self._dir is None:
             return ""
         parts = []
-        for name in ("unleash.log", "postgres.log"):
-            path = self._dir / name
-            if path.exists():
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
+        path = self._dir / "unleash.log"
+        if path.exists():
+            parts.append(f"--- unleash.log\n{path.read_text(errors='replace')[-3000:]}")
+        if self._pg is not None:
+            parts.append(f"--- postgres.log\n{self._pg.log_tail()}")
         return "\n".join(parts)
 
     def stop(self) -> None:
@@ -238,11 +216,9 @@ class RealUnleash:
                 self._node.kill()
                 self._node.wait(5)
             self._node = None
-        if self._pg_started and self._dir is not None:
-            subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self._dir / "pgdata"),
-                                         "-m", "fast", "-w", "-t", "30", "stop"]),
-                           capture_output=True, timeout=60, check=False)
-            self._pg_started = False
+        if self._pg is not None:
+            self._pg.stop()
+            self._pg = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
