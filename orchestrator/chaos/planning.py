@@ -20,7 +20,6 @@ from orchestrator.chaos.targets import resolve
 from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.specs.chaos import ChaosExperiment
-from orchestrator.specs.policy import RailsPolicy
 
 __all__ = ["check_remote", "expiry", "plan_fault", "prepare", "seed_for", "variables_for"]
 
@@ -134,20 +133,15 @@ async def prepare(
     canary_id: CanaryId,
     round_: int = 0,
     rails: bool = True,
-    rails_policy: RailsPolicy | None = None,
 ) -> Plan:
-    """``plan_fault`` (in a thread: the client blocks) and, with ``rails``, ``check_remote`` and, given a
-    ``rails_policy``, every rail of ``orchestrator.rails`` (freeze, staffed hours, recent deployments...)."""
+    """``plan_fault`` (in a thread: the client blocks) and, with ``rails``, ``check_remote``.
+
+    The policy's rails (freeze, staffed hours, recent deployments...) come on top, from the layer above:
+    ``orchestrator.rails.run.chaos_preflight`` on the plan this returns."""
     plan = await asyncio.to_thread(
         lambda: plan_fault(objects=objects, policy=policy, experiment=experiment, run=run, now=now, round_=round_)
     )
     if rails:
         await check_remote(metrics=metrics, active=active, experiment=experiment, plan=plan,
                            workflow_id=workflow_id, canary_id=canary_id)
-        if rails_policy is not None:
-            from orchestrator.rails.run import chaos_preflight
-
-            await chaos_preflight(api_client=objects.api_client, metrics=metrics, active=active,
-                                  chaos_policy=policy, rails_policy=rails_policy, experiment=experiment,
-                                  plan=plan, workflow_id=workflow_id, now=now)
     return plan

@@ -9,8 +9,8 @@ CLIs' ``--dry-run`` prints it. Layout (each module imports only those before it)
 
     models      request, verdict, report (pure data: workflow code sends and receives them)
     cluster     read-only Kubernetes views (list/get only: a rail never writes)
-    chaos       the chaos rails (namespaces, opt-in, blast radius, active work, error budget, alerts);
-                ``orchestrator.chaos.safety`` re-exports them
+    chaos       the chaos rails (namespaces, opt-in, blast radius, active work, error budget, alerts),
+                re-exported from ``orchestrator.chaos.safety`` (below the chaos planner: no import cycle)
     clock       change freezes, staffed hours
     signals     incidents (firing alerts), declared health queries
     rollouts    recent deployments (quiet period)

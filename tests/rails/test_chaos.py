@@ -1,5 +1,5 @@
-"""The chaos planner runs every policy rail right before an injection (``prepare(..., rails_policy=...)``), judged
-at the workflow's clock; the old ``orchestrator.chaos.safety`` names still work."""
+"""Every policy rail right before an injection: the chaos planner's plan, then ``chaos_preflight`` on it (what the
+plan activity does), judged at the workflow's clock; the chaos rails are the same functions under both names."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import PrometheusProvider
 from orchestrator.rails.active import TemporalActiveWork, canary_workflow_id
 from orchestrator.rails.chaos import check_namespace as moved
+from orchestrator.rails.run import chaos_preflight
 from orchestrator.specs.policy import RailsPolicy
 from tests.fixtures_kube import KubeTestEnv, deployment_manifest
 from tests.rails.conftest import policy
@@ -35,11 +36,14 @@ def test_the_old_import_path_is_the_same_function() -> None:
 
 async def plan(kube: KubeTestEnv, metrics: PrometheusProvider, client: Client, rails: RailsPolicy,
                now: datetime) -> Any:
-    return await prepare(
-        objects=Objects(kube.api_client), metrics=metrics, active=TemporalActiveWork(client),
-        policy=ChaosPolicy(allowed_namespaces=frozenset({kube.namespace})), experiment=experiment(kube.namespace),
-        run="r1", now=now, workflow_id=f"chaos-{kube.namespace}-kill-web", canary_id=canary_workflow_id,
-        rails_policy=rails)
+    chaos_policy = ChaosPolicy(allowed_namespaces=frozenset({kube.namespace}))
+    exp, wid, active = experiment(kube.namespace), f"chaos-{kube.namespace}-kill-web", TemporalActiveWork(client)
+    planned = await prepare(
+        objects=Objects(kube.api_client), metrics=metrics, active=active, policy=chaos_policy, experiment=exp,
+        run="r1", now=now, workflow_id=wid, canary_id=canary_workflow_id)
+    await chaos_preflight(api_client=kube.api_client, metrics=metrics, active=active, chaos_policy=chaos_policy,
+                          rails_policy=rails, experiment=exp, plan=planned, workflow_id=wid, now=now)
+    return planned
 
 
 @pytest.fixture
