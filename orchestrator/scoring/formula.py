@@ -453,10 +453,8 @@ def score_run(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> RunScor
         weighted += weight * value
         subscores.append(SubScore(name=name, value=value, weight=weight, why=why))
     # Evidence shown beside the factors, never weighted: how much tolerance the fault used, the budget it cost.
-    subscores.append(SubScore(name="deviation", value=deviation_subscore(run)[0], weight=None,
-                              why=deviation_subscore(run)[1]))
-    subscores.append(SubScore(name="budget", value=budget_subscore(run, config)[0], weight=None,
-                              why=budget_subscore(run, config)[1]))
+    for name, (value, why) in (("deviation", deviation_subscore(run)), ("budget", budget_subscore(run, config))):
+        subscores.append(SubScore(name=name, value=value, weight=None, why=why))
     if total_weight <= 0:
         return _unscored(run, "no weighted factor has evidence for this run", subscores)
 
