@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.specs.base import K8sName, Metadata, Strict
+from orchestrator.specs.base import K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import Check, NoDataPolicy
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.scoring import ScoringQueries
@@ -287,9 +287,9 @@ class SteadyState(Strict):
     @model_validator(mode="after")
     def _unique(self) -> SteadyState:
         names = [c.name for c in self.checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique; {dupes[0]!r} appears more than once")
+        dupe = first_duplicate(names)
+        if dupe is not None:
+            raise ValueError(f"check names must be unique; {dupe!r} appears more than once")
         return self
 
 

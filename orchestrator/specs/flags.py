@@ -29,7 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.specs.base import K8sName, Metadata, Strict
+from orchestrator.specs.base import K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import TEMPLATE_VAR, Check
 from orchestrator.specs.duration import Duration
 
@@ -125,9 +125,9 @@ class FlagRampSpec(Strict):
         if self.control is not None and self.control == self.variant:
             raise ValueError("control must differ from variant")
         names = [c.name for c in self.checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique; {dupes[0]!r} appears more than once")
+        dupe = first_duplicate(names)
+        if dupe is not None:
+            raise ValueError(f"check names must be unique; {dupe!r} appears more than once")
         for check in self.checks:
             if getattr(check.condition, "compare_to", None) is not None and (
                 "variant" not in TEMPLATE_VAR.findall(check.query)
