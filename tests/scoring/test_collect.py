@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,3 +131,31 @@ def test_recording_and_scoring_never_import_the_workflow_package() -> None:
             "print(sorted(m for m in sys.modules if m == 'workflows' or m.startswith('workflows.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_save_activity_reads_the_window_and_stores_the_run_once(
+    metrics: PrometheusProvider, store_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chaos.save_run`` itself, called as Temporal calls it (and called again, as a retry would)."""
+    from orchestrator.activities.chaos import ChaosActivities
+    from orchestrator.config import Settings
+    from orchestrator.scoring.store import DATABASE_URL_ENV
+    from workflows.chaos_models import ChaosPhase, ChaosStatus, RunRecordRequest, StageMeasurements
+
+    evidence = _evidence(SCORING, breach_after=timedelta(seconds=40))
+    status = ChaosStatus.model_validate({**evidence.status.model_dump(), "namespace": "prod",
+                                         "phase": ChaosPhase.COMPLETED, "checks": []})
+    request = RunRecordRequest(experiment=evidence.experiment, status=status,
+                               measurements=[StageMeasurements.model_validate(m.model_dump())
+                                             for m in evidence.measurements])
+    monkeypatch.setenv(DATABASE_URL_ENV, store_location if "://" in store_location else f"sqlite:///{store_location}")
+    activities = ChaosActivities(Settings(db_path=str(tmp_path / "unused.db")), metrics=metrics)
+    assert activities.save_run(request) == "kill-one-1"
+    assert activities.save_run(request) == "kill-one-1"
+    with RunStore(store_location) as store:
+        assert store.count() == 1
+        stored = store.get("kill-one-1")
+    assert stored is not None and stored.impact is not None
+    assert stored.impact.failed_share == pytest.approx(0.10, abs=1e-6)
+    assert stored.blast_radius.affected == ["b"]
+    assert score_run(stored).score == pytest.approx(70.0)
