@@ -1,32 +1,31 @@
 """The canary rollout, as one durable workflow.
 
     snapshot stable ─► create canary (and baseline) ─► for each step:
-        setWeight  → shift traffic, wait until the canary serves it
+        setWeight  → shift traffic, wait until the canary serves it (effective weight reported)
         pause      → hold for a duration, or until approved (timeout → rollback)
-        analysis   → evaluate checks every interval until each one decides
-    background checks run through all steps; any failing gate, ``abort``, a
-    cancellation or an unexpected error stops the walk ─► rollback:
-        traffic to stable (weight 0) ─► restore stable if promotion had begun
-        ─► remove canary and baseline
-    otherwise ─► promote: stable gets the new template, waits until available,
-        takes all traffic back, canary removed.
+        analysis   → look at every check once per interval until each one decides
+    background checks run through all steps; a failing gate, ``abort``, a cancellation or an
+    unexpected error stops the walk; a gate that cannot decide follows ``onInconclusive``
+    (pause with a timeout, or rollback) ─► rollback, each step on its own, never stuck silently:
+        traffic to stable (stable full and ready first) ─► restore stable if promotion had begun
+        ─► remove canary and baseline (only once the stable serves)
+    otherwise ─► promote: stable gets the new template and becomes available, then takes all
+        traffic back, then the canary is removed — capacity is never removed before its
+        replacement is ready.
 
-Rollback runs in ``finally`` so it also runs when the workflow is cancelled. Every side
-effect is an idempotent activity, so a worker that dies mid-step is replaced by one that
-replays history and carries on without applying any step twice.
+Controls, waits, the measurement loop, continue-as-new and compensation are the engine's
+(``workflows/engine.py``); this file holds the algorithm and its state. Every side effect is an
+idempotent activity, so a worker that dies mid-step is replaced by one that replays history and
+carries on without applying any step twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.activities.models import (
@@ -40,183 +39,127 @@ with workflow.unsafe.imports_passed_through():
         TemplateRestore,
         TemplateUpdate,
         WaitRequest,
+        WeightResult,
     )
-    from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
-    from orchestrator.gates.model import Phase as GatePhase
-    from orchestrator.gates.verdict import decide
-    from orchestrator.specs.canary import AnalysisStep, PauseStep, ReplicasRouting, SetWeightStep
-    from orchestrator.specs.checks import Check
-    from workflows.canary_models import (
-        FINAL_PHASES,
+    from orchestrator.api.canary import (
+        WORKFLOW_TYPE,
         CanaryInput,
-        CanaryResume,
+        CanaryState,
         CanaryStatus,
-        ControlRequest,
-        ControlResponse,
-        Event,
         Phase,
+        workflow_id,
     )
+    from orchestrator.gates.model import CheckPhase, CheckStatus
+    from orchestrator.gates.verdict import start
+    from orchestrator.specs.canary import (
+        AnalysisStep,
+        CanaryReplicas,
+        PauseStep,
+        ReplicasRouting,
+        SetWeightStep,
+    )
+    from orchestrator.specs.checks import Check
+    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep
 
-T = TypeVar("T")
-
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=10), maximum_attempts=8)
-# Rollback must eventually happen: keep trying for as long as it takes.
-RETRY_FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                            maximum_interval=timedelta(seconds=30), maximum_attempts=0)
-FAILED_GATE = {CheckPhase.FAILED, CheckPhase.ERROR, CheckPhase.INCONCLUSIVE}
-
-
-@dataclass
-class _Stop(Exception):
-    """Why the walk stopped before promotion."""
-
-    kind: str  # gate | abort | approval-timeout | error
-    reason: str
-    gate: CheckStatus | None = None
+class _Again(Exception):
+    """Resumed after a pause for an undecided gate: the analysis step runs again from its start."""
 
 
-class _Continue(Exception):
-    """History is long: continue as a new run from ``step`` (keeping a pause's deadline)."""
-
-    def __init__(self, step: int, deadline: datetime | None = None) -> None:
-        super().__init__(step)
-        self.step = step
-        self.deadline = deadline
+_ONCE = RetryPolicy(maximum_attempts=1)
+FINAL_BY_STOP = {"abort": Phase.ABORTED, "cancelled": Phase.ABORTED, "refused": Phase.REFUSED}
 
 
-@workflow.defn(name="CanaryRollout")
-class CanaryWorkflow:
+@workflow.defn(name=WORKFLOW_TYPE)
+class CanaryWorkflow(Controls):
     @workflow.init
     def __init__(self, inp: CanaryInput) -> None:
         spec = inp.rollout.spec
         self._inp = inp
         self._image = inp.image or spec.change.image or ""
-        self._status = CanaryStatus(
-            name=inp.rollout.metadata.name,
-            namespace=spec.target.namespace,
-            deployment=spec.target.deployment,
-            image=self._image,
-            phase=Phase.STARTING,
-            step=0,
-            steps=len(spec.steps),
-        )
-        self._stop: _Stop | None = None
-        self._paused = False
-        self._promote_now = False
-        self._approved = False
-        self._stable_modified = False
-        self._gates: dict[str, CheckStatus] = {}
-        self._snapshot: StableSnapshot | None = None
-        self._step_seconds: list[tuple[str, float]] = []
-        self._resume_deadline: datetime | None = None
-        if inp.resume is not None:
-            self._status = inp.resume.status
-            self._snapshot = inp.resume.snapshot
-            self._paused = inp.resume.paused
-            self._step_seconds = list(inp.resume.step_seconds)
-            self._resume_deadline = inp.resume.step_deadline
+        self._state = inp.state or CanaryState(status=CanaryStatus(
+            name=inp.rollout.metadata.name, namespace=spec.target.namespace, deployment=spec.target.deployment,
+            image=self._image, phase=Phase.STARTING, step=0, steps=len(spec.steps)))
+        self._status = self._state.status
+        self._fresh_step = True
+        self.engine = Engine(kind="canary", name=self._status.name, status=self._status,
+                             controls=self._state.controls, supports=frozenset(Controls.CONTROLS),
+                             history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
+                             show_paused=self._show_paused, undo_says="rolling back")
 
-    # ---- the algorithm -------------------------------------------------------------------
+    @workflow.query
+    def status(self) -> CanaryStatus:
+        return self._status
 
     @workflow.run
     async def run(self, inp: CanaryInput) -> CanaryStatus:
-        spec = inp.rollout.spec
-        first = 0 if inp.resume is None else inp.resume.step
-        if inp.resume is None:
-            self._status.started_at = workflow.now()
-            self._snapshot = await self._act(
-                "canary.snapshot_stable",
-                DeploymentRef(namespace=spec.target.namespace, name=spec.target.deployment,
-                              container=spec.target.container),
-                StableSnapshot,
-            )
-            self._status.image = self._image = self._image or self._snapshot.image
-        background: list[asyncio.Task[None]] = []
-        promoted = False
-        continuing: _Continue | None = None
         try:
-            if inp.resume is None:
-                await self._create_copies()
-                self._status.phase = Phase.PROGRESSING
-            else:
-                self._log(f"continued as a new run at step {first + 1} (history size)")
-            background = [asyncio.create_task(self._background(c)) for c in spec.background_checks]
-            for index in range(first, len(spec.steps)):
-                step = spec.steps[index]
-                self._status.step = index
-                if index > first and self._should_continue():
-                    raise _Continue(index)
-                await self._hold_while_paused()
-                if self._promote_now:
-                    self._log("promote requested: remaining steps skipped")
-                    break
-                self._raise_if_stopped()
-                began = workflow.now()
-                await self._run_step(step)
-                kind = next(iter(step.model_dump(by_alias=True)))
-                self._step_seconds.append((kind, (workflow.now() - began).total_seconds()))
-                self._raise_if_stopped()
-            self._status.step = len(spec.steps)
-            self._raise_if_stopped()
-            for task in background:
-                task.cancel()
-            await self._promote()
-            promoted = True
-        except _Continue as cont:
-            continuing = cont
-        except _Stop as stop:
-            self._stop = stop
-        except asyncio.CancelledError:
-            self._stop = _Stop("cancelled", "the workflow was cancelled")
-            raise
-        except ActivityError as err:
-            cause = err.cause or err
-            self._stop = _Stop("error", f"{err.activity_type or 'activity'} failed: {cause}")
-        except Exception as err:
-            self._stop = _Stop("error", f"unexpected failure: {err}")
-        finally:
-            for task in background:
-                task.cancel()
-            if continuing is None:
-                if not promoted:
-                    await self._rollback()
-                await self._notify()
-        if continuing is not None and self._stop is None:
-            assert self._snapshot is not None
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(CanaryInput(
-                rollout=inp.rollout, image=self._image, history_limit=inp.history_limit,
-                resume=CanaryResume(status=self._status, snapshot=self._snapshot, step=continuing.step,
-                                    step_deadline=continuing.deadline, paused=self._paused,
-                                    step_seconds=self._step_seconds)))
-        if continuing is not None:
-            # A stop arrived while continuing: roll back here rather than hand a stopping rollout on.
-            await self._rollback()
-            await self._notify()
+            await self.engine.run(self._walk, self._rollback)
+        except ContinueAsNew:
+            self._status.runs += 1
+            await self.engine.hand_over(CanaryInput(rollout=inp.rollout, image=self._image,
+                                                    history_limit=inp.history_limit, state=self._state))
+        self.engine.stage = "done"
+        await self._notify()
         return self._status
 
-    def _should_continue(self) -> bool:
-        info = workflow.info()
-        limit = self._inp.history_limit
-        if limit is not None and info.get_current_history_length() >= limit:
-            return True
-        return info.is_continue_as_new_suggested()
+    # ---- the algorithm -------------------------------------------------------------------
+
+    async def _walk(self) -> None:
+        spec = self._inp.rollout.spec
+        state = self._state
+        if state.snapshot is None:
+            self._status.started_at = workflow.now()
+            state.snapshot = await self.engine.act("canary.snapshot_stable", DeploymentRef(
+                namespace=spec.target.namespace, name=spec.target.deployment, container=spec.target.container),
+                StableSnapshot)
+            self._status.image = self._image = self._image or state.snapshot.image
+            await self._create_copies()
+            self._status.phase = Phase.PROGRESSING
+        else:
+            self.engine.log(f"continued as a new run at step {self._status.step + 1} (history size)")
+        if spec.background_checks:
+            self.engine.spawn(self._background())
+        for index in range(self._status.step, len(spec.steps)):
+            if index != self._status.step:
+                state.step_started_at = None
+            self._status.step = index
+            if state.step_started_at is None:  # a step already under way goes on while paused
+                if self.engine.should_continue():
+                    raise ContinueAsNew()
+                await self.engine.hold_while_paused()
+            if state.controls.promote:
+                self.engine.log("promote requested: remaining steps skipped")
+                break
+            self.engine.raise_if_stopped()
+            self._fresh_step = state.step_started_at is None  # False: a new run resumes this step
+            began = state.step_started_at = state.step_started_at or workflow.now()
+            step = spec.steps[index]
+            await self._run_step(step)
+            kind = next(iter(step.model_dump(by_alias=True)))
+            state.step_seconds.append((kind, (workflow.now() - began).total_seconds()))
+            state.decided.update(state.checks)
+            state.checks = {}
+            self.engine.raise_if_stopped()
+        state.step_started_at = None
+        self._status.step = len(spec.steps)
+        self.engine.raise_if_stopped()
+        self.engine.cancel_background()
+        await self._promote()
 
     async def _create_copies(self) -> None:
-        assert self._snapshot is not None
+        assert self._state.snapshot is not None
         spec = self._inp.rollout.spec
         replicas_mode = isinstance(spec.traffic, ReplicasRouting)
         # With no mesh the canary starts empty and setWeight scales it; with a router it is
         # sized up front and receives traffic only through route weights.
-        size = spec.canary_replicas or (0 if replicas_mode else self._snapshot.replicas)
-        self._log(f"creating {self._canary_name} ({size} replicas) with image {self._image}")
-        await self._act("canary.ensure_copy", CopyRequest(
-            snapshot=self._snapshot, name=self._canary_name, role="canary", rollout=self._status.name,
+        size = spec.canary_replicas or (0 if replicas_mode else self._state.snapshot.replicas)
+        self.engine.log(f"creating {self._canary_name} ({size} replicas) with image {self._image}")
+        await self.engine.act("canary.ensure_copy", CopyRequest(
+            snapshot=self._state.snapshot, name=self._canary_name, role="canary", rollout=self._status.name,
             replicas=size, image=self._image, env=spec.change.env))
         if spec.baseline:
-            await self._act("canary.ensure_copy", CopyRequest(
-                snapshot=self._snapshot, name=self._baseline_name, role="baseline",
+            await self.engine.act("canary.ensure_copy", CopyRequest(
+                snapshot=self._state.snapshot, name=self._baseline_name, role="baseline",
                 rollout=self._status.name, replicas=max(size, 1)))
         if size:
             await self._wait_available(self._canary_name)
@@ -230,262 +173,171 @@ class CanaryWorkflow:
             await self._pause(step)
         elif isinstance(step, AnalysisStep):
             self._status.step_description = "analysis: " + ", ".join(c.name for c in step.analysis.checks)
-            self._log(self._status.step_description)
-            deadline = step.analysis.duration
-            results = await asyncio.gather(*(self._watch(c, deadline) for c in step.analysis.checks))
-            del results
+            self._log_step()
+            while True:
+                began = self._state.step_started_at
+                assert began is not None
+                until = None if step.analysis.duration is None else began + step.analysis.duration
+                try:
+                    await self.engine.measure(
+                        step.analysis.checks, self._state.checks, self._evaluate, started=began, until=until,
+                        data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
+                        publish=self._publish)
+                    return
+                except _Again:
+                    # Resumed after a pause for an undecided gate: the analysis runs again, from its start.
+                    self._state.step_started_at = workflow.now()
+                    self._state.checks = {}
 
-    async def _set_weight(self, weight: int) -> None:
-        self._status.step_description = f"setWeight {weight}"
-        self._log(f"shifting {weight}% of traffic to the canary")
-        deadline = self._inp.rollout.spec.progress_deadline
-        verified = await self._act("canary.set_weight", self._route(weight), timeout=deadline + timedelta(seconds=30),
-                                   heartbeat=timedelta(seconds=10))
-        self._status.weight = weight
+    async def _set_weight(self, wanted: int | CanaryReplicas) -> None:
+        if isinstance(wanted, CanaryReplicas):
+            assert self._state.snapshot is not None
+            pods = wanted.replicas
+            weight = round(100 * pods / max(self._state.snapshot.replicas, 1))
+            self._status.step_description = f"setWeight {pods} canary pod(s)"
+            self.engine.log(f"shifting traffic to {pods} canary pod(s) (about {weight}%)")
+        else:
+            pods, weight = None, wanted
+            self._status.step_description = f"setWeight {weight}"
+            self.engine.log(f"shifting {weight}% of traffic to the canary")
+        result = await self._route_call("canary.set_weight", weight, replicas=pods)
         if weight > 0 and self._status.canary_traffic_at is None:
             self._status.canary_traffic_at = workflow.now()
-        if verified is False:
-            raise _Stop("error", f"the router did not confirm weight {weight} within the progress deadline")
+        if result.verified is False:
+            raise Stop("error", f"the router did not confirm weight {weight} within the progress deadline"
+                                + (f": {result.detail}" if result.detail else ""))
 
     async def _pause(self, step: PauseStep) -> None:
         pause = step.pause
-        now = workflow.now()
-        resumed_deadline, self._resume_deadline = self._resume_deadline, None
+        assert self._state.step_started_at is not None
         if pause.until_approved:
             assert pause.timeout is not None
-            deadline = resumed_deadline or now + pause.timeout
+            deadline = self._state.step_started_at + pause.timeout
             self._status.phase = Phase.WAITING_APPROVAL
             self._status.waiting_for = f"manual approval (timeout {pause.timeout}, then {pause.on_timeout})"
             self._status.step_description = "waiting for approval"
-            if resumed_deadline is None:
-                self._log(self._status.step_description)
-                self._approved = False
+            self.engine.waiting_approval = True
+            self._log_step()
             try:
-                await workflow.wait_condition(
-                    lambda: self._approved or self._promote_now or self._stop is not None or self._should_continue(),
-                    timeout=max(deadline - workflow.now(), timedelta(0)),
-                )
-            except TimeoutError:
-                if pause.on_timeout == "rollback":
-                    raise _Stop("approval-timeout", f"nobody approved within {pause.timeout}") from None
-                self._log("approval timed out; onTimeout says promote")
+                expired = await self.engine.wait(deadline, also=lambda: self._state.controls.approved)
             finally:
+                self.engine.waiting_approval = False
                 self._status.waiting_for = None
                 if self._status.phase == Phase.WAITING_APPROVAL:
                     self._status.phase = Phase.PROGRESSING
-            if self._approved:
-                self._log("approved")
-            elif not self._promote_now and self._stop is None and workflow.now() < deadline:
-                raise _Continue(self._status.step, deadline)
+            if self._state.controls.approved:
+                self._state.controls.approved = False
+                self.engine.log("approved")
+            elif expired and not self._state.controls.promote:
+                if pause.on_timeout == "rollback":
+                    raise Stop("approval-timeout", f"nobody approved within {pause.timeout}")
+                self.engine.log("approval timed out; onTimeout says promote")
         else:
             assert pause.duration is not None
-            deadline = resumed_deadline or now + pause.duration
             self._status.step_description = f"pause {pause.duration}"
-            if resumed_deadline is None:
-                self._log(self._status.step_description)
-            try:
-                await workflow.wait_condition(
-                    lambda: self._stop is not None or self._promote_now or self._should_continue(),
-                    timeout=max(deadline - workflow.now(), timedelta(0)),
-                )
-            except TimeoutError:
-                return
-            if self._stop is None and not self._promote_now:
-                raise _Continue(self._status.step, deadline)
+            self._log_step()
+            await self.engine.wait(self._state.step_started_at + pause.duration)
 
-    async def _watch(self, check: Check, duration: timedelta | None) -> None:
-        """Evaluate one check every interval until it decides (or its step or the rollout ends)."""
-        measurements: list[Measurement] = []
-        started = workflow.now()
-        await self._sleep(check.initial_delay)
-        while self._stop is None:
-            measurements.append(await self._measure(check))
-            finished = duration is not None and workflow.now() - started >= duration
-            status = decide(check, measurements, finished=finished)
-            self._gates[check.name] = status
-            self._status.gates = list(self._gates.values())
-            if status.phase in FAILED_GATE:
-                if self._stop is None:
-                    self._stop = _Stop("gate", status.reason, status)
-                    self._log(f"gate failed: {status.reason}")
-                raise self._stop
-            if status.phase == CheckPhase.SUCCESSFUL:
-                return
-            await self._sleep(check.interval)
-        raise self._stop
+    async def _background(self) -> None:
+        started = self._status.started_at or workflow.now()
+        await self.engine.measure(
+            self._inp.rollout.spec.background_checks, self._state.background, self._evaluate, started=started,
+            until=None, data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
+            publish=self._publish, end_on_promote=False)
 
-    async def _background(self, check: Check) -> None:
-        # A failing background check records the stop; the step loop notices it and rolls back.
-        with contextlib.suppress(_Stop):
-            await self._watch(check, None)
-
-    async def _measure(self, check: Check) -> Measurement:
-        variables = {
-            "namespace": self._status.namespace,
-            "app": self._status.deployment,
-            "target": self._status.deployment,
-            "image": self._image,
-            "version": self._image.rsplit(":", 1)[-1] if ":" in self._image else self._image,
-        }
-        try:
-            measurement: Measurement = await self._act(
-                "canary.evaluate_check", EvaluateRequest(check=check, variables=variables), Measurement,
-                retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)))
-            return measurement
-        except ActivityError as err:
-            # The metric backend itself failed: an error measurement, which the limits turn into a verdict.
-            return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
-                               message=f"evaluation failed: {err.cause or err}", at=workflow.now())
+    async def _on_verdict(self, check: Check, status: CheckStatus) -> CheckStatus:
+        """A gate failed (rollback) or cannot decide (the rollout's onInconclusive)."""
+        if status.phase is CheckPhase.FAILED:
+            raise Stop("gate", status.reason, status)
+        self._status.decisive_gate = status
+        measure_again = await self.engine.no_decision(status, self._inp.rollout.spec.on_inconclusive)
+        self._status.decisive_gate = None
+        if not measure_again:
+            return status  # promoted
+        if check.name in self._state.background:
+            self.engine.log(f"measuring {check.name} again")
+            return start(check)
+        raise _Again()
 
     async def _promote(self) -> None:
-        assert self._snapshot is not None
+        snapshot = self._state.snapshot
+        assert snapshot is not None
         spec = self._inp.rollout.spec
+        self.engine.stage = "finishing"
         self._status.phase = Phase.PROMOTING
-        self._log(f"promoting {self._image} to {spec.target.deployment}")
-        self._stable_modified = True
-        await self._act("canary.update_stable", TemplateUpdate(
-            namespace=spec.target.namespace, name=spec.target.deployment, container=self._snapshot.container,
-            image=self._image, env=spec.change.env), retry=RETRY_FOREVER)
-        await self._act("canary.reset_traffic", self._route(0), retry=RETRY_FOREVER)
+        self.engine.log(f"promoting {self._image} to {spec.target.deployment}")
+        self._state.stable_modified = True
+        await self.engine.act("canary.update_stable", TemplateUpdate(
+            namespace=spec.target.namespace, name=spec.target.deployment, container=snapshot.container,
+            image=self._image, env=spec.change.env))
+        # The stable serves the new version at full size before the canary gives up its share.
         await self._wait_available(spec.target.deployment)
-        self._status.weight = 0
+        await self._route_call("canary.reset_traffic", 0)
         await self._remove_copies(keep=False)
-        self._finish(Phase.PROMOTED, "all steps passed" if not self._promote_now else "promoted on request")
+        self._finish(Phase.PROMOTED, "promoted on request" if self._state.controls.promote else "all steps passed")
 
-    async def _rollback(self) -> None:
+    async def _rollback(self, stop: Stop) -> None:
         """Compensation: traffic back to stable first (the fast, decisive part), then clean up."""
-        stop = self._stop or _Stop("error", "stopped before promotion")
         spec = self._inp.rollout.spec
         self._status.phase = Phase.ROLLING_BACK
         self._status.reason = stop.reason
-        self._status.decisive_gate = stop.gate
+        self._status.reason_kind = stop.kind
+        self._status.decisive_gate = stop.gate or self._status.decisive_gate
         self._status.rollback_started_at = workflow.now()
-        self._log(f"rolling back: {stop.reason}")
-        problems: list[str] = []
-        try:
-            await self._act("canary.reset_traffic", self._route(0), retry=RETRY_FOREVER)
-            self._status.weight = 0
-            self._status.weight_zero_at = workflow.now()
-            if self._stable_modified and spec.rollback.restore_stable and self._snapshot is not None:
-                await self._act("canary.restore_stable", TemplateRestore(
-                    namespace=spec.target.namespace, name=spec.target.deployment,
-                    template=self._snapshot.template), retry=RETRY_FOREVER)
-                await self._wait_available(spec.target.deployment)
-            await self._remove_copies(keep=spec.rollback.keep_canary)
-        except ActivityError as err:
-            problems.append(str(err.cause or err))
-        if problems:
-            self._finish(Phase.FAILED, f"{stop.reason}; rollback incomplete: {'; '.join(problems)}")
-        elif stop.kind in ("abort", "cancelled"):
-            self._finish(Phase.ABORTED, stop.reason)
-        else:
-            self._finish(Phase.ROLLED_BACK, stop.reason)
+        self._status.paused = False
+        self.engine.log(f"rolling back: {stop.reason}")
+        steps: list[UndoStep] = []
+        if self._state.snapshot is not None:
+            steps.append(UndoStep("traffic to stable", self._traffic_to_stable))
+            serving: tuple[str, ...] = ("traffic to stable",)
+            if self._state.stable_modified and spec.rollback.restore_stable:
+                steps.append(UndoStep("restore the stable template", self._restore_stable))
+                serving += ("restore the stable template",)
+            steps.append(UndoStep("remove the canary", lambda: self._remove_copies(spec.rollback.keep_canary),
+                                  after=serving))
+        await self.engine.compensate(steps)
+        # A rollout that failed before it changed anything has nothing rolled back.
+        untouched = Phase.FAILED if self._state.snapshot is None else Phase.ROLLED_BACK
+        self._finish(FINAL_BY_STOP.get(stop.kind, untouched), stop.reason)
+
+    async def _traffic_to_stable(self) -> None:
+        await self._route_call("canary.reset_traffic", 0)
+        self._status.weight_zero_at = self._status.weight_zero_at or workflow.now()
+
+    async def _restore_stable(self) -> None:
+        spec = self._inp.rollout.spec
+        assert self._state.snapshot is not None
+        await self.engine.act("canary.restore_stable", TemplateRestore(
+            namespace=spec.target.namespace, name=spec.target.deployment, template=self._state.snapshot.template))
+        await self._wait_available(spec.target.deployment)
 
     async def _remove_copies(self, keep: bool) -> None:
         ns = self._status.namespace
         names = [self._canary_name] + ([self._baseline_name] if self._inp.rollout.spec.baseline else [])
         for name in names:
             if keep:
-                await self._act("canary.scale", ScaleRequest(namespace=ns, name=name, replicas=0),
-                                retry=RETRY_FOREVER)
+                await self.engine.act("canary.scale", ScaleRequest(namespace=ns, name=name, replicas=0))
             else:
-                await self._act("canary.delete_copy", DeploymentRef(namespace=ns, name=name),
-                                retry=RETRY_FOREVER)
+                await self.engine.act("canary.delete_copy", DeploymentRef(namespace=ns, name=name))
 
     async def _notify(self) -> None:
         try:
-            await workflow.execute_activity(
+            await self.engine.act(
                 "notify.outcome",
                 NotifyRequest(kind="canary", name=self._status.name, outcome=self._status.phase.value,
                               target=f"{self._status.namespace}/{self._status.deployment}",
                               reason=self._status.reason, workflow_id=workflow.info().workflow_id,
-                              reason_kind=self._stop.kind if self._stop else None,
-                              step_seconds=self._step_seconds),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-            )
-        except ActivityError:
-            pass  # a notification never changes the outcome
-
-    # ---- controls --------------------------------------------------------------------------
-
-    @workflow.query
-    def status(self) -> CanaryStatus:
-        return self._status
-
-    @workflow.update
-    def pause(self, req: ControlRequest) -> ControlResponse:
-        self._paused = True
-        self._status.paused = True
-        self._log(f"paused{self._by(req)}")
-        return ControlResponse(accepted=True, message="paused: no further step starts until resumed")
-
-    @pause.validator
-    def _validate_pause(self, req: ControlRequest) -> None:
-        self._require_running()
-        if self._paused:
-            raise ValueError("already paused")
-
-    @workflow.update
-    def resume(self, req: ControlRequest) -> ControlResponse:
-        self._paused = False
-        self._status.paused = False
-        self._log(f"resumed{self._by(req)}")
-        return ControlResponse(accepted=True, message="resumed")
-
-    @resume.validator
-    def _validate_resume(self, req: ControlRequest) -> None:
-        self._require_running()
-        if not self._paused:
-            raise ValueError("not paused")
-
-    @workflow.update
-    def promote(self, req: ControlRequest) -> ControlResponse:
-        self._promote_now = True
-        self._paused = False
-        self._status.paused = False
-        self._log(f"promotion requested{self._by(req)}")
-        return ControlResponse(accepted=True, message="promoting: remaining steps are skipped")
-
-    @promote.validator
-    def _validate_promote(self, req: ControlRequest) -> None:
-        self._require_running()
-
-    @workflow.update
-    def abort(self, req: ControlRequest) -> ControlResponse:
-        reason = f"aborted{self._by(req)}" + (f": {req.reason}" if req.reason else "")
-        if self._stop is None:
-            self._stop = _Stop("abort", reason)
-        self._log(reason)
-        return ControlResponse(accepted=True, message="rolling back")
-
-    @abort.validator
-    def _validate_abort(self, req: ControlRequest) -> None:
-        self._require_running()
-
-    @workflow.update
-    def approve(self, req: ControlRequest) -> ControlResponse:
-        self._approved = True
-        self._log(f"approval received{self._by(req)}")
-        return ControlResponse(accepted=True, message="approved")
-
-    @approve.validator
-    def _validate_approve(self, req: ControlRequest) -> None:
-        self._require_running()
-        if self._status.phase != Phase.WAITING_APPROVAL:
-            raise ValueError(f"nothing waits for approval (phase: {self._status.phase.value})")
+                              reason_kind=self._status.reason_kind, step_seconds=self._state.step_seconds,
+                              time_to_rollback_seconds=self._time_to_rollback()),
+                timeout=timedelta(seconds=10), retry=_ONCE)
+        except Exception:  # a notification never changes the outcome
+            workflow.logger.warning("the outcome notification failed")
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _require_running(self) -> None:
-        if self._status.phase in FINAL_PHASES or self._status.phase in (Phase.ROLLING_BACK, Phase.PROMOTING):
-            raise ValueError(f"the rollout is {self._status.phase.value}")
-        if self._stop is not None:
-            raise ValueError("the rollout is stopping")
-
-    @staticmethod
-    def _by(req: ControlRequest) -> str:
-        return f" by {req.by}" if req.by else ""
+    def _time_to_rollback(self) -> float | None:
+        began, zero = self._status.rollback_started_at, self._status.weight_zero_at
+        return None if began is None or zero is None else (zero - began).total_seconds()
 
     @property
     def _canary_name(self) -> str:
@@ -495,61 +347,65 @@ class CanaryWorkflow:
     def _baseline_name(self) -> str:
         return f"{self._status.deployment}-baseline"
 
-    def _route(self, weight: int) -> RouteRequest:
-        assert self._snapshot is not None
-        return RouteRequest(
+    async def _route_call(self, activity: str, weight: int, *, replicas: int | None = None) -> WeightResult:
+        snapshot = self._state.snapshot
+        assert snapshot is not None
+        spec = self._inp.rollout.spec
+        raw = await self.engine.act(activity, RouteRequest(
             namespace=self._status.namespace, rollout=self._status.name, stable=self._status.deployment,
-            canary=self._canary_name, total_replicas=self._snapshot.replicas,
-            routing=self._inp.rollout.spec.traffic, weight=weight,
-            verify_seconds=self._inp.rollout.spec.progress_deadline.total_seconds())
+            canary=self._canary_name, total_replicas=snapshot.replicas, routing=spec.traffic, weight=weight,
+            replicas=replicas, verify_seconds=spec.progress_deadline.total_seconds()),
+            timeout=spec.progress_deadline + timedelta(seconds=30), heartbeat=timedelta(seconds=10))
+        result = (WeightResult.model_validate(raw) if isinstance(raw, dict)
+                  else WeightResult(requested=weight, effective=weight, verified=raw))
+        self._status.weight = weight
+        self._status.effective_weight = result.effective
+        self._status.weight_verified = result.verified
+        self._status.weight_detail = result.detail
+        if result.effective != weight or result.detail:
+            self.engine.log(f"weight {weight}%: the canary gets {result.effective:g}%"
+                            + (f" ({result.detail})" if result.detail else ""))
+        return result
 
-    def _raise_if_stopped(self) -> None:
-        if self._stop is not None:
-            raise self._stop
+    def _evaluate_request(self, check: Check) -> EvaluateRequest:
+        version = self._image.rsplit(":", 1)[-1] if ":" in self._image else self._image
+        return EvaluateRequest(check=check, variables={
+            "namespace": self._status.namespace, "app": self._status.deployment,
+            "target": self._status.deployment, "image": self._image, "version": version})
 
-    async def _hold_while_paused(self) -> None:
-        if self._paused:
+    @property
+    def _evaluate(self) -> Any:
+        return self.engine.evaluator("canary.evaluate_check", self._evaluate_request)
+
+    def _log_step(self) -> None:
+        if self._fresh_step:
+            self.engine.log(self._status.step_description)
+
+    def _publish(self) -> None:
+        self._status.gates = list({**self._state.decided, **self._state.background, **self._state.checks}.values())
+
+    def _show_paused(self, paused: bool) -> None:
+        if paused and self._status.phase in (Phase.PROGRESSING, Phase.WAITING_APPROVAL):
             self._status.phase = Phase.PAUSED
-            await workflow.wait_condition(lambda: not self._paused or self._stop is not None)
-            if self._status.phase == Phase.PAUSED:
-                self._status.phase = Phase.PROGRESSING
+        elif not paused and self._status.phase == Phase.PAUSED:
+            self._status.phase = Phase.PROGRESSING
 
-    async def _sleep(self, duration: timedelta) -> None:
-        """Sleep, waking early when the rollout stops or is promoted."""
-        if duration.total_seconds() <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: self._stop is not None or self._promote_now, timeout=duration)
+    def _stuck_phase(self, stuck: bool) -> None:
+        self._status.phase = Phase.ROLLBACK_STUCK if stuck else Phase.ROLLING_BACK
 
     async def _wait_available(self, name: str) -> None:
         deadline = self._inp.rollout.spec.progress_deadline
-        await self._act("canary.wait_available",
-                        WaitRequest(namespace=self._status.namespace, name=name,
-                                    deadline_seconds=deadline.total_seconds()),
-                        timeout=deadline + timedelta(seconds=30), heartbeat=timedelta(seconds=10))
-
-    async def _act(self, name: str, arg: Any, result: type[T] | None = None, *,
-                   timeout: timedelta = timedelta(seconds=30), heartbeat: timedelta | None = None,
-                   retry: RetryPolicy = RETRY) -> Any:
-        return await workflow.execute_activity(
-            name, arg, result_type=result, start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat, retry_policy=retry)
+        await self.engine.act("canary.wait_available",
+                              WaitRequest(namespace=self._status.namespace, name=name,
+                                          deadline_seconds=deadline.total_seconds()),
+                              timeout=deadline + timedelta(seconds=30), heartbeat=timedelta(seconds=10))
 
     def _finish(self, phase: Phase, reason: str) -> None:
         self._status.phase = phase
         self._status.reason = reason
+        self._status.paused = False
         self._status.finished_at = workflow.now()
-        self._log(f"{phase.value}: {reason}")
-
-    def _log(self, message: str) -> None:
-        self._status.events.append(Event(at=workflow.now(), message=message))
-        workflow.logger.info(message)
-
-
-def workflow_id(namespace: str, deployment: str) -> str:
-    """One rollout per target: the workflow id is derived from the target."""
-    return f"canary-{namespace}-{deployment}"
+        self.engine.log(f"{phase.value}: {reason}")
 
 
 __all__ = ["CanaryWorkflow", "workflow_id"]

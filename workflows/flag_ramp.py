@@ -1,301 +1,246 @@
 """The feature-flag ramp, as one durable workflow.
 
-    read the flag ─► for each stage (percent, hold):
+    read the flag (what a revert will restore) ─► for each stage (percent, hold):
         set the percentage (idempotent activity; recorded in ``applied``)
-        hold: evaluate every check at its interval; a failing verdict stops the ramp
+        hold: look at every check once per interval; a failing verdict stops the ramp
         at the end of the hold: enough traffic? (minimumSample)
-            no  → extend by extendBy, up to maxExtensions, then stop: "not enough traffic"
+            no  → extend by extendBy, up to maxExtensions, then "not enough traffic"
             yes → checks still running are decided; the next stage begins
-    a stop (failing gate, not enough traffic, abort, cancellation, unexpected error)
-        onFailure: revert → the flag goes back to 0 % (in ``finally``, so it survives cancellation)
-        onFailure: pause  → the flag stays; the ramp waits for resume (the stage runs again),
-                            promote or abort
+    a failed gate          → onFailure: revert, or pause (the flag stays; resume runs the stage again)
+    no decision            → onInconclusive (not enough traffic, inconclusive or unmeasurable gates):
+                             pause with a timeout, or revert — never onward
+    abort, cancellation, unexpected error → revert: the flag goes back to what it served before the
+                             ramp (a kill switch's abort leaves it off)
     promote → 100 % at once, remaining stages skipped
 
-Every percentage change is one activity that writes nothing when the provider already
-has that value, and completed activities are never re-run on replay: a worker killed
-mid-ramp is replaced by one that carries on without applying any stage twice.
-Gates keep watching while the ramp is paused by hand; a paused stage just does not end.
+Controls, waits, the measurement loop, continue-as-new and compensation are the engine's
+(``workflows/engine.py``). Every percentage change is one activity that writes nothing when the
+provider already has that value, and completed activities are never re-run on replay: a worker
+killed mid-ramp is replaced by one that carries on without applying any stage twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.activities.flags import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
-    from orchestrator.flags.base import Allocation, Change
-    from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
-    from orchestrator.gates.model import Phase as GatePhase
-    from orchestrator.gates.verdict import decide
-    from orchestrator.specs.checks import Check
-    from orchestrator.specs.flags import OnFailure, Stage, ramp_workflow_id
-    from workflows.flag_ramp_models import (
-        FINAL_PHASES,
-        ControlRequest,
-        ControlResponse,
-        Event,
+    from orchestrator.activities.models import NotifyRequest
+    from orchestrator.api.flags import (
+        WORKFLOW_TYPE,
         FlagRampInput,
+        FlagRampState,
         FlagRampStatus,
         Phase,
         StageRecord,
     )
+    from orchestrator.flags.base import Allocation, Change
+    from orchestrator.gates.model import CheckPhase, CheckStatus
+    from orchestrator.specs.checks import Check, OnInconclusive
+    from orchestrator.specs.flags import OnFailure, Stage, ramp_workflow_id
+    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep
 
-T = TypeVar("T")
-
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=10), maximum_attempts=8)
-# Reverting must eventually happen: keep trying for as long as it takes.
-RETRY_FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                            maximum_interval=timedelta(seconds=30), maximum_attempts=0)
-FAILED_GATE = {CheckPhase.FAILED, CheckPhase.ERROR, CheckPhase.INCONCLUSIVE}
-
-
-@dataclass
-class _Stop(Exception):
-    """Why the ramp stopped before completing."""
-
-    kind: str  # gate | traffic | abort | cancelled | error
-    reason: str
-    gate: CheckStatus | None = None
+class _Again(Exception):
+    """Resumed after a pause for a failed or undecided gate: the stage runs again from its start."""
 
 
-@workflow.defn(name="FlagRamp")
-class FlagRampWorkflow:
+FINAL_BY_STOP = {"abort": Phase.ABORTED, "kill": Phase.ABORTED, "cancelled": Phase.ABORTED,
+                 "refused": Phase.REFUSED}
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class FlagRampWorkflow(Controls):
     @workflow.init
     def __init__(self, inp: FlagRampInput) -> None:
         spec = inp.ramp.spec
         self._inp = inp
         self._ref = FlagRef(provider=spec.provider, flag=spec.flag, variant=spec.variant, control=spec.control)
-        self._status = FlagRampStatus(
-            name=inp.ramp.metadata.name,
-            workflow_id=ramp_workflow_id(spec.provider.type, spec.flag),
-            provider=spec.provider.type,
-            flag=spec.flag,
-            variant=spec.variant,
-            control=spec.control,
-            phase=Phase.STARTING,
-            stage=0,
-            stages=len(spec.stages),
-        )
-        self._stop: _Stop | None = None
-        self._paused = False
-        self._promote_now = False
-        self._control_variant = spec.control or "off"
+        self._state = inp.state or FlagRampState(status=FlagRampStatus(
+            name=inp.ramp.metadata.name, workflow_id=ramp_workflow_id(spec.provider.type, spec.flag),
+            provider=spec.provider.type, flag=spec.flag, variant=spec.variant, control=spec.control,
+            phase=Phase.STARTING, stage=0, stages=len(spec.stages)))
+        self._status = self._state.status
+        self.engine = Engine(kind="flag_ramp", name=self._status.name, status=self._status,
+                             controls=self._state.controls,
+                             supports=frozenset({"pause", "resume", "promote", "abort", "retry"}),
+                             history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
+                             show_paused=self._show_paused, undo_says="reverting")
 
-    # ---- the algorithm -------------------------------------------------------------------
+    @workflow.query
+    def status(self) -> FlagRampStatus:
+        return self._status
 
     @workflow.run
     async def run(self, inp: FlagRampInput) -> FlagRampStatus:
-        spec = inp.ramp.spec
-        self._status.started_at = workflow.now()
-        completed = False
         try:
-            initial: Allocation = await self._act("flags.read", self._ref, Allocation)
-            self._status.initial_percent = self._status.percent = initial.percent
-            self._control_variant = spec.control or initial.control or "off"
-            self._status.control = self._control_variant
-            self._log(f"{spec.flag} ({spec.provider.type}) serves {spec.variant} to {initial.percent:g}% "
-                      f"({initial.detail})")
-            self._status.phase = Phase.RAMPING
-            index = 0
-            while index < len(spec.stages):
-                self._status.stage = index
-                await self._hold_while_paused()
-                if self._promote_now:
-                    break
-                self._raise_if_stopped()
-                if await self._run_stage(index, spec.stages[index]):
-                    index += 1
-            self._status.stage = len(spec.stages)
-            self._raise_if_stopped()
-            if self._promote_now:
-                self._log("promote requested: remaining stages skipped")
-                await self._apply(100.0)
-                self._finish(Phase.COMPLETED, "promoted on request: 100%")
-            else:
-                self._finish(Phase.COMPLETED, f"all {len(spec.stages)} stages passed at "
-                                              f"{spec.stages[-1].percent:g}%")
-            completed = True
-        except _Stop as stop:
-            self._stop = stop
-        except asyncio.CancelledError:
-            self._stop = _Stop("cancelled", "the workflow was cancelled")
-            raise
-        except ActivityError as err:
-            self._stop = _Stop("error", f"{err.activity_type or 'activity'} failed: {err.cause or err}")
-        except Exception as err:
-            self._stop = _Stop("error", f"unexpected failure: {err}")
-        finally:
-            if not completed:
-                await self._revert()
+            await self.engine.run(self._walk, self._revert)
+        except ContinueAsNew:
+            self._status.runs += 1
+            await self.engine.hand_over(FlagRampInput(ramp=inp.ramp, history_limit=inp.history_limit,
+                                                      state=self._state))
+        self.engine.stage = "done"
+        await self._notify()
         return self._status
 
-    async def _run_stage(self, index: int, stage: Stage) -> bool:
-        """Apply and hold one stage; True when it passed, False when it must run again (after a pause)."""
+    # ---- the algorithm -------------------------------------------------------------------
+
+    async def _walk(self) -> None:
         spec = self._inp.ramp.spec
-        record = StageRecord(index=index, percent=stage.percent)
-        self._status.history.append(record)
-        await self._apply(stage.percent)
-        record.applied_at = workflow.now()
-        self._log(f"stage {index + 1}/{len(spec.stages)}: {stage.percent:g}% for {stage.hold}")
+        state = self._state
+        if state.initial is None:
+            self._status.started_at = workflow.now()
+            # Read before anything is written: a ramp that cannot start leaves the flag as it was.
+            initial: Allocation = await self.engine.act("flags.read", self._ref, Allocation)
+            state.initial = initial
+            self._status.initial_percent = self._status.percent = initial.percent
+            state.control_variant = self._status.control = spec.control or initial.control or "off"
+            self.engine.log(f"{spec.flag} ({spec.provider.type}) serves {spec.variant} to {initial.percent:g}% "
+                            f"({initial.detail})")
+            self._status.phase = Phase.RAMPING
+        else:
+            self.engine.log(f"continued as a new run at stage {self._status.stage + 1} (history size)")
+        while self._status.stage < len(spec.stages):
+            if state.stage_started_at is None:  # a stage already under way goes on while paused
+                if self.engine.should_continue():
+                    raise ContinueAsNew()
+                await self.engine.hold_while_paused()
+            if state.controls.promote:
+                break
+            self.engine.raise_if_stopped()
+            if await self._run_stage(self._status.stage, spec.stages[self._status.stage]):
+                self._status.stage += 1
+            state.stage_started_at = state.stage_end = None
+            state.checks = {}
+        self._status.stage = len(spec.stages)
+        self.engine.raise_if_stopped()
+        self.engine.stage = "finishing"
+        if state.controls.promote:
+            self.engine.log("promote requested: remaining stages skipped")
+            await self._apply(100.0)
+            self._finish(Phase.COMPLETED, "promoted on request: 100%")
+        else:
+            self._finish(Phase.COMPLETED, f"all {len(spec.stages)} stages passed at {spec.stages[-1].percent:g}%")
+
+    async def _run_stage(self, index: int, stage: Stage) -> bool:
+        """Apply and hold one stage; True when it passed, False when it runs again (resumed after a pause)."""
+        spec = self._inp.ramp.spec
+        state = self._state
+        if state.stage_started_at is None:
+            self._status.history.append(StageRecord(index=index, percent=stage.percent))
+            await self._apply(stage.percent)
+            state.stage_started_at = self._status.history[-1].applied_at = workflow.now()
+            state.stage_end = state.stage_started_at + stage.hold
+            state.sample_base = await self._sample() if spec.minimum_sample else None
+            self.engine.log(f"stage {index + 1}/{len(spec.stages)}: {stage.percent:g}% for {stage.hold}")
+        record = self._status.history[-1]
+        self._status.gates = []
         try:
-            await self._hold(stage, record)
-        except _Stop as stop:
-            record.outcome = "not-enough-traffic" if stop.kind == "traffic" else (
-                "aborted" if stop.kind in ("abort", "cancelled") else "failed")
+            await self.engine.measure(
+                spec.checks, state.checks, self._evaluate, started=state.stage_started_at, until=state.stage_end,
+                data_since=lambda: state.stage_started_at, on_verdict=self._on_verdict, publish=self._publish,
+                extend=self._extend, hold=True)
+        except Stop as stop:
+            record.outcome = {"traffic": "not-enough-traffic", "gate": "failed", "inconclusive": "failed"}.get(
+                stop.kind, "aborted")
             record.ended_at = workflow.now()
-            if stop.kind in ("gate", "traffic") and spec.on_failure is OnFailure.PAUSE:
-                return await self._pause_on_failure(stop)
             raise
+        except _Again:
+            record.outcome = "resumed"
+            record.ended_at = workflow.now()
+            return False
         record.ended_at = workflow.now()
-        record.outcome = "promoted" if self._promote_now else "passed"
+        record.outcome = "promoted" if state.controls.promote else "passed"
         return True
 
-    async def _hold(self, stage: Stage, record: StageRecord) -> None:
-        """Watch the gates for the hold; extend while traffic is short; decide the checks at the end."""
-        spec = self._inp.ramp.spec
-        checks = list(spec.checks)
-        start = workflow.now()
-        end = start + stage.hold
-        measurements: dict[str, list[Measurement]] = {c.name: [] for c in checks}
-        due: dict[str, datetime] = {c.name: start + c.initial_delay for c in checks}
-        verdicts: dict[str, CheckStatus] = {}
-        self._status.gates = []
-        base = await self._sample() if spec.minimum_sample else None
+    async def _extend(self, open_checks: list[Check]) -> datetime | None:
+        """The hold is over: does the stage go on (paused, counting, not enough traffic) or end?"""
+        state = self._state
+        now = workflow.now()
+        step = min([c.interval for c in self._inp.ramp.spec.checks] or [timedelta(seconds=5)])
+        if state.controls.paused or any(c.count is not None for c in open_checks):
+            return now + step  # gates keep watching; the stage ends once resumed / counted
+        ms = self._inp.ramp.spec.minimum_sample
+        if ms is None:
+            return None
+        record = self._status.history[-1]
+        seen = self._increase(state.sample_base, await self._sample())
+        record.sample = seen
+        if seen >= ms.min:
+            return None
+        if record.extensions < ms.max_extensions:
+            record.extensions += 1
+            state.stage_end = now + ms.extend_by
+            self.engine.log(f"not enough traffic yet ({seen:g} of {ms.min}): stage extended by {ms.extend_by} "
+                            f"({record.extensions}/{ms.max_extensions})")
+            return state.stage_end
+        percent = self._inp.ramp.spec.stages[self._status.stage].percent
+        reason = (f"not enough traffic at {percent:g}%: {seen:g} of {ms.min} needed after "
+                  f"{record.extensions} extension(s) of {ms.extend_by}")
+        self._status.not_enough_traffic = True
+        if not await self._undecided(reason, None):
+            return None
+        self._status.not_enough_traffic = False
+        raise _Again()
 
-        def publish() -> None:
-            record.gates = list(verdicts.values())
-            self._status.gates = record.gates
+    async def _on_verdict(self, check: Check, status: CheckStatus) -> CheckStatus:
+        percent = self._inp.ramp.spec.stages[self._status.stage].percent
+        reason = f"gate failed at {percent:g}%: {status.reason}"
+        if status.phase is CheckPhase.FAILED:
+            if self._inp.ramp.spec.on_failure is not OnFailure.PAUSE:
+                raise Stop("gate", reason, status)
+            policy = OnInconclusive(action="pause", timeout=self._inp.ramp.spec.on_inconclusive.timeout)
+            self._status.reason = reason
+            again = await self.engine.no_decision(status.model_copy(update={"reason": reason}), policy)
+            self._status.reason = None
+        else:
+            again = await self._undecided(f"no decision at {percent:g}%: {status.reason}", status)
+        if not again:
+            return status  # promoted
+        raise _Again()
 
-        while True:
-            running = [c for c in checks if c.name not in verdicts or not verdicts[c.name].phase.final]
-            now = workflow.now()
-            for check in running:
-                if due[check.name] <= now:
-                    measurements[check.name].append(await self._measure(check))
-                    verdict = decide(check, measurements[check.name], finished=False)
-                    verdicts[check.name] = verdict
-                    publish()
-                    due[check.name] = workflow.now() + check.interval
-                    if verdict.phase in FAILED_GATE:
-                        raise _Stop("gate", f"gate failed at {stage.percent:g}%: {verdict.reason}", verdict)
-                self._raise_if_stopped()
-                if self._promote_now:
-                    return
-            running = [c for c in checks if not verdicts.get(c.name) or not verdicts[c.name].phase.final]
-            now = workflow.now()
-            # The stage ends when its hold is over, it is not paused, and counted checks have decided.
-            if now >= end and not self._paused and not any(c.count is not None for c in running):
-                if spec.minimum_sample is not None:
-                    ms = spec.minimum_sample
-                    seen = self._increase(base, await self._sample())
-                    record.sample = seen
-                    if seen < ms.min:
-                        if record.extensions >= ms.max_extensions:
-                            raise _Stop(
-                                "traffic",
-                                f"not enough traffic at {stage.percent:g}%: {seen:g} of {ms.min} needed "
-                                f"after {record.extensions} extension(s) of {ms.extend_by}",
-                            )
-                        record.extensions += 1
-                        end = workflow.now() + ms.extend_by
-                        self._log(f"not enough traffic yet ({seen:g} of {ms.min}): stage extended by "
-                                  f"{ms.extend_by} ({record.extensions}/{ms.max_extensions})")
-                        continue
-                for check in running:
-                    verdict = decide(check, measurements[check.name], finished=True)
-                    verdicts[check.name] = verdict
-                    publish()
-                    if verdict.phase in FAILED_GATE:
-                        raise _Stop("gate", f"gate failed at {stage.percent:g}%: {verdict.reason}", verdict)
-                return
-            wake = [due[c.name] for c in running]
-            if now < end:
-                wake.append(end)
-            timeout = (min(wake) - now) if wake else None
-            if timeout is not None and timeout <= timedelta(0):
-                continue
-            await self._wait(timeout)
+    async def _undecided(self, reason: str, status: CheckStatus | None) -> bool:
+        """Inconclusive or not enough traffic: the ramp's onInconclusive (pause with a timeout, or revert)."""
+        gate = status or CheckStatus(check="minimumSample", phase=CheckPhase.INCONCLUSIVE, reason=reason)
+        self._status.decisive_gate = status
+        try:
+            return await self.engine.no_decision(gate.model_copy(update={"reason": reason}),
+                                                 self._inp.ramp.spec.on_inconclusive)
+        except Stop as stop:
+            raise Stop("traffic" if status is None else stop.kind, stop.reason, status) from None
 
-    async def _wait(self, timeout: timedelta | None) -> None:
-        """Sleep until ``timeout`` or a stop or promotion; with no timeout, until resumed."""
-        idle = timeout is None  # nothing to measure: only a resume (or a stop) moves the stage on
-
-        def wake() -> bool:
-            return self._stop is not None or self._promote_now or (idle and not self._paused)
-
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(wake, timeout=timeout)
-
-    async def _pause_on_failure(self, stop: _Stop) -> bool:
-        """onFailure: pause — keep the flag where it is and wait for a human."""
-        self._paused = True
-        self._status.paused = True
-        self._status.phase = Phase.PAUSED
-        self._status.reason = stop.reason
-        self._status.decisive_gate = stop.gate
-        self._log(f"paused on failure (onFailure: pause): {stop.reason}; resume to run the stage again, "
-                  "promote or abort")
-        await workflow.wait_condition(lambda: not self._paused or self._stop is not None or self._promote_now)
-        self._raise_if_stopped()
-        if self._status.phase == Phase.PAUSED:
-            self._status.phase = Phase.RAMPING
-        self._status.reason = None
-        return self._promote_now  # promoted: the stage loop ends; resumed: run the stage again
-
-    async def _revert(self) -> None:
-        """Compensation: the flag back to 0 %, retried until it lands."""
-        stop = self._stop or _Stop("error", "stopped before completing")
+    async def _revert(self, stop: Stop) -> None:
+        """Compensation: the flag back to what it served before the ramp (off after a kill switch)."""
         self._status.phase = Phase.REVERTING
         self._status.reason = stop.reason
-        self._status.decisive_gate = stop.gate
+        self._status.reason_kind = stop.kind
+        self._status.decisive_gate = stop.gate or self._status.decisive_gate
         self._status.not_enough_traffic = stop.kind == "traffic"
-        self._log(f"reverting to 0%: {stop.reason}")
-        try:
-            await self._apply(0.0, retry=RETRY_FOREVER)
-        except ActivityError as err:
-            self._finish(Phase.FAILED, f"{stop.reason}; revert failed: {err.cause or err}")
-            return
-        if stop.kind in ("abort", "cancelled"):
-            self._finish(Phase.ABORTED, stop.reason)
-        else:
-            self._finish(Phase.REVERTED, stop.reason)
+        self._status.paused = False
+        initial = self._state.initial
+        if initial is not None:
+            target = 0.0 if stop.kind == "kill" else initial.percent
+            self.engine.log(f"reverting to {target:g}%: {stop.reason}")
+            await self.engine.compensate([UndoStep(f"set {self._ref.variant} to {target:g}%",
+                                                   lambda: self._apply(target))])
+        # A ramp that failed before it read the flag has written nothing, so nothing was reverted.
+        self._finish(FINAL_BY_STOP.get(stop.kind, Phase.REVERTED if initial is not None else Phase.FAILED),
+                     stop.reason)
 
-    async def _apply(self, percent: float, retry: RetryPolicy = RETRY) -> None:
-        change: Change = await self._act(
-            "flags.set_percent", SetPercentRequest(ref=self._ref, percent=percent), Change, retry=retry)
+    async def _apply(self, percent: float) -> None:
+        change: Change = await self.engine.act(
+            "flags.set_percent", SetPercentRequest(ref=self._ref, percent=percent), Change)
         self._status.applied.append(percent)
         self._status.percent = percent
-        self._log(f"{self._ref.variant} at {percent:g}%" + ("" if change.changed else " (already set)"))
-
-    async def _measure(self, check: Check) -> Measurement:
-        spec = self._inp.ramp.spec
-        try:
-            measurement: Measurement = await self._act(
-                "flags.evaluate_check",
-                FlagCheckRequest(check=check, variables=self._variables(), treatment=spec.variant,
-                                 control=self._control()),
-                Measurement,
-                retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)))
-            return measurement
-        except ActivityError as err:
-            # The metric backend failed: an error measurement, which the check's limits turn into a verdict.
-            return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
-                               message=f"evaluation failed: {err.cause or err}", at=workflow.now())
+        self.engine.log(f"{self._ref.variant} at {percent:g}%" + ("" if change.changed else " (already set)"))
 
     async def _sample(self) -> float | None:
         ms = self._inp.ramp.spec.minimum_sample
         assert ms is not None
-        value: float | None = await self._act(
+        value: float | None = await self.engine.act(
             "flags.sample", SampleRequest(query=ms.query, variables=self._variables()), float)
         return value
 
@@ -316,105 +261,43 @@ class FlagRampWorkflow:
             out["app"] = spec.target.app
         return out
 
-    def _control(self) -> str:
-        return self._control_variant
+    @property
+    def _evaluate(self) -> Any:
+        spec = self._inp.ramp.spec
+        return self.engine.evaluator("flags.evaluate_check", lambda check: FlagCheckRequest(
+            check=check, variables=self._variables(), treatment=spec.variant, control=self._state.control_variant))
 
-    # ---- controls --------------------------------------------------------------------------
+    def _publish(self) -> None:
+        self._status.gates = list(self._state.checks.values())
+        if self._status.history:
+            self._status.history[-1].gates = self._status.gates
 
-    @workflow.query
-    def status(self) -> FlagRampStatus:
-        return self._status
-
-    @workflow.update
-    def pause(self, req: ControlRequest) -> ControlResponse:
-        self._paused = True
-        self._status.paused = True
-        self._status.phase = Phase.PAUSED
-        self._log(f"paused{self._by(req)}")
-        return ControlResponse(accepted=True, message="paused: the flag stays where it is, gates keep watching")
-
-    @pause.validator
-    def _validate_pause(self, req: ControlRequest) -> None:
-        self._require_running()
-        if self._paused:
-            raise ValueError("already paused")
-
-    @workflow.update
-    def resume(self, req: ControlRequest) -> ControlResponse:
-        self._paused = False
-        self._status.paused = False
-        self._status.phase = Phase.RAMPING
-        self._log(f"resumed{self._by(req)}")
-        return ControlResponse(accepted=True, message="resumed")
-
-    @resume.validator
-    def _validate_resume(self, req: ControlRequest) -> None:
-        self._require_running()
-        if not self._paused:
-            raise ValueError("not paused")
-
-    @workflow.update
-    def promote(self, req: ControlRequest) -> ControlResponse:
-        self._promote_now = True
-        self._paused = False
-        self._status.paused = False
-        self._log(f"promotion requested{self._by(req)}")
-        return ControlResponse(accepted=True, message="promoting: the flag goes to 100%")
-
-    @promote.validator
-    def _validate_promote(self, req: ControlRequest) -> None:
-        self._require_running()
-
-    @workflow.update
-    def abort(self, req: ControlRequest) -> ControlResponse:
-        reason = f"aborted{self._by(req)}" + (f": {req.reason}" if req.reason else "")
-        if self._stop is None:
-            self._stop = _Stop("abort", reason)
-        self._log(reason)
-        return ControlResponse(accepted=True, message="reverting to 0%")
-
-    @abort.validator
-    def _validate_abort(self, req: ControlRequest) -> None:
-        self._require_running()
-
-    # ---- helpers ---------------------------------------------------------------------------
-
-    def _require_running(self) -> None:
-        if self._status.phase in FINAL_PHASES or self._status.phase is Phase.REVERTING:
-            raise ValueError(f"the ramp is {self._status.phase.value}")
-        if self._stop is not None:
-            raise ValueError("the ramp is stopping")
-
-    @staticmethod
-    def _by(req: ControlRequest) -> str:
-        return f" by {req.by}" if req.by else ""
-
-    def _raise_if_stopped(self) -> None:
-        if self._stop is not None:
-            raise self._stop
-
-    async def _hold_while_paused(self) -> None:
-        if self._paused:
+    def _show_paused(self, paused: bool) -> None:
+        if paused and self._status.phase == Phase.RAMPING:
             self._status.phase = Phase.PAUSED
-            await workflow.wait_condition(lambda: not self._paused or self._stop is not None)
-            if self._status.phase == Phase.PAUSED:
-                self._status.phase = Phase.RAMPING
+        elif not paused and self._status.phase == Phase.PAUSED:
+            self._status.phase = Phase.RAMPING
 
-    async def _act(self, name: str, arg: Any, result: type[T] | None = None, *,
-                   timeout: timedelta = timedelta(seconds=30), retry: RetryPolicy = RETRY) -> Any:
-        return await workflow.execute_activity(
-            name, arg, result_type=result, start_to_close_timeout=timeout, retry_policy=retry)
+    def _stuck_phase(self, stuck: bool) -> None:
+        self._status.phase = Phase.ROLLBACK_STUCK if stuck else Phase.REVERTING
+
+    async def _notify(self) -> None:
+        try:
+            await self.engine.act(
+                "notify.outcome",
+                NotifyRequest(kind="flag_ramp", name=self._status.name, outcome=self._status.phase.value,
+                              target=self._status.flag, reason=self._status.reason,
+                              workflow_id=workflow.info().workflow_id, reason_kind=self._status.reason_kind),
+                timeout=timedelta(seconds=10), retry=RetryPolicy(maximum_attempts=1))
+        except Exception:  # a notification never changes the outcome
+            workflow.logger.warning("the outcome notification failed")
 
     def _finish(self, phase: Phase, reason: str) -> None:
         self._status.phase = phase
         self._status.reason = reason
         self._status.paused = False
         self._status.finished_at = workflow.now()
-        self._log(f"{phase.value}: {reason}")
-
-    def _log(self, message: str) -> None:
-        self._status.events.append(Event(at=workflow.now(), message=message))
-        workflow.logger.info(message)
+        self.engine.log(f"{phase.value}: {reason}")
 
 
 __all__ = ["FlagRampWorkflow", "ramp_workflow_id"]

@@ -160,7 +160,7 @@ async def _stop_ramp(handle: WorkflowHandle[Any, Any], reason: str, by: str, tim
     try:
         await asyncio.wait_for(
             # The update's ControlRequest, as plain data (see running_ramp).
-            handle.execute_update("abort", {"reason": reason, "by": by}),
+            handle.execute_update("abort", {"reason": reason, "by": by, "off": True}),
             timeout=timeout / 2,
         )
         how = "aborted"

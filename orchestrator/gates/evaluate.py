@@ -124,9 +124,11 @@ class _Recorder:
         self.control_kind = "track"
 
     def __call__(
-        self, phase: Phase, message: str, value: float | None = None, control: float | None = None
+        self, phase: Phase, message: str, value: float | None = None, control: float | None = None,
+        *, no_data: bool = False,
     ) -> Measurement:
         return Measurement(
+            no_data=no_data,
             check=self.check.name,
             phase=phase,
             value=value,
@@ -142,10 +144,10 @@ class _Recorder:
     def no_data(self, detail: str, value: float | None = None, control: float | None = None) -> Measurement:
         policy = self.check.no_data
         if policy is NoDataPolicy.PASS:
-            return self(Phase.SUCCESSFUL, f"{detail} (allowed by noData: pass)", value, control)
+            return self(Phase.SUCCESSFUL, f"{detail} (allowed by noData: pass)", value, control, no_data=True)
         if policy is NoDataPolicy.INCONCLUSIVE:
-            return self(Phase.INCONCLUSIVE, f"{detail} (noData: inconclusive)", value, control)
-        return self(Phase.FAILED, detail, value, control)
+            return self(Phase.INCONCLUSIVE, f"{detail} (noData: inconclusive)", value, control, no_data=True)
+        return self(Phase.FAILED, detail, value, control, no_data=True)
 
 
 def _threshold(record: _Recorder, bounds: Threshold) -> Measurement:

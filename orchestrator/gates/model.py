@@ -74,6 +74,10 @@ class Measurement(_Data):
     at: datetime
     outcome: str | None = None
     """Machine-readable outcome when a judge decided: "failed", "successful", "not enough traffic" or "running"."""
+    no_data: bool = False
+    """The query returned nothing usable (empty, NaN, no control): ``message`` says which; the phase is
+    what the check's ``noData`` policy made of it. The engine uses it to tell *waiting for data* (a
+    series that has not appeared yet) from *no data* (the policy applies)."""
 
 
 class CheckStatus(_Data):
@@ -88,6 +92,13 @@ class CheckStatus(_Data):
     errors: int = 0
     consecutive_errors: int = 0
     last: Measurement | None = None
+    recent: list[Measurement] = Field(default_factory=list)
+    """The last few measurements (bounded: this status travels through workflow history and
+    continue-as-new, whose payloads have a size limit); the counters above cover all of them."""
+    data_seen: bool = False
+    """A measurement has returned data at least once (see ``Measurement.no_data``)."""
+    next_at: datetime | None = None
+    """When the next look is due (workflow time); None before the first look is planned."""
     reason: str
     outcome: str | None = None
     """As ``Measurement.outcome``: tells "not enough traffic" apart from other inconclusive verdicts."""

@@ -1,8 +1,11 @@
 """Turn a check's measurements into a verdict; pure and deterministic, so workflow code calls it.
 
-``decide`` replays the measurements in order and stops at the first limit breached, so
-a final verdict never changes when more measurements are appended (the workflow stops
-evaluating a check once it is final, but a replay over a longer list must agree).
+The verdict is a fold: ``start`` gives the status before any measurement, ``advance`` adds one
+measurement, ``finish`` applies the end of the step. A workflow keeps only the folded
+``CheckStatus`` (counters and the last few measurements), so a check that runs for days costs
+a few hundred bytes of state and survives continue-as-new with its counters intact.
+``decide`` folds a whole list, for callers that hold one. A final verdict never changes when
+more measurements are folded in.
 
 Rules, after argo-rollouts' AnalysisRun, tightened to fail closed:
 
@@ -29,81 +32,86 @@ from collections.abc import Callable, Sequence
 from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.specs.checks import Check
 
+RECENT = 10
+"""How many measurements a status keeps besides its counters."""
+
+
+def start(check: Check) -> CheckStatus:
+    """The status of a check before its first measurement."""
+    return CheckStatus(check=check.name, phase=CheckPhase.RUNNING,
+                       reason=f"{check.name} running: waiting for the first measurement")
+
+
+def advance(check: Check, status: CheckStatus, measurement: Measurement) -> CheckStatus:
+    """``status`` with one more measurement folded in; a final status is returned unchanged."""
+    if status.phase.final:
+        return status
+    successes, failures, inconclusive = status.successes, status.failures, status.inconclusive
+    errors, consecutive = status.errors, status.consecutive_errors
+    if measurement.phase is Phase.ERROR:
+        errors += 1
+        consecutive += 1
+    else:
+        consecutive = 0
+        if measurement.phase is Phase.SUCCESSFUL:
+            successes += 1
+        elif measurement.phase is Phase.FAILED:
+            failures += 1
+        else:
+            inconclusive += 1
+    taken = successes + failures + inconclusive
+    folded = status.model_copy(update={
+        "measurements": status.measurements + 1, "successes": successes, "failures": failures,
+        "inconclusive": inconclusive, "errors": errors, "consecutive_errors": consecutive,
+        "last": measurement, "recent": [*status.recent[-(RECENT - 1):], measurement],
+        "data_seen": status.data_seen or not (measurement.no_data or measurement.phase is Phase.ERROR),
+    })
+
+    def verdict(phase: CheckPhase, reason: str) -> CheckStatus:
+        return folded.model_copy(update={"phase": phase, "reason": f"{check.name} {phase}: {reason}"})
+
+    if failures > check.failure_limit:
+        return verdict(CheckPhase.FAILED,
+                       f"{measurement.message} ({_n(failures, 'failure')} > limit {check.failure_limit})")
+    if inconclusive > check.inconclusive_limit:
+        return verdict(CheckPhase.INCONCLUSIVE,
+                       f"{measurement.message} ({inconclusive} inconclusive > limit {check.inconclusive_limit})")
+    if consecutive > check.consecutive_error_limit:
+        return verdict(CheckPhase.ERROR, f"{measurement.message} ({_n(consecutive, 'consecutive error')} > limit "
+                                         f"{check.consecutive_error_limit})")
+    if check.count is not None and taken >= check.count:
+        return _complete(verdict, successes, f"{taken} of {check.count} measurements taken", measurement)
+    progress = f"{taken} of {check.count}" if check.count is not None else str(taken)
+    return verdict(CheckPhase.RUNNING, f"{progress} measurements taken; last: {measurement.message}")
+
+
+def finish(check: Check, status: CheckStatus) -> CheckStatus:
+    """The verdict when the step or run ends: what has not decided by then decides now."""
+    if status.phase.final:
+        return status
+
+    def verdict(phase: CheckPhase, reason: str) -> CheckStatus:
+        return status.model_copy(update={"phase": phase, "reason": f"{check.name} {phase}: {reason}"})
+
+    if status.last is None:
+        return verdict(CheckPhase.INCONCLUSIVE, "no measurement was taken before the step ended")
+    return _complete(verdict, status.successes, f"step ended after {_n(status.measurements, 'measurement')}",
+                     status.last)
+
 
 def decide(check: Check, measurements: Sequence[Measurement], *, finished: bool) -> CheckStatus:
     """The status of ``check`` after ``measurements`` (oldest first); ``finished``: the step or run ended."""
-    successes = failures = inconclusive = errors = consecutive = 0
-    taken = 0
-    last: Measurement | None = None
-    count = 0
-
-    def status(phase: CheckPhase, reason: str) -> CheckStatus:
-        return CheckStatus(
-            check=check.name,
-            phase=phase,
-            measurements=count,
-            successes=successes,
-            failures=failures,
-            inconclusive=inconclusive,
-            errors=errors,
-            consecutive_errors=consecutive,
-            last=last,
-            reason=f"{check.name} {phase}: {reason}",
-        )
-
+    status = start(check)
     for measurement in measurements:
-        last = measurement
-        count += 1
-        if measurement.phase is Phase.ERROR:
-            errors += 1
-            consecutive += 1
-        else:
-            consecutive = 0
-            taken += 1
-            if measurement.phase is Phase.SUCCESSFUL:
-                successes += 1
-            elif measurement.phase is Phase.FAILED:
-                failures += 1
-            else:
-                inconclusive += 1
-
-        if failures > check.failure_limit:
-            return status(
-                CheckPhase.FAILED,
-                f"{measurement.message} ({_n(failures, 'failure')} > limit {check.failure_limit})",
-            )
-        if inconclusive > check.inconclusive_limit:
-            return status(
-                CheckPhase.INCONCLUSIVE,
-                f"{measurement.message} ({inconclusive} inconclusive > limit {check.inconclusive_limit})",
-            )
-        if consecutive > check.consecutive_error_limit:
-            return status(
-                CheckPhase.ERROR,
-                f"{measurement.message} ({_n(consecutive, 'consecutive error')} > limit "
-                f"{check.consecutive_error_limit})",
-            )
-        if check.count is not None and taken >= check.count:
-            return _complete(status, successes, f"{taken} of {check.count} measurements taken", measurement)
-
-    if finished:
-        if count == 0:
-            return status(CheckPhase.INCONCLUSIVE, "no measurement was taken before the step ended")
-        assert last is not None
-        return _complete(status, successes, f"step ended after {_n(count, 'measurement')}", last)
-
-    if last is None:
-        return status(CheckPhase.RUNNING, "waiting for the first measurement")
-    progress = f"{taken} of {check.count}" if check.count is not None else str(taken)
-    return status(CheckPhase.RUNNING, f"{progress} measurements taken; last: {last.message}")
+        status = advance(check, status, measurement)
+    return finish(check, status) if finished else status
 
 
-def _complete(
-    status: Callable[[CheckPhase, str], CheckStatus], successes: int, how: str, last: Measurement
-) -> CheckStatus:
+def _complete(verdict: Callable[[CheckPhase, str], CheckStatus], successes: int, how: str,
+              last: Measurement) -> CheckStatus:
     if successes == 0:
-        return status(CheckPhase.INCONCLUSIVE, f"{how}, none successful (last: {last.message})")
-    return status(CheckPhase.SUCCESSFUL, f"{how}, {successes} successful (last: {last.message})")
+        return verdict(CheckPhase.INCONCLUSIVE, f"{how}, none successful (last: {last.message})")
+    return verdict(CheckPhase.SUCCESSFUL, f"{how}, {successes} successful (last: {last.message})")
 
 
 def _n(n: int, noun: str) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from orchestrator.specs.base import MAX_CHECKS, MAX_STEPS, K8sName, Metadata, Strict, first_duplicate
-from orchestrator.specs.checks import Check
+from orchestrator.specs.checks import Check, OnInconclusive
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.promql import image_version, value_problem
 
@@ -168,9 +168,14 @@ class CanarySpec(Strict):
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     canary_replicas: int | None = Field(default=None, alias="canaryReplicas", ge=1)
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
+    on_inconclusive: OnInconclusive = Field(default_factory=OnInconclusive, alias="onInconclusive")
 
     @model_validator(mode="after")
     def _coherent(self) -> CanarySpec:
+        counted = [c.name for c in self.background_checks if c.count is not None]
+        if counted:
+            raise ValueError(f"background check {counted[0]!r} has a count: a background check watches until "
+                             "the rollout ends, so remove count")
         names = [c.name for c in self.background_checks]
         for step in self.steps:
             if isinstance(step, AnalysisStep):
@@ -221,13 +226,6 @@ class CanarySpec(Strict):
         from orchestrator.specs.weights import weight_warnings
 
         return weight_warnings(self)
-
-    def _all_checks(self) -> list[Check]:
-        out = list(self.background_checks)
-        for step in self.steps:
-            if isinstance(step, AnalysisStep):
-                out += step.analysis.checks
-        return out
 
     def _all_checks(self) -> list[Check]:
         out = list(self.background_checks)

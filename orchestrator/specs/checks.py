@@ -77,6 +77,25 @@ Condition = Annotated[
 ]
 
 
+class OnInconclusive(Strict):
+    """What a run does when a gate cannot decide: inconclusive, not enough traffic, or unmeasurable.
+
+    ``pause`` holds where it is (traffic, flag percentage) and notifies; a human resumes (the gate is
+    measured again), promotes or aborts; after ``timeout`` the run rolls back. ``rollback`` rolls back at
+    once. Either way a gate that cannot decide never promotes.
+    """
+
+    action: Literal["pause", "rollback"] = "pause"
+    timeout: Duration = timedelta(hours=1)
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("timeout must be greater than 0")
+        return value
+
+
 class Check(Strict):
     """One PromQL query and the condition its result must meet, or a ``judge`` or an ``slo`` check.
 
@@ -97,6 +116,9 @@ class Check(Strict):
     no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
     track: Track = Track.CANARY
     initial_delay: Duration = Field(default=timedelta(0), alias="initialDelay")
+    # A series that has not appeared yet is not "no data": the engine keeps looking (uncounted) for this
+    # long after the subject began receiving traffic; after that, or once data was seen, noData applies.
+    wait_for_data: Duration = Field(default=timedelta(minutes=2), alias="waitForData")
 
     @field_validator("query")
     @classmethod
@@ -110,13 +132,6 @@ class Check(Strict):
             raise ValueError("malformed template: every '{{' must be closed as {{name}}")
         placeholders(query)  # value placeholders only in quoted label values, selectors only as matchers
         return query
-
-    @field_validator("interval")
-    @classmethod
-    def _positive_interval(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("interval must be greater than 0")
-        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Check:
@@ -137,6 +152,13 @@ class Check(Strict):
                 raise ValueError(f"unknown template variable {{{{{unknown[0]}}}}} in {template!r}")
             placeholders(template)  # the same placement rules as a condition's query
         return self
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("interval must be greater than 0")
+        return value
 
     @model_validator(mode="after")
     def _sides_selectable(self) -> Check:

@@ -30,8 +30,9 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from orchestrator.specs.base import K8sName, Metadata, Strict, first_duplicate
-from orchestrator.specs.checks import TEMPLATE_VAR, Check
+from orchestrator.specs.checks import Check, OnInconclusive
 from orchestrator.specs.duration import Duration
+from orchestrator.specs.promql import TEMPLATE_VAR
 
 FlagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=200)]
 VariantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=100)]
@@ -114,6 +115,7 @@ class FlagRampSpec(Strict):
     checks: list[Check] = Field(default_factory=list)
     minimum_sample: MinimumSample | None = Field(default=None, alias="minimumSample")
     on_failure: OnFailure = Field(default=OnFailure.REVERT, alias="onFailure")
+    on_inconclusive: OnInconclusive = Field(default_factory=OnInconclusive, alias="onInconclusive")
 
     @model_validator(mode="after")
     def _coherent(self) -> FlagRampSpec:

@@ -71,7 +71,7 @@ async def test_healthy_canary_walks_every_step_and_is_promoted(
     assert stable is not None and image_of(stable) == "demo:2"
     assert stable.spec.replicas == 3, "all traffic (all replicas) back on the stable Deployment"
     assert deployment(kube.api_client, kube.namespace, "healthy-canary") is None
-    weights = [e.message for e in result.events if "% of traffic" in e.message]
+    weights = [e.message for e in result.events if e.message.startswith("shifting")]
     assert weights == ["shifting 34% of traffic to the canary", "shifting 67% of traffic to the canary"]
 
     # Determinism guard: the recorded history replays against the current workflow code.
@@ -107,7 +107,8 @@ async def test_a_check_with_no_data_fails_closed(
     make_stable(kube, "nodata")
     spec = rollout(kube.namespace, "nodata", [
         {"setWeight": 34},
-        {"analysis": {"checks": [error_check(count=2, failureLimit=1)]}},
+        # The series never appears: after waitForData the check's noData policy (fail) applies.
+        {"analysis": {"checks": [error_check(count=2, failureLimit=1, waitForData="2s")]}},
     ])
     async with running_worker(temporal_client, settings_for(prom_live.url, task_queue), kube.api_client):
         result = await (await start(temporal_client, spec, task_queue)).result()
@@ -307,7 +308,7 @@ async def test_a_long_rollout_continues_as_new_without_repeating_steps(
     assert result.phase == Phase.PROMOTED, result.reason
     continued = [e.message for e in result.events if e.message.startswith("continued as a new run")]
     assert continued, "the history limit must have forced at least one continue-as-new"
-    weights = [e.message for e in result.events if "% of traffic" in e.message]
+    weights = [e.message for e in result.events if e.message.startswith("shifting")]
     assert weights == ["shifting 34% of traffic to the canary", "shifting 67% of traffic to the canary"]
     assert sum(1 for e in result.events if e.message == "pause 0:00:06") == 1
     assert result.started_at is not None and result.finished_at is not None

@@ -31,6 +31,7 @@ def ramp_yaml(
     checks: str | None = None,
     minimum_sample: str = "",
     on_failure: str = "revert",
+    on_inconclusive: str = "{action: pause}",
 ) -> str:
     if checks is None:
         checks = f"""
@@ -55,6 +56,7 @@ spec:
   stages: {stages}
   checks: {checks}
   onFailure: {on_failure}
+  onInconclusive: {on_inconclusive}
 {minimum_sample}"""
 
 

@@ -109,7 +109,8 @@ async def test_not_enough_traffic_extends_then_reverts(
     temporal_client: Client, task_queue: str, flag_prom: FlagProm, app_name: str, flag_key: str, flag_file: Path,
 ) -> None:
     flag_prom.traffic(app_name, {"on": (1, 0.0), "off": (40, 0.0)})
-    text = ramp_yaml(flag_key, app_name, flagd(flag_file), checks="[]",
+    # "Not enough traffic" is a kind of inconclusive: it follows onInconclusive (here: revert at once).
+    text = ramp_yaml(flag_key, app_name, flagd(flag_file), checks="[]", on_inconclusive="{action: rollback}",
                      minimum_sample=sample_yaml(10_000, extend_by="1s", max_extensions=2))
     async with ramp_worker(temporal_client, task_queue, flag_prom.url):
         st = await (await start(temporal_client, task_queue, text)).result()

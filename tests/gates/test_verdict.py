@@ -147,7 +147,8 @@ async def test_status_survives_the_temporal_converter_with_nan_values() -> None:
     assert back.last is not None and back.last.value is not None
     assert back.last.value != back.last.value  # NaN
     assert back.last.values[0].value == float("inf")
-    assert back.model_dump(exclude={"last"}) == status.model_dump(exclude={"last"})
+    assert [r.value != r.value for r in back.recent] == [True]  # NaN in the bounded history too
+    assert back.model_dump(exclude={"last", "recent"}) == status.model_dump(exclude={"last", "recent"})
 
 
 def test_importing_gates_pulls_in_no_http_client() -> None:
@@ -158,3 +159,23 @@ def test_importing_gates_pulls_in_no_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.strip() == "[]"
+
+
+def test_status_keeps_counters_for_every_measurement_but_only_the_last_few() -> None:
+    from orchestrator.gates.verdict import RECENT
+
+    many = measurements(*([S] * (RECENT * 5)))
+    status = decide(check(), many, finished=False)
+    assert status.measurements == status.successes == RECENT * 5
+    assert len(status.recent) == RECENT and status.recent[-1] == many[-1]
+
+
+def test_fold_step_by_step_equals_decide_over_the_list() -> None:
+    from orchestrator.gates.verdict import advance, finish, start
+
+    c = check(failureLimit=1)
+    ms = measurements(S, F, S, S)
+    status = start(c)
+    for m in ms:
+        status = advance(c, status, m)
+    assert finish(c, status) == decide(c, ms, finished=True)

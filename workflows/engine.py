@@ -1,0 +1,603 @@
+"""The mechanics every workflow of the project shares, written once and used by composition.
+
+An algorithm file (``canary.py``, ``flag_ramp.py``, ``chaos.py``) builds one ``Engine`` around its
+state and reads as its algorithm; the engine owns what each of them needs and what is easy to get
+subtly wrong:
+
+* **controls** — pause / resume / promote / abort / approve / retry, with validators that reject a
+  transition before it reaches history (``Controls`` holds the handlers; a workflow class mixes it in);
+* **waits** — every long wait (a pause, an approval, a hold, the measurement loop) wakes on abort and
+  promote, and hands over to a new run when the history grows long (``ContinueAsNew``): the
+  algorithm keeps its cursor in its state model, so the new run resumes exactly there;
+* **the measurement loop** — each check is looked at once per interval, no matter what: a promote or
+  abort *ends* the loop, it never makes it spin. Transient metric-backend errors are retried within
+  the interval; only an interval that could not be measured at all counts as one error. A series that
+  has not appeared yet is *waiting for data* (not counted) until ``waitForData`` after the subject
+  began receiving traffic; after that, or once data was seen, the check's ``noData`` policy applies;
+* **the no-decision policy** — an inconclusive or unmeasurable gate pauses (with a timeout, then
+  rollback) or rolls back, as the run's ``onInconclusive`` says; it never promotes;
+* **compensation** — undo steps each run on their own (one failing does not skip the others, unless
+  a step depends on it: capacity is never removed before its replacement serves), with retries and
+  backoff; a step that keeps failing is *reported* (phase ``rollback-stuck``, the step and its error,
+  a notification and the ``orchestrator_rollback_stuck`` metric) and re-attempted on a slow timer for
+  as long as it takes, or at once on ``retry``;
+* **the lifecycle** — body, then compensation on failure, abort, cancellation or an unexpected error
+  (``run``), with the stop's kind recorded for the outcome and the metrics.
+
+Everything here is deterministic: workflow time, activities by name, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from orchestrator.activities.models import NotifyRequest, RollbackStuckRequest
+    from orchestrator.api.common import (
+        EVENTS_KEPT,
+        ControlRequest,
+        ControlResponse,
+        ControlState,
+        Event,
+        StuckStep,
+    )
+    from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
+    from orchestrator.gates.model import Phase as GatePhase
+    from orchestrator.gates.verdict import advance, finish, start
+    from orchestrator.specs.checks import Check, OnInconclusive
+
+T = TypeVar("T")
+
+NON_RETRYABLE = ["ProgrammingError", "RefusedError", "SpecError"]
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=10), maximum_attempts=8,
+                    non_retryable_error_types=NON_RETRYABLE)
+# An undo step that failed through its activity's retries (about a minute) is reported stuck and
+# re-attempted on this slow timer, doubling up to the maximum: never silently, never in a tight loop.
+STUCK_RETRY_FIRST = timedelta(seconds=30)
+STUCK_RETRY_MAX = timedelta(minutes=15)
+FAILED = CheckPhase.FAILED
+NO_DECISION = frozenset({CheckPhase.INCONCLUSIVE, CheckPhase.ERROR})
+
+
+@dataclass
+class Stop(Exception):
+    """Why a run stops before it completes; ``kind`` is the outcome's and the metrics' reason."""
+
+    kind: str  # gate | inconclusive | abort | approval-timeout | cancelled | error | refused | traffic | breach
+    reason: str
+    gate: CheckStatus | None = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ContinueAsNew(Exception):
+    """The history is long: the run hands its whole state to a new run (the algorithm calls ``hand_over``)."""
+
+
+class Reportable(Protocol):
+    """The part of a status model the engine writes."""
+
+    events: list[Event]
+    events_dropped: int
+    paused: bool
+    stuck: StuckStep | None
+    waiting_for: str | None
+
+
+@dataclass
+class UndoStep:
+    """One compensation step; ``after`` names the steps that must have succeeded first."""
+
+    name: str
+    run: Callable[[], Awaitable[Any]]
+    after: tuple[str, ...] = ()
+
+
+@dataclass
+class Engine:
+    kind: str  # canary | flag_ramp | chaos: the notification's and metric's label
+    name: str
+    status: Reportable
+    controls: ControlState
+    supports: frozenset[str]
+    history_limit: int | None = None
+    stuck_phase: Callable[[bool], None] = lambda stuck: None
+    """Called with True when an undo step gets stuck and False when it lands."""
+    show_paused: Callable[[bool], None] = lambda paused: None
+    """Called with True when a pause begins (by hand or for a decision) and False when it ends."""
+    undo_says: str = "undoing what was changed"  # what an abort answers: "rolling back", "reverting" ...
+    stop: Stop | None = None
+    stage: str = "running"  # running | finishing (promoting) | compensating | done
+    waiting_approval: bool = False
+    _continue: bool = False
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    # ---- events and activities -------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        events = self.status.events
+        events.append(Event(at=workflow.now(), message=message))
+        if len(events) > EVENTS_KEPT:
+            dropped = len(events) - EVENTS_KEPT
+            del events[:dropped]
+            self.status.events_dropped += dropped
+        workflow.logger.info(message)
+
+    async def act(self, name: str, arg: Any, result: type[T] | None = None, *,
+                  timeout: timedelta = timedelta(seconds=30), heartbeat: timedelta | None = None,
+                  retry: RetryPolicy = RETRY) -> Any:
+        return await workflow.execute_activity(
+            name, arg, result_type=result, start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat, retry_policy=retry)
+
+    # ---- stopping, continuing, waiting ------------------------------------------------------
+
+    def request_stop(self, stop: Stop) -> None:
+        if self.stop is None:
+            self.stop = stop
+            self.log(stop.reason if stop.kind != "gate" else f"gate failed: {stop.reason}")
+
+    def raise_if_stopped(self) -> None:
+        if self.stop is not None:
+            raise self.stop
+
+    def should_continue(self) -> bool:
+        if self.stage != "running":
+            return False
+        if self._continue:
+            return True
+        info = workflow.info()
+        if self.history_limit is not None and info.get_current_history_length() >= self.history_limit:
+            return True
+        return info.is_continue_as_new_suggested()
+
+    def _woken(self) -> bool:
+        return self.stop is not None or self.controls.promote or self.should_continue()
+
+    async def wait(self, until: datetime | None, *, also: Callable[[], bool] = lambda: False,
+                   wake_on_promote: bool = True) -> bool:
+        """Wait until ``until`` (None: no deadline) or ``also()``; True when the deadline passed.
+
+        Wakes early on a stop (raised) or a promote (returns False), and raises ``ContinueAsNew``
+        when the history is long: every caller keeps its cursor in its state, so the next run
+        picks up the same wait with the same deadline.
+        """
+
+        def woken() -> bool:
+            promote = wake_on_promote and self.controls.promote
+            return self.stop is not None or promote or self.should_continue() or also()
+
+        timeout = None if until is None else max(until - workflow.now(), timedelta(0))
+        if timeout is not None and timeout <= timedelta(0):
+            self.raise_if_stopped()
+            return True
+        try:
+            await workflow.wait_condition(woken, timeout=timeout)
+        except TimeoutError:
+            self.raise_if_stopped()
+            return True
+        self.raise_if_stopped()
+        if self.should_continue():
+            raise ContinueAsNew()
+        return until is not None and workflow.now() >= until
+
+    async def hold_while_paused(self) -> None:
+        """Before a step: wait while paused by hand (abort and promote still work)."""
+        if not self.controls.paused:
+            return
+        self.show_paused(True)
+        await self.wait(None, also=lambda: not self.controls.paused)
+        self.show_paused(False)
+
+    # ---- background work ---------------------------------------------------------------------
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` beside the algorithm: its Stop stops the run; a hand-over hands the run over."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Stop as stop:
+                self.request_stop(stop)
+            except ContinueAsNew:
+                self._continue = True
+
+        self._background.append(asyncio.create_task(guarded()))
+
+    def cancel_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        self._background.clear()
+
+    # ---- the measurement loop ------------------------------------------------------------------
+
+    async def measure(
+        self,
+        checks: Sequence[Check],
+        states: dict[str, CheckStatus],
+        evaluate: Callable[[Check], Awaitable[Measurement]],
+        *,
+        started: datetime,
+        until: datetime | None,
+        data_since: Callable[[], datetime | None],
+        on_verdict: Callable[[Check, CheckStatus], Awaitable[CheckStatus]],
+        publish: Callable[[], None] = lambda: None,
+        end_on_promote: bool = True,
+        extend: Callable[[list[Check]], Awaitable[datetime | None]] | None = None,
+        hold: bool = False,
+    ) -> None:
+        """Look at every check once per interval until each decides, ``until`` passes or a promote ends it.
+
+        ``states`` (keyed by check name) is read and written in place: it is part of the run's state,
+        so a hand-over carries every counter. ``on_verdict`` is told of every final verdict that is not
+        a success; it raises ``Stop`` or returns the status to carry on with (e.g. measured afresh).
+        ``extend`` is asked, when ``until`` passes, whether the step goes on (a new deadline: not enough
+        traffic yet, a check still counting, paused by hand) or ends (None). With ``hold`` the step lasts
+        until ``until`` even when every check has decided (a ramp stage's hold time).
+        """
+        for check in checks:
+            states.setdefault(check.name, start(check))
+        while True:
+            self.raise_if_stopped()
+            if end_on_promote and self.controls.promote:
+                return
+            now = workflow.now()
+            open_checks = [c for c in checks if not states[c.name].phase.final]
+            due = {c.name: self._due(c, states[c.name], started) for c in open_checks}
+            ready = [c for c in open_checks if due[c.name] <= now]
+            if ready:  # a look that is due is taken, even as the step ends
+                looks = await asyncio.gather(*(self._look(c, evaluate) for c in ready))
+                since = data_since()
+                for check, measurement in zip(ready, looks, strict=True):
+                    states[check.name] = self._fold(check, states[check.name], measurement, due[check.name],
+                                                    since or started)
+                publish()
+                for check in ready:
+                    status = states[check.name]
+                    if status.phase.final and status.phase is not CheckPhase.SUCCESSFUL:
+                        states[check.name] = await on_verdict(check, status)
+                publish()
+                continue
+            if until is not None and now >= until and extend is not None:
+                later = await extend(open_checks)
+                if later is not None and later > now:
+                    until = later
+                    continue
+            if until is not None and now >= until:
+                for check in open_checks:
+                    states[check.name] = finish(check, states[check.name])
+                publish()
+                for check in open_checks:
+                    if states[check.name].phase is not CheckPhase.SUCCESSFUL:
+                        states[check.name] = await on_verdict(check, states[check.name])
+                return
+            if not open_checks and not (hold and until is not None):
+                return
+            wake = min([*due.values(), *([until] if until is not None else [])])
+            await self.wait(wake, wake_on_promote=end_on_promote)
+
+    @staticmethod
+    def _due(check: Check, status: CheckStatus, started: datetime) -> datetime:
+        if status.next_at is not None:
+            return status.next_at
+        return started + check.initial_delay
+
+    def _fold(self, check: Check, status: CheckStatus, m: Measurement, scheduled: datetime,
+              since: datetime) -> CheckStatus:
+        now = workflow.now()
+        # The interval is kept whatever happened: the next look is one interval after this one was due,
+        # or one interval from now when the look itself ran late (looks are skipped, never bunched).
+        next_at = scheduled + check.interval
+        if next_at <= now:
+            next_at = now + check.interval
+        waiting_until = since + check.wait_for_data
+        if (m.no_data and m.phase is not GatePhase.SUCCESSFUL and not status.data_seen
+                and now < waiting_until):
+            return status.model_copy(update={
+                "last": m, "next_at": next_at,
+                "reason": f"{check.name} running: waiting for data until {waiting_until:%H:%M:%S} "
+                          f"({m.message})"})
+        return advance(check, status, m).model_copy(update={"next_at": next_at})
+
+    async def _look(self, check: Check, evaluate: Callable[[Check], Awaitable[Measurement]]) -> Measurement:
+        try:
+            return await evaluate(check)
+        except ActivityError as err:
+            # The whole interval could not be measured: one error, which the check's limits judge.
+            return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
+                               message=f"evaluation failed: {describe(err)}", at=workflow.now())
+
+    @staticmethod
+    def evaluator(activity: str, request: Callable[[Check], Any]) -> Callable[[Check], Awaitable[Measurement]]:
+        """One look through ``activity``: transient errors are retried within the check's interval."""
+
+        async def evaluate(check: Check) -> Measurement:
+            interval = max(check.interval, timedelta(seconds=5))
+            policy = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                                 maximum_interval=max(interval / 4, timedelta(seconds=1)), maximum_attempts=0,
+                                 non_retryable_error_types=NON_RETRYABLE)
+            result: Measurement = await workflow.execute_activity(
+                activity, request(check), result_type=Measurement, schedule_to_close_timeout=interval,
+                start_to_close_timeout=min(interval, timedelta(seconds=30)), retry_policy=policy)
+            return result
+
+        return evaluate
+
+    # ---- no decision ---------------------------------------------------------------------------
+
+    async def no_decision(self, status: CheckStatus, policy: OnInconclusive) -> bool:
+        """A gate that cannot decide: roll back (raise) or pause until a human decides.
+
+        Returns True when resumed (measure again), False when promoted; raises ``Stop`` on abort, on
+        the pause's timeout, or at once under ``action: rollback``.
+        """
+        if policy.action == "rollback":
+            raise Stop("inconclusive", status.reason, status)
+        deadline = workflow.now() + policy.timeout
+        self.controls.paused = True
+        self.status.paused = True
+        self.status.waiting_for = (f"a decision: {status.reason} — resume to measure again, promote or abort "
+                                   f"(rollback at {deadline:%Y-%m-%d %H:%M:%S} UTC)")
+        self.log(f"paused, no decision: {status.reason} (onInconclusive: pause, timeout {policy.timeout})")
+        await self.notify_paused(status.reason)
+        self.show_paused(True)
+        try:
+            expired = await self.wait(deadline, also=lambda: not self.controls.paused, wake_on_promote=True)
+        finally:
+            self.status.waiting_for = None
+            self.show_paused(False)
+        if expired and self.controls.paused:
+            self.controls.paused = self.status.paused = False
+            raise Stop("inconclusive", f"{status.reason}; nobody decided within {policy.timeout}", status)
+        return not self.controls.promote
+
+    async def notify_paused(self, reason: str) -> None:
+        with_workflow = workflow.info().workflow_id
+        try:
+            await workflow.execute_activity(
+                "notify.outcome", _notify_request(self.kind, self.name, "paused", reason, with_workflow),
+                start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1))
+        except ActivityError:
+            pass  # a notification never changes the outcome
+
+    # ---- compensation --------------------------------------------------------------------------
+
+    async def compensate(self, steps: Sequence[UndoStep]) -> None:
+        """Run every undo step until each has landed; report and keep re-attempting the ones that fail."""
+        pending = list(steps)
+        done: set[str] = set()
+        delay = STUCK_RETRY_FIRST
+        attempts = 0
+        while True:
+            failed: list[tuple[UndoStep, str]] = []
+            for step in list(pending):
+                blocked = [d for d in step.after if d not in done]
+                if blocked:
+                    failed.append((step, f"waits for {', '.join(blocked)}"))
+                    continue
+                try:
+                    await step.run()
+                except ActivityError as err:
+                    failed.append((step, describe(err)))
+                    continue
+                pending.remove(step)
+                done.add(step.name)
+            if not pending:
+                if self.status.stuck is not None:
+                    self.log(f"{self.status.stuck.step} landed after {self.status.stuck.attempts} attempt(s)")
+                    self.status.stuck = None
+                    self.stuck_phase(False)
+                    await self._report_stuck(RollbackStuckRequest(
+                        kind=self.kind, workflow_id=workflow.info().workflow_id,  # type: ignore[arg-type]
+                        name=self.name, step="", stuck=False))
+                return
+            attempts += 1
+            step, error = next((s, e) for s, e in failed if not e.startswith("waits for")) if any(
+                not e.startswith("waits for") for _, e in failed) else failed[0]
+            retry_at = workflow.now() + delay
+            first = self.status.stuck is None
+            self.status.stuck = StuckStep(
+                step=step.name, error=error, attempts=attempts,
+                since=workflow.now() if first or self.status.stuck is None else self.status.stuck.since,
+                next_attempt_at=retry_at)
+            if first:
+                self.stuck_phase(True)
+                self.log(f"rollback stuck at {step.name}: {error}; re-attempting on a slow timer "
+                         "(or now, with the retry control)")
+            # Renewed at every attempt: the metric's series expires unless renewed (right with several workers).
+            await self._report_stuck(RollbackStuckRequest(kind=self.kind,  # type: ignore[arg-type]
+                                                          workflow_id=workflow.info().workflow_id,
+                                                          name=self.name, step=step.name, error=error))
+            asked = self.controls.retries
+            try:
+                await workflow.wait_condition(lambda asked=asked: self.controls.retries != asked,  # type: ignore[misc]
+                                              timeout=delay)
+            except TimeoutError:
+                delay = min(delay * 2, STUCK_RETRY_MAX)
+
+    async def _report_stuck(self, report: RollbackStuckRequest) -> None:
+        try:
+            await workflow.execute_activity(
+                "notify.rollback_stuck", report, start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=2))
+        except ActivityError:
+            workflow.logger.warning("could not report the stuck state of %s", self.name)
+
+    # ---- the lifecycle -------------------------------------------------------------------------
+
+    async def run(self, body: Callable[[], Awaitable[None]],
+                  undo: Callable[[Stop], Awaitable[None]]) -> bool:
+        """Run ``body``; on any stop run ``undo`` to completion. True when the body completed.
+
+        A cancellation is re-raised once ``undo`` has run, so the workflow ends cancelled; a
+        ``ContinueAsNew`` with no stop pending propagates to the caller, which hands over.
+        """
+        cancelled = False
+        try:
+            await body()
+            return True
+        except ContinueAsNew:
+            if self.stop is None:
+                raise
+        except Stop as stop:
+            self.request_stop(stop)
+        except asyncio.CancelledError:
+            self.stop = Stop("cancelled", "the workflow was cancelled")
+            cancelled = True
+        except ActivityError as err:
+            self.request_stop(activity_stop(err))
+        except Exception as err:
+            self.request_stop(Stop("error", f"unexpected failure: {err}"))
+        finally:
+            self.cancel_background()
+        assert self.stop is not None
+        self.stage = "compensating"
+        await undo(self.stop)
+        if cancelled:
+            raise asyncio.CancelledError()
+        return False
+
+    async def hand_over(self, next_input: Any) -> None:
+        """Continue as a new run with ``next_input`` (which carries the whole state)."""
+        self.cancel_background()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(next_input)
+
+    # ---- controls (called by the ``Controls`` handlers) ----------------------------------------
+
+    def validate(self, control: str) -> None:
+        if control not in self.supports:
+            raise ValueError(f"{control} is not supported here (supported: {', '.join(sorted(self.supports))})")
+        if control == "retry":
+            if self.status.stuck is None:
+                raise ValueError("nothing is stuck")
+            return
+        if self.stage != "running":
+            raise ValueError("the run has ended" if self.stage == "done" else f"the run is {self.stage}")
+        if self.stop is not None:
+            raise ValueError("the run is stopping")
+        if control == "pause" and self.controls.paused:
+            raise ValueError("already paused")
+        if control == "resume" and not self.controls.paused:
+            raise ValueError("not paused")
+        if control == "approve" and not self.waiting_approval:
+            raise ValueError("nothing waits for approval")
+
+    def control(self, control: str, req: ControlRequest) -> ControlResponse:
+        by = f" by {req.by}" if req.by else ""
+        if control == "pause":
+            self.controls.paused = self.status.paused = True
+            self.show_paused(True)
+            self.log(f"paused{by}")
+            return ControlResponse(accepted=True, message="paused: nothing new starts until resumed")
+        if control == "resume":
+            self.controls.paused = self.status.paused = False
+            self.show_paused(False)
+            self.log(f"resumed{by}")
+            return ControlResponse(accepted=True, message="resumed")
+        if control == "promote":
+            self.controls.promote = True
+            self.controls.paused = self.status.paused = False
+            self.show_paused(False)
+            self.log(f"promotion requested{by}")
+            return ControlResponse(accepted=True, message="promoting: remaining steps are skipped")
+        if control == "approve":
+            self.controls.approved = True
+            self.log(f"approval received{by}")
+            return ControlResponse(accepted=True, message="approved")
+        if control == "retry":
+            self.controls.retries += 1
+            self.log(f"retry requested{by}")
+            return ControlResponse(accepted=True, message="re-attempting the stuck step now")
+        reason = f"aborted{by}" + (f": {req.reason}" if req.reason else "")
+        self.request_stop(Stop("kill" if req.off else "abort", reason))
+        return ControlResponse(accepted=True, message=self.undo_says)
+
+
+class Controls:
+    """The control handlers, once for every workflow: each delegates to ``self.engine``.
+
+    A workflow mixes this in and sets ``engine`` in its ``__init__``; what it does not support
+    (``Engine.supports``) is refused by the validator before it reaches history.
+    """
+
+    engine: Engine
+    CONTROLS: ClassVar[tuple[str, ...]] = ("pause", "resume", "promote", "abort", "approve", "retry")
+
+    @workflow.update
+    def pause(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("pause", req)
+
+    @pause.validator
+    def _validate_pause(self, req: ControlRequest) -> None:
+        self.engine.validate("pause")
+
+    @workflow.update
+    def resume(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("resume", req)
+
+    @resume.validator
+    def _validate_resume(self, req: ControlRequest) -> None:
+        self.engine.validate("resume")
+
+    @workflow.update
+    def promote(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("promote", req)
+
+    @promote.validator
+    def _validate_promote(self, req: ControlRequest) -> None:
+        self.engine.validate("promote")
+
+    @workflow.update
+    def abort(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("abort", req)
+
+    @abort.validator
+    def _validate_abort(self, req: ControlRequest) -> None:
+        self.engine.validate("abort")
+
+    @workflow.update
+    def approve(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("approve", req)
+
+    @approve.validator
+    def _validate_approve(self, req: ControlRequest) -> None:
+        self.engine.validate("approve")
+
+    @workflow.update
+    def retry(self, req: ControlRequest) -> ControlResponse:
+        return self.engine.control("retry", req)
+
+    @retry.validator
+    def _validate_retry(self, req: ControlRequest) -> None:
+        self.engine.validate("retry")
+
+
+def describe(err: ActivityError) -> str:
+    cause = err.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else (cause or err))
+
+
+def activity_stop(err: ActivityError) -> Stop:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == "RefusedError":
+        return Stop("refused", cause.message)
+    return Stop("error", f"{err.activity_type or 'activity'} failed: {describe(err)}")
+
+
+def _notify_request(kind: str, name: str, outcome: str, reason: str, workflow_id: str) -> NotifyRequest:
+    return NotifyRequest(kind=kind, name=name, outcome=outcome, reason=reason,  # type: ignore[arg-type]
+                         workflow_id=workflow_id)
+
+
+__all__ = ["ContinueAsNew", "Controls", "Engine", "Stop", "UndoStep", "activity_stop", "describe"]
