@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from orchestrator.chaos.objects import Objects
     from orchestrator.gates.prometheus import MetricProvider
+    from orchestrator.specs.policy import RailsPolicy
 
 __all__ = ["ChaosActivities", "TemporalActiveWork", "canary_workflow_id"]
 
@@ -97,10 +98,15 @@ class ChaosActivities(ActivityClients):
         metrics: MetricProvider | None = None,
         temporal: Client | None = None,
         policy: ChaosPolicy | None = None,
+        rails_policy: RailsPolicy | None = None,
     ) -> None:
         super().__init__(settings, api_client, metrics)
         self._temporal = temporal
         self._policy = policy
+        # The policy rails (freezes, staffed hours, recent deployments, incidents, health) run in chaos.plan,
+        # before every round, when a policy is given or declared in ORCHESTRATOR_POLICY (as the chart does).
+        # Read when the worker is built, so a bad policy file stops the worker at start.
+        self._rails_policy = rails_policy or _declared_policy()
         # What the janitor cannot see is said once per worker, not once a minute.
         self._blind_reported: set[str] = set()
 
@@ -132,11 +138,19 @@ class ChaosActivities(ActivityClients):
         from orchestrator.chaos.planning import prepare
 
         temporal = self._temporal or activity.client()
-        return await prepare(
-            objects=self._objects(), metrics=self.metrics, active=TemporalActiveWork(temporal),
+        active = TemporalActiveWork(temporal)
+        plan = await prepare(
+            objects=self._objects(), metrics=self.metrics, active=active,
             policy=self.policy, experiment=req.experiment, run=req.run, now=req.now,
             workflow_id=req.workflow_id, canary_id=canary_workflow_id, round_=req.round, rails=req.rails,
         )
+        if req.rails and self._rails_policy is not None:
+            from orchestrator.rails.run import chaos_preflight
+
+            await chaos_preflight(api_client=self.api, metrics=self.metrics, active=active, chaos_policy=self.policy,
+                                  rails_policy=self._rails_policy, experiment=req.experiment, plan=plan,
+                                  workflow_id=req.workflow_id, now=req.now)
+        return plan
 
     @activity.defn(name="chaos.record")
     @temporal_errors
@@ -215,6 +229,14 @@ class ChaosActivities(ActivityClients):
             log.warning("janitor could not revert %s", line)
         return JanitorResult(reverted=report.reverted, pending=len(report.pending), problems=report.problems,
                              blind=report.blind)
+
+
+def _declared_policy() -> RailsPolicy | None:
+    import os
+
+    from orchestrator.specs.policy import ENV_VAR, policy_from_env
+
+    return policy_from_env() if os.environ.get(ENV_VAR) else None
 
 
 def now() -> datetime:

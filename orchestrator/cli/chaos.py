@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from orchestrator.chaos.objects import Objects
     from orchestrator.specs.chaos import ChaosExperiment
+    from orchestrator.specs.policy import RailsPolicy
     from workflows.chaos_models import ChaosStatus, GameDayResult
 
 
@@ -107,20 +108,27 @@ async def _resolve_id(client: Client, name: str, namespace: str | None) -> str:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Resolve targets, check every rail and print the plan; touch nothing.")
 @click.option("--wait/--no-wait", default=False, help="Follow the experiment and exit with its outcome.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), default=None, envvar="ORCHESTRATOR_POLICY",
+              help="With --dry-run: the rails policy file whose rails to check too (default $ORCHESTRATOR_POLICY).")
 @output_option
 @click.pass_context
 @handle_errors
-def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: str) -> None:
+def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: str, policy_path: str | None) -> None:
     """Run the experiment in FILE (or, with --dry-run, show what it would do)."""
     exp = _load(file)
     s = settings(ctx)
+    rails_policy = None
+    if dry_run and policy_path:
+        from orchestrator.specs.policy import load_policy
+
+        rails_policy = load_policy(policy_path)
 
     async def main() -> int:
         from orchestrator.chaos import control
 
         client = await connect_temporal(s)
         if dry_run:
-            return await _dry_run(s, client, exp, output)
+            return await _dry_run(s, client, exp, output, rails_policy)
         from orchestrator.cli.pollers import require_worker
         from workflows.chaos_models import ChaosInput
 
@@ -141,7 +149,8 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
     finish(run(main()))
 
 
-async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: str) -> int:
+async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: str,
+                   rails_policy: RailsPolicy | None = None) -> int:
     from datetime import UTC, datetime
 
     from orchestrator.activities.chaos import TemporalActiveWork, canary_workflow_id
@@ -149,11 +158,19 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
     from orchestrator.chaos.safety import ChaosPolicy
     from orchestrator.gates.prometheus import PrometheusProvider
 
+    # The namespaces of the policy given on the command line, else of $ORCHESTRATOR_POLICY (or the older variables).
+    policy = ChaosPolicy.from_policy(rails_policy) if rails_policy is not None else ChaosPolicy.from_env()
+    objects, metrics, active = _objects(s), PrometheusProvider(s.prometheus), TemporalActiveWork(client)
+    now = datetime.now(UTC)
     plan = await prepare(
-        objects=_objects(s), metrics=PrometheusProvider(s.prometheus), active=TemporalActiveWork(client),
-        policy=ChaosPolicy.from_env(), experiment=exp, run=f"{exp.metadata.name[:54]}-dryrun",
-        now=datetime.now(UTC), workflow_id=None, canary_id=canary_workflow_id,
+        objects=objects, metrics=metrics, active=active, policy=policy, experiment=exp,
+        run=f"{exp.metadata.name[:54]}-dryrun", now=now, workflow_id=None, canary_id=canary_workflow_id,
     )
+    if rails_policy is not None:
+        from orchestrator.rails.run import chaos_preflight
+
+        await chaos_preflight(api_client=objects.api_client, metrics=metrics, active=active, chaos_policy=policy,
+                              rails_policy=rails_policy, experiment=exp, plan=plan, workflow_id=None, now=now)
     if output == "json":
         emit_json(plan.model_dump(mode="json"))
         return EXIT_OK

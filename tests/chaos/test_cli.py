@@ -15,6 +15,7 @@ import yaml
 from temporalio.client import Client
 
 from orchestrator.chaos import control
+from orchestrator.chaos.objects import Objects
 from orchestrator.config import Settings
 from tests.chaos.conftest import PromRules, deploy, experiment, writes
 from tests.chaos.test_workflow import _replicas, _until, _worker
@@ -205,27 +206,21 @@ def test_janitor_command_reverts_an_expired_fault(kube: KubeTestEnv, settings: S
 
 
 def test_dry_run_shows_every_pod_a_drain_evicts_and_the_floors(kube: KubeTestEnv, settings: Settings,
-                                                               prom_rules: PromRules, tmp_path: Path) -> None:
-    from tests.chaos.test_radius import _drain_setup, _namespace, _unannotate
+                                                               prom_rules: PromRules, tmp_path: Path,
+                                                               objects: Objects) -> None:
+    from tests.chaos.test_radius import _blast, _drain_setup, _namespace, _seed_on, _unannotate
 
     with _namespace(kube) as other_ns:
         node, foreign = _drain_setup(kube, other_ns)
         try:
-            exp = experiment(kube.namespace, {"type": "node-drain"}, max_percent=100).model_dump(
-                mode="json", by_alias=True)
-            exp["spec"]["blastRadius"]["disturb"] = {"nodes": [node], "namespaces": [kube.namespace, other_ns]}
-            # Drain the node: pick, by seed, a target pod that runs there.
+            exp = _seed_on(objects, experiment(kube.namespace, {"type": "node-drain"}, max_percent=100), node)
+            exp = _blast(exp, disturb={"nodes": [node], "namespaces": [kube.namespace, other_ns]})
+            path = _write(tmp_path, "drain.yaml", exp.model_dump(mode="json", by_alias=True))
             on_node = sorted(p["metadata"]["name"] for p in kube.pods("app=web") if p["spec"]["nodeName"] == node)
             kube._audit_start = kube.server.audit_log.last_seq
-            for seed in range(30):
-                exp["spec"]["target"]["seed"] = seed
-                path = _write(tmp_path, "drain.yaml", exp)
-                result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
-                assert result.returncode == 0, result.stderr
-                if f"cordon node {node}" in result.stdout:
-                    break
-            else:
-                pytest.fail("no seed drains the node")
+            result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
+            assert result.returncode == 0, result.stderr
+            assert f"cordon node {node}" in result.stdout
             for name in on_node:
                 assert f"hits: {kube.namespace}/{name} (Deployment {kube.namespace}/web)" in result.stdout
             for name in foreign:
@@ -249,3 +244,24 @@ def test_dry_run_says_when_a_round_would_be_skipped(kube: KubeTestEnv, settings:
     assert result.returncode == 0, result.stderr
     assert "this round would be SKIPPED: round skipped: Deployment" in result.stdout
     assert "below its floor of 4" in result.stdout and "experiment maxUnavailable 0 -> 4" in result.stdout
+
+
+def test_dry_run_with_a_policy_prints_every_rail_and_refuses_in_a_freeze(kube: KubeTestEnv, settings: Settings,
+                                                                         prom_rules: PromRules, tmp_path: Path) -> None:
+    deploy(kube, replicas=4)
+    path = _write(tmp_path, "exp.yaml", experiment(kube.namespace, {"type": "pod-kill"}).model_dump(
+        mode="json", by_alias=True))
+    policy: dict[str, object] = {
+        "apiVersion": "orchestrator.dev/v1", "kind": "RailsPolicy", "metadata": {"name": "t"},
+        "spec": {"namespaces": {"allowed": [kube.namespace]}, "recentDeployments": {"quietPeriod": "0s"}}}
+    env = {**_env(kube, settings, prom_rules), "ORCHESTRATOR_POLICY": _write(tmp_path, "policy.yaml", policy)}
+    result = orchestrator("chaos", "run", path, "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    for rail in ("change-freeze", "staffed-hours", "namespace", "chaos-plan"):
+        assert any(line.startswith(f"plan: rail {rail}") for line in result.stdout.splitlines()), result.stdout
+    assert "plan: floor: Deployment" in result.stdout
+    frozen = {**policy, "spec": {**policy["spec"], "freezes": [  # type: ignore[dict-item]
+        {"name": "holiday", "start": "2000-01-01T00:00:00Z", "end": "2999-01-01T00:00:00Z"}]}}
+    env["ORCHESTRATOR_POLICY"] = _write(tmp_path, "frozen.yaml", frozen)
+    result = orchestrator("chaos", "run", path, "--dry-run", env=env)
+    assert result.returncode == 1 and "holiday" in result.stderr, result.stdout + result.stderr
