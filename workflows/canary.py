@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.gates.model import CheckPhase, CheckStatus
     from orchestrator.gates.verdict import start
+    from orchestrator.rails.models import RailsRequest
     from orchestrator.specs.canary import (
         AnalysisStep,
         CanaryReplicas,
@@ -59,7 +60,8 @@ with workflow.unsafe.imports_passed_through():
         SetWeightStep,
     )
     from orchestrator.specs.checks import Check
-    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep
+    from orchestrator.specs.promql import image_version
+    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, Stop, UndoStep
 
 class _Again(Exception):
     """Resumed after a pause for an undecided gate: the analysis step runs again from its start."""
@@ -85,6 +87,7 @@ class CanaryWorkflow(Controls):
                              controls=self._state.controls, supports=frozenset(Controls.CONTROLS),
                              history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
                              show_paused=self._show_paused, undo_says="rolling back")
+        self._judges = Judges(self.engine, self._state.judges, spec.all_checks(), self._variables)
 
     @workflow.query
     def status(self) -> CanaryStatus:
@@ -109,6 +112,8 @@ class CanaryWorkflow(Controls):
         state = self._state
         if state.snapshot is None:
             self._status.started_at = workflow.now()
+            self._status.preflight = await self.engine.preflight(RailsRequest(
+                kind="canary", spec=self._inp.rollout, workflow_id=workflow.info().workflow_id, at=workflow.now()))
             state.snapshot = await self.engine.act("canary.snapshot_stable", DeploymentRef(
                 namespace=spec.target.namespace, name=spec.target.deployment, container=spec.target.container),
                 StableSnapshot)
@@ -182,7 +187,7 @@ class CanaryWorkflow(Controls):
                     await self.engine.measure(
                         step.analysis.checks, self._state.checks, self._evaluate, started=began, until=until,
                         data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
-                        publish=self._publish)
+                        publish=self._publish, conclude=self._judges.conclude)
                     return
                 except _Again:
                     # Resumed after a pause for an undecided gate: the analysis runs again, from its start.
@@ -367,15 +372,14 @@ class CanaryWorkflow(Controls):
                             + (f" ({result.detail})" if result.detail else ""))
         return result
 
-    def _evaluate_request(self, check: Check) -> EvaluateRequest:
-        version = self._image.rsplit(":", 1)[-1] if ":" in self._image else self._image
-        return EvaluateRequest(check=check, variables={
-            "namespace": self._status.namespace, "app": self._status.deployment,
-            "target": self._status.deployment, "image": self._image, "version": version})
+    def _variables(self) -> dict[str, str]:
+        return {"namespace": self._status.namespace, "app": self._status.deployment,
+                "target": self._status.deployment, "image": self._image, "version": image_version(self._image)}
 
     @property
     def _evaluate(self) -> Any:
-        return self.engine.evaluator("canary.evaluate_check", self._evaluate_request)
+        return self._judges.evaluate(self.engine.evaluator(
+            "canary.evaluate_check", lambda check: EvaluateRequest(check=check, variables=self._variables())))
 
     def _log_step(self) -> None:
         if self._fresh_step:

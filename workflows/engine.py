@@ -49,9 +49,17 @@ with workflow.unsafe.imports_passed_through():
         Event,
         StuckStep,
     )
+    from orchestrator.gates.judge import (
+        JudgeFinishRequest,
+        JudgeLookRequest,
+        JudgeLookResult,
+        JudgeState,
+        JudgeVerdict,
+    )
     from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
     from orchestrator.gates.model import Phase as GatePhase
     from orchestrator.gates.verdict import advance, finish, start
+    from orchestrator.rails.models import RailsReport, RailsRequest
     from orchestrator.specs.checks import Check, OnInconclusive
 
 T = TypeVar("T")
@@ -235,6 +243,7 @@ class Engine:
         end_on_promote: bool = True,
         extend: Callable[[list[Check]], Awaitable[datetime | None]] | None = None,
         hold: bool = False,
+        conclude: Callable[[Check, CheckStatus], Awaitable[CheckStatus]] | None = None,
     ) -> None:
         """Look at every check once per interval until each decides, ``until`` passes or a promote ends it.
 
@@ -243,7 +252,8 @@ class Engine:
         a success; it raises ``Stop`` or returns the status to carry on with (e.g. measured afresh).
         ``extend`` is asked, when ``until`` passes, whether the step goes on (a new deadline: not enough
         traffic yet, a check still counting, paused by hand) or ends (None). With ``hold`` the step lasts
-        until ``until`` even when every check has decided (a ramp stage's hold time).
+        until ``until`` even when every check has decided (a ramp stage's hold time). ``conclude``
+        decides a judge check still open when the step ends (see ``Judges``).
         """
         for check in checks:
             states.setdefault(check.name, start(check))
@@ -275,7 +285,10 @@ class Engine:
                     continue
             if until is not None and now >= until:
                 for check in open_checks:
-                    states[check.name] = finish(check, states[check.name])
+                    if check.judge is not None and conclude is not None:
+                        states[check.name] = await conclude(check, states[check.name])
+                    else:
+                        states[check.name] = finish(check, states[check.name])
                 publish()
                 for check in open_checks:
                     if states[check.name].phase is not CheckPhase.SUCCESSFUL:
@@ -318,18 +331,28 @@ class Engine:
                                message=f"evaluation failed: {describe(err)}", at=workflow.now())
 
     @staticmethod
-    def evaluator(activity: str, request: Callable[[Check], Any]) -> Callable[[Check], Awaitable[Measurement]]:
-        """One look through ``activity``: transient errors are retried within the check's interval."""
+    def evaluator(activity: str, request: Callable[[Check], Any],
+                  keep: Callable[[Check, JudgeLookResult], Measurement] | None = None
+                  ) -> Callable[[Check], Awaitable[Measurement]]:
+        """One look through ``activity``: transient errors are retried within the check's interval.
+
+        The activity answers a ``Measurement``, or (with ``keep``) a judge's look that ``keep`` folds in.
+        """
 
         async def evaluate(check: Check) -> Measurement:
             interval = max(check.interval, timedelta(seconds=5))
             policy = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                                  maximum_interval=max(interval / 4, timedelta(seconds=1)), maximum_attempts=0,
                                  non_retryable_error_types=NON_RETRYABLE)
-            result: Measurement = await workflow.execute_activity(
-                activity, request(check), result_type=Measurement, schedule_to_close_timeout=interval,
-                start_to_close_timeout=min(interval, timedelta(seconds=30)), retry_policy=policy)
-            return result
+            timeouts: dict[str, Any] = {"schedule_to_close_timeout": interval, "retry_policy": policy,
+                                        "start_to_close_timeout": min(interval, timedelta(seconds=30))}
+            if keep is None:
+                measured: Measurement = await workflow.execute_activity(
+                    activity, request(check), result_type=Measurement, **timeouts)
+                return measured
+            result: JudgeLookResult = await workflow.execute_activity(
+                activity, request(check), result_type=JudgeLookResult, **timeouts)
+            return keep(check, result)
 
         return evaluate
 
@@ -467,6 +490,14 @@ class Engine:
             raise asyncio.CancelledError()
         return False
 
+    async def preflight(self, request: RailsRequest) -> list[str]:
+        """Every rail, before anything changes: a refusal stops the run (``refused``) with the rail's reason."""
+        report: RailsReport = await self.act("rails.check", request, RailsReport, timeout=timedelta(seconds=60))
+        lines = [f"{v.rail}: {v.status}: {v.reason}" for v in report.verdicts]
+        if report.refused:
+            raise Stop("refused", f"refused by the pre-flight rails: {report.reason}")
+        return lines
+
     async def hand_over(self, next_input: Any) -> None:
         """Continue as a new run with ``next_input`` (which carries the whole state)."""
         self.cancel_background()
@@ -522,6 +553,56 @@ class Engine:
         reason = f"aborted{by}" + (f": {req.reason}" if req.reason else "")
         self.request_stop(Stop("kill" if req.off else "abort", reason))
         return ControlResponse(accepted=True, message=self.undo_says)
+
+
+@dataclass
+class Judges:
+    """The sequential judge's checks in a run: each look folds into a ``JudgeState`` the run carries.
+
+    The statistic runs in the ``judge.look`` activity (next to the read, so workflow code does no
+    arithmetic and a replay recomputes nothing); the run keeps the returned state per check in
+    ``states``, part of its state model, so one test runs across steps and continue-as-new. The
+    false-rollback bound is the rollout's: split over all of its judge checks (``checks``).
+    """
+
+    engine: Engine
+    states: dict[str, JudgeState]
+    checks: Sequence[Check]
+    variables: Callable[[], dict[str, str]]
+    control_variables: Callable[[], dict[str, str] | None] = lambda: None
+
+    def _bound(self) -> tuple[float, int]:
+        judges = [c.judge for c in self.checks if c.judge is not None]
+        return (min(j.max_false_rollback for j in judges), len(judges)) if judges else (0.0, 0)
+
+    def evaluate(self, other: Callable[[Check], Awaitable[Measurement]]) -> Callable[[Check], Awaitable[Measurement]]:
+        """Judge checks through the judge, every other check through ``other``."""
+        look = Engine.evaluator("judge.look", self._request, self._keep)
+
+        async def evaluate(check: Check) -> Measurement:
+            return await (other if check.judge is None else look)(check)
+
+        return evaluate
+
+    def _request(self, check: Check) -> JudgeLookRequest:
+        alpha, n = self._bound()
+        return JudgeLookRequest(check=check, variables=self.variables(), control_variables=self.control_variables(),
+                                state=self.states.get(check.name, JudgeState()), alpha=alpha, checks=n)
+
+    def _keep(self, check: Check, result: JudgeLookResult) -> Measurement:
+        self.states[check.name] = result.state
+        return result.measurement
+
+    async def conclude(self, check: Check, status: CheckStatus) -> CheckStatus:
+        """The step's time is over: failed, successful, or not enough traffic (an inconclusive)."""
+        alpha, n = self._bound()
+        verdict: JudgeVerdict = await self.engine.act(
+            "judge.finish", JudgeFinishRequest(check=check, state=self.states.get(check.name, JudgeState()),
+                                               alpha=alpha, checks=n), JudgeVerdict)
+        final = verdict.status(status.measurements)
+        phase = final.phase if final.phase.final else CheckPhase.INCONCLUSIVE
+        return status.model_copy(update={"phase": phase, "outcome": final.outcome,
+                                         "reason": f"{check.name} {phase}: {verdict.message}"})
 
 
 class Controls:
@@ -600,4 +681,4 @@ def _notify_request(kind: str, name: str, outcome: str, reason: str, workflow_id
                          workflow_id=workflow_id)
 
 
-__all__ = ["ContinueAsNew", "Controls", "Engine", "Stop", "UndoStep", "activity_stop", "describe"]
+__all__ = ["ContinueAsNew", "Controls", "Engine", "Judges", "Stop", "UndoStep", "activity_stop", "describe"]

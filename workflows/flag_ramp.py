@@ -40,9 +40,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.flags.base import Allocation, Change
     from orchestrator.gates.model import CheckPhase, CheckStatus
+    from orchestrator.rails.models import RailsRequest
     from orchestrator.specs.checks import Check, OnInconclusive
     from orchestrator.specs.flags import OnFailure, Stage, ramp_workflow_id
-    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep
+    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, Stop, UndoStep
 
 class _Again(Exception):
     """Resumed after a pause for a failed or undecided gate: the stage runs again from its start."""
@@ -69,6 +70,8 @@ class FlagRampWorkflow(Controls):
                              supports=frozenset({"pause", "resume", "promote", "abort", "retry"}),
                              history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
                              show_paused=self._show_paused, undo_says="reverting")
+        self._judges = Judges(self.engine, self._state.judges, spec.checks, self._variables,
+                              lambda: {**self._variables(), "variant": self._state.control_variant})
 
     @workflow.query
     def status(self) -> FlagRampStatus:
@@ -93,6 +96,8 @@ class FlagRampWorkflow(Controls):
         state = self._state
         if state.initial is None:
             self._status.started_at = workflow.now()
+            self._status.preflight = await self.engine.preflight(RailsRequest(
+                kind="flag", spec=self._inp.ramp, workflow_id=workflow.info().workflow_id, at=workflow.now()))
             # Read before anything is written: a ramp that cannot start leaves the flag as it was.
             initial: Allocation = await self.engine.act("flags.read", self._ref, Allocation)
             state.initial = initial
@@ -142,7 +147,7 @@ class FlagRampWorkflow(Controls):
             await self.engine.measure(
                 spec.checks, state.checks, self._evaluate, started=state.stage_started_at, until=state.stage_end,
                 data_since=lambda: state.stage_started_at, on_verdict=self._on_verdict, publish=self._publish,
-                extend=self._extend, hold=True)
+                extend=self._extend, hold=True, conclude=self._judges.conclude)
         except Stop as stop:
             record.outcome = {"traffic": "not-enough-traffic", "gate": "failed", "inconclusive": "failed"}.get(
                 stop.kind, "aborted")
@@ -264,8 +269,8 @@ class FlagRampWorkflow(Controls):
     @property
     def _evaluate(self) -> Any:
         spec = self._inp.ramp.spec
-        return self.engine.evaluator("flags.evaluate_check", lambda check: FlagCheckRequest(
-            check=check, variables=self._variables(), treatment=spec.variant, control=self._state.control_variant))
+        return self._judges.evaluate(self.engine.evaluator("flags.evaluate_check", lambda check: FlagCheckRequest(
+            check=check, variables=self._variables(), treatment=spec.variant, control=self._state.control_variant)))
 
     def _publish(self) -> None:
         self._status.gates = list(self._state.checks.values())

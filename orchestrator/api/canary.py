@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.activities.models import StableSnapshot
 from orchestrator.api.common import ControlRequest, ControlResponse, ControlState, Event, StuckStep
+from orchestrator.gates.judge import JudgeState
 from orchestrator.gates.model import CheckStatus
 from orchestrator.specs.canary import CanaryRollout
 
@@ -55,6 +56,7 @@ class CanaryStatus(BaseModel):
     weight_verified: bool | None = None
     paused: bool = False
     waiting_for: str | None = None
+    preflight: list[str] = Field(default_factory=list)  # every rail's verdict before anything changed
     gates: list[CheckStatus] = Field(default_factory=list)
     reason: str | None = None
     reason_kind: str | None = None  # gate | inconclusive | abort | approval-timeout | cancelled | error | refused
@@ -80,6 +82,7 @@ class CanaryState(BaseModel):
     checks: dict[str, CheckStatus] = Field(default_factory=dict)  # the running analysis step's checks
     background: dict[str, CheckStatus] = Field(default_factory=dict)  # per rollout, not per run
     decided: dict[str, CheckStatus] = Field(default_factory=dict)  # verdicts of finished analysis steps
+    judges: dict[str, JudgeState] = Field(default_factory=dict)  # one sequential test per judge check
     stable_modified: bool = False
     step_seconds: list[tuple[str, float]] = Field(default_factory=list)
 

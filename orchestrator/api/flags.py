@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.api.common import ControlRequest, ControlResponse, ControlState, Event, StuckStep
 from orchestrator.flags.base import Allocation
+from orchestrator.gates.judge import JudgeState
 from orchestrator.gates.model import CheckStatus
 from orchestrator.specs.flags import FlagRamp, ramp_workflow_id
 
@@ -59,6 +60,7 @@ class FlagRampStatus(BaseModel):
     applied: list[float] = Field(default_factory=list)  # every percentage written, in order
     paused: bool = False
     waiting_for: str | None = None
+    preflight: list[str] = Field(default_factory=list)  # every rail's verdict before anything changed
     reason: str | None = None
     reason_kind: str | None = None
     not_enough_traffic: bool = False
@@ -84,6 +86,7 @@ class FlagRampState(BaseModel):
     stage_end: datetime | None = None  # the stage's hold end, moved by extensions
     sample_base: float | None = None
     checks: dict[str, CheckStatus] = Field(default_factory=dict)
+    judges: dict[str, JudgeState] = Field(default_factory=dict)  # one sequential test per judge check
 
 
 class FlagRampInput(BaseModel):

@@ -78,7 +78,7 @@ def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
         raise SpecError(
             [f"{path}:{line}: spec.target.deployment: Deployment {target.namespace}/{target.deployment} not found"]
         ) from None
-    if rollout.spec._all_checks():
+    if rollout.spec.all_checks():
         from orchestrator.gates.prometheus import PrometheusProvider
 
         PrometheusProvider(s.prometheus).check_reachable()
@@ -327,7 +327,7 @@ def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, ou
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     prom = PrometheusProvider(settings(ctx).prometheus)
     prom.check_reachable()
-    checks = rollout.spec._all_checks()
+    checks = rollout.spec.all_checks()
     bound, n = rollout_alpha(checks)
     variables = {"namespace": rollout.spec.target.namespace, "app": rollout.spec.target.deployment}
     rates = {c.name: service_rates(prom, c, variables, now, span) for c in checks if c.judge and c.judge.errors}

@@ -60,6 +60,10 @@ def evaluate(
     at: datetime | None = None,
 ) -> Measurement:
     """Take one measurement of ``check`` at ``at`` (now when None), comparing tracks for relative checks."""
+    if check.slo is not None:
+        from orchestrator.gates.slo import evaluate_slo  # the SLO module builds on this one
+
+        return evaluate_slo(check, provider, variables, at)
     subject = _track_side(str(check.track), variables)
     control = None
     if isinstance(check.condition, Relative):

@@ -46,6 +46,8 @@ def advance(check: Check, status: CheckStatus, measurement: Measurement) -> Chec
     """``status`` with one more measurement folded in; a final status is returned unchanged."""
     if status.phase.final:
         return status
+    if check.judge is not None and measurement.phase is not Phase.ERROR:
+        return _judged(check, status, measurement)
     successes, failures, inconclusive = status.successes, status.failures, status.inconclusive
     errors, consecutive = status.errors, status.consecutive_errors
     if measurement.phase is Phase.ERROR:
@@ -83,6 +85,22 @@ def advance(check: Check, status: CheckStatus, measurement: Measurement) -> Chec
         return _complete(verdict, successes, f"{taken} of {check.count} measurements taken", measurement)
     progress = f"{taken} of {check.count}" if check.count is not None else str(taken)
     return verdict(CheckPhase.RUNNING, f"{progress} measurements taken; last: {measurement.message}")
+
+
+def _judged(check: Check, status: CheckStatus, measurement: Measurement) -> CheckStatus:
+    """A judge check's look: the sequential test itself decides (its own error bound replaces the limits).
+
+    A look that neither shows a regression nor bounds the effect is the judge still collecting: it is
+    not an inconclusive measurement, and it is never counted against ``inconclusiveLimit``.
+    """
+    decided = {Phase.FAILED: CheckPhase.FAILED, Phase.SUCCESSFUL: CheckPhase.SUCCESSFUL}
+    phase = decided.get(measurement.phase, CheckPhase.RUNNING)
+    return status.model_copy(update={
+        "phase": phase, "measurements": status.measurements + 1, "consecutive_errors": 0,
+        "successes": status.successes + (phase is CheckPhase.SUCCESSFUL),
+        "failures": status.failures + (phase is CheckPhase.FAILED),
+        "last": measurement, "recent": [*status.recent[-(RECENT - 1):], measurement], "data_seen": True,
+        "outcome": measurement.outcome, "reason": f"{check.name} {phase}: {measurement.message}"})
 
 
 def finish(check: Check, status: CheckStatus) -> CheckStatus:

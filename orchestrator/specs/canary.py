@@ -190,7 +190,7 @@ class CanarySpec(Strict):
             raise ValueError(f"check names must be unique; {dupe!r} appears more than once")
         relative = [
             c
-            for c in self._all_checks()
+            for c in self.all_checks()
             if getattr(c.condition, "compare_to", None) == "baseline"
             or (c.judge is not None and c.judge.compare_to == "baseline")
         ]
@@ -216,7 +216,7 @@ class CanarySpec(Strict):
         values = {"namespace": self.target.namespace, "app": self.target.deployment, "target": self.target.deployment}
         if self.change.image is not None:
             values |= {"image": self.change.image, "version": image_version(self.change.image)}
-        for check in self._all_checks():
+        for check in self.all_checks():
             problem = value_problem(check.query, values)
             if problem is not None:
                 raise ValueError(f"check {check.name!r}: {problem}")
@@ -227,7 +227,7 @@ class CanarySpec(Strict):
 
         return weight_warnings(self)
 
-    def _all_checks(self) -> list[Check]:
+    def all_checks(self) -> list[Check]:
         out = list(self.background_checks)
         for step in self.steps:
             if isinstance(step, AnalysisStep):

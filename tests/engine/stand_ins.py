@@ -37,6 +37,7 @@ from orchestrator.activities.models import (
 )
 from orchestrator.flags.base import Allocation, Change
 from orchestrator.gates.model import Measurement, Phase
+from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, Verdict
 from workflows.canary import CanaryWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
 from workflows.flag_ramp import FlagRampWorkflow
@@ -59,6 +60,7 @@ class World:
     failing: dict[str, int] = field(default_factory=dict)  # activity -> how many more calls fail (-1: all)
     flag_percent: float = 0.0
     stuck_reports: list[RollbackStuckRequest] = field(default_factory=list)
+    refuse: str | None = None  # what the pre-flight rails answer (None: every rail passes)
 
     def names(self) -> list[str]:
         return [n for n, _ in self.calls]
@@ -159,9 +161,18 @@ class World:
             world._call("notify.rollback_stuck", req)
             world.stuck_reports.append(req)
 
-        return [snapshot_stable, ensure_copy, wait_available, scale, set_weight, reset_traffic, update_stable,
-                restore_stable, delete_copy, evaluate_check, flags_evaluate, flags_read, flags_set, flags_sample,
-                notify, stuck]
+        @activity.defn(name="rails.check")
+        async def rails_check(req: RailsRequest) -> RailsReport:
+            world._call("rails.check", req)
+            refused = world.refuse is not None
+            verdict = Verdict(rail="stand-in", status=RailStatus.REFUSED if refused else RailStatus.OK,
+                              reason=world.refuse or "fine")
+            return RailsReport(kind=req.kind, target="stand-in", refused=refused, reason=world.refuse or "",
+                               verdicts=[verdict])
+
+        return [rails_check, snapshot_stable, ensure_copy, wait_available, scale, set_weight, reset_traffic,
+                update_stable, restore_stable, delete_copy, evaluate_check, flags_evaluate, flags_read, flags_set,
+                flags_sample, notify, stuck]
 
 
 @contextlib.asynccontextmanager

@@ -285,3 +285,13 @@ async def test_effective_weight_is_reported(temporal_client: Client) -> None:
         await handle.execute_update(CanaryWorkflow.abort, ControlRequest())
         await handle.result()
     assert status.weight == 20 and status.effective_weight == 25.0 and "1 of 4 pods" in status.weight_detail
+
+
+async def test_a_refusing_rail_stops_the_canary_before_it_changes_anything(temporal_client: Client) -> None:
+    # Item 11 (workflow side): the pre-flight rails run first; a refusal names the rail and touches nothing.
+    world = World(refuse="mutual-exclusion: chaos experiment chaos-prod-kill is active on prod/app")
+    async with engine_worker(temporal_client, world) as queue:
+        result = await (await start_canary(temporal_client, queue, canary([{"setWeight": 25}]))).result()
+    assert result.phase == Phase.REFUSED and "chaos-prod-kill" in (result.reason or "")
+    assert world.names()[0] == "rails.check"
+    assert not [n for n in world.names() if n.startswith("canary.")], "nothing touched"
