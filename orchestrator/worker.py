@@ -21,7 +21,6 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.workflow import NondeterminismError
 
 from orchestrator.config import Settings
 
@@ -61,22 +60,44 @@ def collect(settings: Settings, **clients: Any) -> tuple[list[type], list[Callab
     return workflows, activities
 
 
+WORKFLOW_FAILURE_TYPES: list[type[BaseException]] = []
+
+
 def build_worker(
     client: Client,
     settings: Settings,
     *,
     task_queue: str | None = None,
     executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    max_concurrent_activities: int = 64,
+    max_concurrent_workflow_tasks: int | None = None,
+    max_cached_workflows: int = 2000,
     **clients: Any,
 ) -> Worker:
+    """The worker; the limits were measured with ``benchmarks/scale.py`` (README, "Scale").
+
+    The activities are synchronous, so the thread pool is as large as the activity limit: a task the
+    worker accepts starts at once instead of queueing behind a thread while its timeout runs. The
+    sticky cache holds more workflows than one worker runs at once (a thousand rollouts): an evicted
+    rollout replays its whole history at its next look.
+    """
     workflows, activities = collect(settings, **clients)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=workflows,
         activities=activities,
-        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),
-        workflow_failure_exception_types=[NondeterminismError],
+        activity_executor=executor
+        or concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        max_cached_workflows=max_cached_workflows,
+        # Nothing turns a workflow-task failure into a workflow failure: a failed workflow skips its
+        # ``finally``, so a canary would stay at N % traffic for ever. A nondeterminism error (code that
+        # cannot replay a running history) stays a workflow-task failure that Temporal retries until
+        # code that can replay it is deployed; the SDK's temporal_workflow_task_execution_failed metric
+        # and the chart's alert tell the operator (docs/upgrades.md).
+        workflow_failure_exception_types=WORKFLOW_FAILURE_TYPES,
         graceful_shutdown_timeout=timedelta(seconds=20),
     )
 
