@@ -55,6 +55,10 @@ def resolve(s: Settings, env: Mapping[str, str] | None = None) -> tuple[Settings
         update["temporal_address"] = info.temporal_address
     if s.prometheus.url == PrometheusSettings().url and not e.get("ORCHESTRATOR_PROMETHEUS_URL"):
         update["prometheus"] = s.prometheus.model_copy(update={"url": info.prometheus_url})
+    if env is None and not e.get("ORCHESTRATOR_POLICY"):
+        # The rails read their chaos namespaces from the environment (as the sandbox's worker does):
+        # give this process the sandbox's, as `eval "$(orchestrator sandbox env)"` would.
+        os.environ.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", info.environment()["ORCHESTRATOR_CHAOS_NAMESPACES"])
     return s.model_copy(update=update), True
 
 

@@ -90,6 +90,7 @@ DAEMON_MARKER = "orchestrator.sandbox.manager"
 # daemon (it stops its pods), then the servers they talk to.
 STOP_ORDER = ("worker", "cluster", "prometheus", "temporal")
 TASK_QUEUE = "orchestrator"
+SANDBOX_CHAOS_NAMESPACES = "demo"
 FLAGS_FILE = "flags.flagd.json"
 DB_FILE = "orchestrator.db"
 
@@ -161,6 +162,8 @@ class SandboxInfo(BaseModel):
             "ORCHESTRATOR_TEMPORAL_UI": self.temporal_ui_url,
             "ORCHESTRATOR_STATE_DIR": self.state_dir,
             "ORCHESTRATOR_DB": self.db_path,
+            # The demo app's namespace opts in to chaos; the rails allow it too (CLI dry runs and the worker).
+            "ORCHESTRATOR_CHAOS_NAMESPACES": SANDBOX_CHAOS_NAMESPACES,
         }
 
 
@@ -511,9 +514,8 @@ def _start_worker(
     health_port = _free_port()
     w_log.parent.mkdir(parents=True, exist_ok=True)
     env = _child_env()
-    # The sandbox's settings win over whatever the caller's shell points at.
+    # The sandbox's settings win over whatever the caller's shell points at; ``extra_env`` over both.
     env.update(info.environment())
-    env.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", "demo")
     env.update(extra_env)
     # The kubeconfig path names this state directory: the marker that tells our worker from any other.
     command = [*find_orchestrator(), "--kubeconfig", info.kubeconfig, "worker", "--health-port", str(health_port)]

@@ -27,7 +27,8 @@ from tests.fixtures_temporal import free_port
 
 pytestmark = pytest.mark.timeout(600)
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sandbox"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "sandbox"
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 
 
@@ -47,6 +48,8 @@ def newcomer_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_") and k != "KUBECONFIG"}
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env["HOME"] = str(home)
+    # The executable runs this checkout's code (the one under test), whatever the venv was installed from.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
