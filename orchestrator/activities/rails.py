@@ -48,12 +48,15 @@ class RailsActivities(ActivityClients):
         # rather than failing the first rollout that asks.
         self.policy = rails_policy or policy_from_env()
 
-    def rails(self) -> Rails:
+    def rails(self, kind: str = "canary") -> Rails:
         from orchestrator.rails.active import TemporalActiveWork
         from orchestrator.rails.run import Rails
 
         temporal = self._temporal or activity.client()
-        return Rails(api_client=self.api, metrics=self.metrics, active=TemporalActiveWork(temporal),
+        # A flag ramp's rails read no Kubernetes object (its provider may be a file or Unleash): a worker
+        # with no cluster configured still checks them.
+        api = self._api_client if kind == "flag" else self.api
+        return Rails(api_client=api, metrics=self.metrics, active=TemporalActiveWork(temporal),  # type: ignore[arg-type]
                      policy=self.policy)
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -62,6 +65,6 @@ class RailsActivities(ActivityClients):
     @activity.defn(name="rails.check")
     async def check(self, req: RailsRequest) -> RailsReport:
         try:
-            return await self.rails().check(req)
+            return await self.rails(req.kind).check(req)
         except OrchestratorError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def canary() -> None:
-    """Canary rollouts: run, status, pause, resume, promote, abort, approve, list."""
+    """Canary rollouts: run, status, pause, resume, promote, abort, approve, retry, list."""
 
 
 def workflow_id_for(name: str, namespace: str) -> str:
@@ -282,6 +282,7 @@ for _name, _help in (
     ("promote", "Skip the remaining steps and promote now."),
     ("abort", "Roll back now."),
     ("approve", "Approve a step waiting for manual approval."),
+    ("retry", "Re-attempt a stuck rollback step now (after fixing what made it fail)."),
 ):
     canary.add_command(_control(_name, _help))
 

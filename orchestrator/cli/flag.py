@@ -272,7 +272,8 @@ for _name, _help in (
     ("pause", "Hold the ramp at its current percentage (gates keep watching)."),
     ("resume", "Continue a paused ramp."),
     ("promote", "Skip the remaining stages: 100 % now."),
-    ("abort", "Stop the ramp and revert the flag to 0 %."),
+    ("abort", "Stop the ramp and revert the flag to what it served before the ramp."),
+    ("retry", "Re-attempt a stuck revert now (after fixing what made it fail)."),
 ):
     flag.add_command(_control(_name, _help))
 

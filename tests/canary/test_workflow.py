@@ -177,7 +177,8 @@ async def test_pause_holds_and_resume_continues(
         handle = await start(temporal_client, spec, task_queue)
         await wait_for(handle, lambda s: s.step == 1)
         await handle.execute_update("pause", ControlRequest())
-        held = await wait_for(handle, lambda s: s.phase == Phase.PAUSED)
+        # Paused during the 1 s pause step: it runs out, and the next step does not start.
+        held = await wait_for(handle, lambda s: s.phase == Phase.PAUSED and s.step == 2)
         await asyncio.sleep(2.5)  # longer than the 1 s pause step: a paused rollout must not move on
         still = await wait_for(handle, lambda s: True)
         assert still.phase == Phase.PAUSED and still.weight == 34 and still.step == held.step == 2

@@ -11,7 +11,6 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.workflow import NondeterminismError
 
 from orchestrator.activities.flags import FlagActivities
 from orchestrator.config import PrometheusSettings, Settings
@@ -88,6 +87,7 @@ async def ramp_worker(
     api_client: Any = None,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Worker]:
+    from orchestrator.activities.rails import RailsActivities
     from workflows.flag_ramp import FlagRampWorkflow
 
     settings = Settings(prometheus=PrometheusSettings(url=prom_url))
@@ -97,9 +97,8 @@ async def ramp_worker(
             client,
             task_queue=task_queue,
             workflows=[FlagRampWorkflow],
-            activities=activities.activities(),
+            activities=activities.activities() + RailsActivities(settings, api_client=api_client).activities(),
             activity_executor=executor,
-            workflow_failure_exception_types=[NondeterminismError],
         )
         async with worker:
             yield worker
