@@ -21,8 +21,15 @@ from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.chaos import ChaosExperimentWorkflow, memo_for
-    from workflows.chaos_models import GAMEDAY_TYPE, ChaosPhase, ChaosStatus, GameDayInput, GameDayResult
+    from orchestrator.api.chaos import (
+        GAMEDAY_TYPE,
+        ChaosPhase,
+        ChaosStatus,
+        GameDayInput,
+        GameDayResult,
+        memo_for,
+    )
+    from workflows.chaos import ChaosExperimentWorkflow
 
 
 @workflow.defn(name=GAMEDAY_TYPE)

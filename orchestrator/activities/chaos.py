@@ -22,12 +22,12 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
 from orchestrator.activities.models import EvaluateRequest
+from orchestrator.api.chaos import WORKFLOW_TYPE, PlanRequest, RunRecordRequest
 from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.gates.model import Measurement
-from workflows.chaos_models import WORKFLOW_TYPE, PlanRequest, RunRecordRequest
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

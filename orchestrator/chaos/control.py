@@ -15,15 +15,16 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import RefusedError
-from workflows.chaos import memo_for, workflow_id
-from workflows.chaos_models import (
+from orchestrator.api.chaos import (
     WORKFLOW_TYPE,
     ChaosInput,
     ChaosStatus,
     ControlRequest,
     ControlResponse,
+    memo_for,
+    workflow_id,
 )
+from orchestrator.errors import RefusedError
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.api.chaos import WORKFLOW_TYPE, ChaosInput, memo_for, workflow_id
 from orchestrator.errors import RefusedError, SpecError
-from workflows.chaos import memo_for, workflow_id
-from workflows.chaos_models import WORKFLOW_TYPE, ChaosInput
 
 if TYPE_CHECKING:
     from temporalio.client import Client

@@ -32,10 +32,10 @@ from orchestrator.errors import RefusedError, SpecError
 if TYPE_CHECKING:
     from temporalio.client import Client
 
+    from orchestrator.api.chaos import ChaosStatus, GameDayResult
     from orchestrator.chaos.objects import Objects
     from orchestrator.specs.chaos import ChaosExperiment
     from orchestrator.specs.policy import RailsPolicy
-    from workflows.chaos_models import ChaosStatus, GameDayResult
 
 
 @click.group()
@@ -82,7 +82,7 @@ def _print_status(st: ChaosStatus, output: str) -> None:
 
 
 def _exit_for(st: ChaosStatus) -> int:
-    from workflows.chaos_models import ChaosPhase
+    from orchestrator.api.chaos import ChaosPhase
 
     return EXIT_OK if st.phase is ChaosPhase.COMPLETED else EXIT_FAILED
 
@@ -129,8 +129,8 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
         client = await connect_temporal(s)
         if dry_run:
             return await _dry_run(s, client, exp, output, rails_policy)
+        from orchestrator.api.chaos import ChaosInput
         from orchestrator.cli.pollers import require_worker
-        from workflows.chaos_models import ChaosInput
 
         await require_worker(client, s, "nothing was started")
         handle = await control.start(client, ChaosInput(experiment=exp, source=file), s.task_queue)
@@ -197,7 +197,7 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
 
 
 async def _follow(client: Client, wid: str, output: str) -> ChaosStatus:
-    from workflows.chaos_models import ChaosStatus
+    from orchestrator.api.chaos import ChaosStatus
 
     handle = client.get_workflow_handle(wid, result_type=ChaosStatus)
     seen = 0
@@ -378,8 +378,8 @@ def schedule(ctx: click.Context, file: str, cron: str | None, every: float | Non
         raise SpecError(["<command line>:0: --every: must be greater than 0"])
 
     async def main() -> int:
+        from orchestrator.api.chaos import ChaosInput
         from orchestrator.chaos import schedules
-        from workflows.chaos_models import ChaosInput
 
         client = await connect_temporal(s)
         sid = await schedules.create(client, ChaosInput(experiment=exp, source=file), s.task_queue, cron=cron,
@@ -451,9 +451,9 @@ for _action in ("pause", "unpause", "delete"):
 @handle_errors
 def gameday(ctx: click.Context, file: str, wait: bool, output: str) -> None:
     """Run the GameDay in FILE: its experiments in order, stopping at the first that does not recover."""
+    from orchestrator.api.chaos import ChaosInput, GameDayInput
     from orchestrator.specs.chaos import GameDay
     from orchestrator.specs.loader import load_file
-    from workflows.chaos_models import ChaosInput, GameDayInput
 
     gd = load_file(file, expect="GameDay")
     assert isinstance(gd, GameDay)
@@ -462,7 +462,7 @@ def gameday(ctx: click.Context, file: str, wait: bool, output: str) -> None:
     s = settings(ctx)
 
     async def main() -> int:
-        from workflows.chaos_models import GAMEDAY_TYPE, GameDayResult
+        from orchestrator.api.chaos import GAMEDAY_TYPE, GameDayResult
 
         client = await connect_temporal(s)
         inp = GameDayInput(name=gd.metadata.name, experiments=inputs,
