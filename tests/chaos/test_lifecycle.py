@@ -101,6 +101,10 @@ async def test_repeated_kill_stops_at_the_floor_while_replacements_are_pending(
         # maxUnavailable 50% of 4: two pods may be down at once, never a third, however many rounds ran.
         assert len(deletes) == 2, deletes
         assert lowest == 2
+        # The rounds that would have crossed the floor are in the run's record, each with its reason.
+        assert result.skipped_rounds
+        assert all("keep 1 ready pod(s), below its floor of 2" in r for r in result.skipped_rounds), \
+            result.skipped_rounds
     finally:
         _label_nodes(kube, pool, None)
 
