@@ -127,8 +127,9 @@ async def ensure_janitor_schedule(client: Client, settings: Settings) -> None:
         return
     try:
         log.info("%s", await schedule.ensure(client, settings.task_queue, schedule.interval_from_env()))
-    except Exception:
-        log.exception("the chaos janitor schedule could not be created or updated")
+    except Exception as exc:
+        # The start-up sweep has run; the worker is still useful without the schedule, so say it in one line.
+        log.warning("the chaos janitor schedule could not be created or updated: %s", exc)
 
 
 def migrate_store(settings: Settings) -> None:
