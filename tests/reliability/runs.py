@@ -120,7 +120,8 @@ async def temporal_restarted(stage: Stage) -> Ran:
         client = await connect(temporal.address)
         handle = client.get_workflow_handle_for(CanaryWorkflow.run, handle.id)
         result = await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
-    outcome = await expect_promoted(handle, result, stage.api_client, stage.namespace, stage.audit(), CLEAN_WRITES)
+        outcome = await expect_promoted(handle, result, stage.api_client, stage.namespace, stage.audit(),
+                                        CLEAN_WRITES)  # the history is read while this server still runs
     return Ran(outcome, temporal.kills)
 
 
