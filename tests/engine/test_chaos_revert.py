@@ -1,0 +1,108 @@
+"""Chaos reverts, each on its own (issue 9 item 4): one revert failing used to skip every later one.
+
+Stand-in chaos activities (see stand_ins.py for why) plan two faults on two objects; the revert of
+the first keeps failing with a programming error. The other is reverted anyway, the experiment shows
+``rollback-stuck`` with the step and the error, and ``retry`` lands the first once it is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from orchestrator.activities.models import EvaluateRequest
+from orchestrator.api.chaos import ChaosInput, ChaosPhase, PlanRequest, RunRecordRequest
+from orchestrator.api.common import ControlRequest
+from orchestrator.chaos.models import LedgerEntry, ObjectRef, Plan, TargetSet
+from orchestrator.gates.model import Measurement
+from orchestrator.specs.chaos import ChaosExperiment
+from tests.engine.stand_ins import World, measurement
+from workflows.chaos import ChaosExperimentWorkflow
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def experiment() -> ChaosExperiment:
+    return ChaosExperiment.model_validate({
+        "kind": "ChaosExperiment", "metadata": {"name": "two-faults"},
+        "spec": {"target": {"namespace": "demo", "selector": {"app": "shop"}, "mode": "all"},
+                 "fault": {"type": "scale-down", "replicas": 1}, "duration": "2s",
+                 "steadyState": {"recoverWithin": "5s", "checks": [
+                     {"name": "errors", "query": 'sum(rate(x{app="{{app}}"}[1m]))', "condition": {"max": 0.1},
+                      "interval": "1s"}]}}})
+
+
+def chaos_activities(world: World, broken: set[str]) -> list[Any]:
+    def entry(run: str, name: str) -> LedgerEntry:
+        return LedgerEntry(run=run, fault="scale-down", expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+                           object=ObjectRef(api_version="apps/v1", kind="Deployment", namespace="demo", name=name))
+
+    @activity.defn(name="chaos.plan")
+    async def plan(req: PlanRequest) -> Plan:
+        world.calls.append(("chaos.plan", req))
+        targets = TargetSet(namespace="demo", selector={"app": "shop"}, candidates=[], chosen=[], deployments=[],
+                            seed=0)
+        return Plan(run=req.run, fault="scale-down", targets=targets, affected_pods=2, total_pods=4,
+                    entries=[entry(req.run, "shop"), entry(req.run, "cart")])
+
+    @activity.defn(name="chaos.record")
+    async def record(e: LedgerEntry) -> LedgerEntry:
+        world.calls.append(("chaos.record", e.object.name))
+        return e
+
+    @activity.defn(name="chaos.inject")
+    async def inject(e: LedgerEntry) -> str:
+        world.calls.append(("chaos.inject", e.object.name))
+        return f"scaled {e.object.name}"
+
+    @activity.defn(name="chaos.revert")
+    async def revert(e: LedgerEntry) -> str:
+        world.calls.append(("chaos.revert", e.object.name))
+        if e.object.name in broken:
+            raise ApplicationError("TypeError: cannot revert today", type="ProgrammingError", non_retryable=True)
+        return f"restored {e.object.name}"
+
+    @activity.defn(name="chaos.evaluate_check")
+    async def evaluate(req: EvaluateRequest) -> Measurement:
+        world.calls.append(("chaos.evaluate_check", req.check.name))
+        return measurement(req.check.name)
+
+    @activity.defn(name="chaos.save_run")
+    async def save(req: RunRecordRequest) -> str:
+        world.calls.append(("chaos.save_run", req.status.phase))
+        return "saved"
+
+    return [plan, record, inject, revert, evaluate, save]
+
+
+async def test_one_failing_revert_does_not_keep_the_others_in_place(temporal_client: Client) -> None:
+    world = World()
+    broken = {"cart"}
+    queue = f"chaos-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue=queue, workflows=[ChaosExperimentWorkflow],
+                      activities=chaos_activities(world, broken) + [
+                          a for a in world.activities() if a.__name__ in ("notify", "stuck")]):
+        handle = await temporal_client.start_workflow(
+            ChaosExperimentWorkflow.run, ChaosInput(experiment=experiment()), id=f"chaos-{queue}", task_queue=queue)
+        deadline = datetime.now().timestamp() + 60
+        while (status := await handle.query(ChaosExperimentWorkflow.status)).stuck is None:
+            assert datetime.now().timestamp() < deadline, status
+            await asyncio.sleep(0.2)
+        assert status.phase == ChaosPhase.REVERT_STUCK and status.stuck is not None
+        assert "cart" in status.stuck.step and "cannot revert today" in status.stuck.error
+        assert ("chaos.revert", "shop") in world.calls, "the other fault is reverted anyway"
+        assert world.stuck_reports and world.stuck_reports[-1].kind == "chaos"
+        broken.clear()  # fixed
+        await handle.execute_update(ChaosExperimentWorkflow.retry, ControlRequest(by="test"))
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.stuck is None and result.reverted_at is not None
+    assert sorted(result.reverted) == ["Deployment demo/cart", "Deployment demo/shop"]
+    assert world.calls.count(("chaos.revert", "shop")) == 1, "a landed revert is not repeated"
