@@ -28,8 +28,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.activities.flags import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
     from orchestrator.activities.models import NotifyRequest
+    from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
     from orchestrator.api.flags import (
         WORKFLOW_TYPE,
         FlagRampInput,

@@ -17,47 +17,22 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from temporalio import activity
 
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
+from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
 from orchestrator.config import Settings
 from orchestrator.errors import MetricError
 from orchestrator.flags.base import Allocation, Change, FlagTarget, ProviderClients
 from orchestrator.gates.model import Measurement, Phase
 from orchestrator.specs.checks import Check, Relative
-from orchestrator.specs.flags import FlagdProviderSpec, UnleashProviderSpec
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from orchestrator.flags.base import FlagProvider
     from orchestrator.gates.prometheus import MetricProvider
-
-
-class FlagRef(BaseModel):
-    provider: FlagdProviderSpec | UnleashProviderSpec
-    flag: str
-    variant: str
-    control: str | None = None
-
-
-class SetPercentRequest(BaseModel):
-    ref: FlagRef
-    percent: float
-
-
-class FlagCheckRequest(BaseModel):
-    check: Check
-    variables: dict[str, str]
-    treatment: str
-    control: str
-
-
-class SampleRequest(BaseModel):
-    query: str
-    variables: dict[str, str]
 
 
 class FlagActivities(ActivityClients):

@@ -20,7 +20,6 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from orchestrator.activities.flags import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
 from orchestrator.activities.models import (
     CopyRequest,
     DeploymentRef,
@@ -35,6 +34,7 @@ from orchestrator.activities.models import (
     WaitRequest,
     WeightResult,
 )
+from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
 from orchestrator.flags.base import Allocation, Change
 from orchestrator.gates.model import Measurement, Phase
 from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, Verdict
