@@ -8,12 +8,14 @@ injected: the suite asserts ``outcome.ok``, ``benchmarks/reliability.py`` adds t
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from temporalio.service import RPCError
 
 from orchestrator.api.common import ControlRequest
 from tests.reliability.harness import (
@@ -39,7 +41,7 @@ from tests.reliability.scenarios import (
     start,
 )
 from workflows.canary import CanaryWorkflow
-from workflows.canary_models import Phase
+from workflows.canary_models import CanaryStatus, Phase
 
 # What a clean run writes to the cluster (the audit log of the sandbox API server): every write once.
 # The canary's scale writes are left out: replicas routing may write the same count again while it
@@ -185,15 +187,16 @@ async def api_down_in_rollback(stage: Stage) -> Ran:
         handle = await start(stage.client, all_kinds(stage.namespace, background=False), stage.task_queue)
 
         async def past_first_weight() -> bool:
-            return (await handle.query(CanaryWorkflow.status)).step >= 1
+            st = await status_of(handle)
+            return st is not None and st.step >= 1
 
         await until(past_first_weight, 150, "the pause step")
         proxy.down()
         await handle.execute_update(CanaryWorkflow.abort, ControlRequest(reason="reliability", by="suite"))
 
         async def stuck() -> bool:
-            st = await handle.query(CanaryWorkflow.status)
-            return st.phase is Phase.ROLLBACK_STUCK and st.stuck is not None
+            st = await status_of(handle)
+            return st is not None and st.phase is Phase.ROLLBACK_STUCK and st.stuck is not None
 
         # An undo step's activity retries for about a minute before the engine reports it stuck.
         await until(stuck, 180, "rollback-stuck in the status")
@@ -217,7 +220,8 @@ async def two_workers_one_killed(stage: Stage) -> Ran:
         handle = await start(stage.client, all_kinds(stage.namespace), stage.task_queue)
 
         async def in_analysis() -> bool:
-            return (await handle.query(CanaryWorkflow.status)).step == 2
+            st = await status_of(handle)
+            return st is not None and st.step == 2
 
         await until(in_analysis, 150, "the analysis step")
         pid = await last_runner_pid(handle)
@@ -233,5 +237,10 @@ async def two_workers_one_killed(stage: Stage) -> Ran:
     return Ran(outcome, workers.kills)
 
 
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
+async def status_of(handle: Any) -> CanaryStatus | None:
+    """The status query, or None while no worker answers it in time (a busy machine, a worker just killed)."""
+    try:
+        status: CanaryStatus = await handle.query(CanaryWorkflow.status, rpc_timeout=timedelta(seconds=10))
+    except RPCError:
+        return None
+    return status
