@@ -538,10 +538,10 @@ def main() -> None:
     modes = ["engine", "e2e"] if args.mode == "both" else [args.mode]
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     try:
-        results = [asyncio.run(measure(args, m, tuning, work)) for m in modes]
+        for m in modes:  # each mode's figures as soon as they exist
+            report([asyncio.run(measure(args, m, tuning, work))], args, tuning)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args, tuning)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ CPU apart from the rest.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import signal
 import threading
@@ -37,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sandbox.apiserver import ApiServer
 from orchestrator.sandbox.prometheus import PrometheusServer, _atomic_write, sanitise_label
 
 DEFAULT_RPS = 10.0
@@ -218,16 +220,29 @@ class VirtualPrometheus(PrometheusServer):
         _atomic_write(self.config_file, render_config(self.scrape_interval, self.exporter_port))
 
 
-def serve(port: int, exporter_port: int, kubeconfig: Path, *, tick: float, ready_after: float) -> None:
-    """The API server with virtual pods and the exporter, until SIGTERM or SIGINT."""
-    from orchestrator.sandbox.apiserver import ApiServer
+def add_nodes(server: ApiServer, total: int) -> None:
+    """Grow the cluster to ``total`` nodes, each like the first: a node holds 110 pods, as on a cluster,
+    so a thousand rollouts need about forty of them."""
+    first = server.list("", "v1", "nodes")[0]
+    for index in range(len(server.list("", "v1", "nodes")), total):
+        name = f"sandbox-node-{index + 1}"
+        node = copy.deepcopy(first)
+        node["metadata"] = {"name": name, "labels": {**first["metadata"]["labels"], "kubernetes.io/hostname": name}}
+        node["status"]["addresses"] = [{"type": "InternalIP", "address": "127.0.0.1"},
+                                       {"type": "Hostname", "address": name}]
+        server.store.create("", "v1", "nodes", None, node)
 
+
+def serve(port: int, exporter_port: int, kubeconfig: Path, *, tick: float, ready_after: float,
+          nodes: int) -> None:
+    """The API server with virtual pods and the exporter, until SIGTERM or SIGINT."""
     pods = VirtualPods(ready_after=ready_after)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     exporter = SyntheticExporter(pods, exporter_port).start()
     with ApiServer(port=port, runtime=pods, tick=tick) as server:
+        add_nodes(server, nodes)
         server.write_kubeconfig(kubeconfig)
         print(f"ready {server.url} exporter 127.0.0.1:{exporter.port}", flush=True)
         stop.wait()
@@ -241,8 +256,10 @@ def main() -> None:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--tick", type=float, default=1.0, help="controller pass interval (seconds)")
     parser.add_argument("--ready-after", type=float, default=1.0, help="seconds a new pod stays unready")
+    parser.add_argument("--nodes", type=int, default=40, help="nodes of 110 pods each")
     args = parser.parse_args()
-    serve(args.port, args.exporter_port, args.kubeconfig, tick=args.tick, ready_after=args.ready_after)
+    serve(args.port, args.exporter_port, args.kubeconfig, tick=args.tick, ready_after=args.ready_after,
+          nodes=args.nodes)
 
 
 if __name__ == "__main__":

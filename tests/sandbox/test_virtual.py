@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client, config
 
 from orchestrator.sandbox.apiserver import ApiServer
-from orchestrator.sandbox.virtual import SyntheticExporter, VirtualPods, VirtualPrometheus
+from orchestrator.sandbox.virtual import SyntheticExporter, VirtualPods, VirtualPrometheus, add_nodes
 from tests.fixtures_temporal import free_port
 
 NS = "virtual"
@@ -136,3 +136,12 @@ def test_prometheus_measures_each_side_from_the_pods_own_labels(cluster: Cluster
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_cluster_grows_by_nodes_like_the_first(cluster: Cluster) -> None:
+    # Two nodes of 110 pods hold under a hundred rollouts; the benchmark adds nodes instead of lifting the limit.
+    add_nodes(cluster.server, 4)
+    nodes = client.CoreV1Api(cluster.api).list_node().items
+    assert sorted(n.metadata.name for n in nodes) == [f"sandbox-node-{i}" for i in range(1, 5)]
+    assert {n.status.allocatable["pods"] for n in nodes} == {"110"}
+    assert {n.metadata.labels["kubernetes.io/hostname"] for n in nodes} == {n.metadata.name for n in nodes}
