@@ -297,7 +297,17 @@ def wait_ready(proc: subprocess.Popen[str], what: str) -> str:
     line = proc.stdout.readline()
     if not line.startswith("ready"):
         raise RuntimeError(f"{what} did not start (exit {proc.poll()})")
+    drain(proc)
     return line.strip()
+
+
+def drain(proc: subprocess.Popen[str]) -> None:
+    """Read what a process writes to its stdout pipe: a full pipe would stop it mid-run."""
+    import threading
+
+    stream = proc.stdout
+    if stream is not None:
+        threading.Thread(target=lambda: all(True for _ in stream), daemon=True).start()
 
 
 # ---- the lag, from history ---------------------------------------------------------------------------
@@ -395,6 +405,7 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
         procs["temporal"] = start_process([
             str(Path(sys.executable).parent / "temporal"), "server", "start-dev", "--headless",
             "--ip", "127.0.0.1", "--port", str(tport), "--log-level", "error"])
+        drain(procs["temporal"])
         address = f"127.0.0.1:{tport}"
         if mode == "e2e":
             kubeconfig = work / "kubeconfig"
