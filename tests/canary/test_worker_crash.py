@@ -70,5 +70,5 @@ async def test_killed_worker_is_replaced_and_the_rollout_finishes_once(
     assert scheduled["canary.set_weight"] == 2, scheduled  # 34 and 67, each once
     assert scheduled["canary.ensure_copy"] == 1
     assert scheduled["canary.update_stable"] == 1
-    weights = [e.message for e in result.events if "% of traffic" in e.message]
+    weights = [e.message for e in result.events if e.message.startswith("shifting")]
     assert weights == ["shifting 34% of traffic to the canary", "shifting 67% of traffic to the canary"]
