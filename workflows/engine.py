@@ -421,7 +421,7 @@ class Engine:
                     self.status.stuck = None
                     self.stuck_phase(False)
                     await self._report_stuck(RollbackStuckRequest(
-                        kind=self.kind, workflow_id=workflow.info().workflow_id,  # type: ignore[arg-type]
+                        kind=self.kind, workflow_id=workflow.info().workflow_id,
                         name=self.name, step="", stuck=False))
                 return
             attempts += 1
@@ -438,7 +438,7 @@ class Engine:
                 self.log(f"rollback stuck at {step.name}: {error}; re-attempting on a slow timer "
                          "(or now, with the retry control)")
             # Renewed at every attempt: the metric's series expires unless renewed (right with several workers).
-            await self._report_stuck(RollbackStuckRequest(kind=self.kind,  # type: ignore[arg-type]
+            await self._report_stuck(RollbackStuckRequest(kind=self.kind,
                                                           workflow_id=workflow.info().workflow_id,
                                                           name=self.name, step=step.name, error=error))
             asked = self.controls.retries
@@ -677,7 +677,7 @@ def activity_stop(err: ActivityError) -> Stop:
 
 
 def _notify_request(kind: str, name: str, outcome: str, reason: str, workflow_id: str) -> NotifyRequest:
-    return NotifyRequest(kind=kind, name=name, outcome=outcome, reason=reason,  # type: ignore[arg-type]
+    return NotifyRequest(kind=kind, name=name, outcome=outcome, reason=reason,
                          workflow_id=workflow_id)
 
 

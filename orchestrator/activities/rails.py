@@ -56,7 +56,7 @@ class RailsActivities(ActivityClients):
         # A flag ramp's rails read no Kubernetes object (its provider may be a file or Unleash): a worker
         # with no cluster configured still checks them.
         api = self._api_client if kind == "flag" else self.api
-        return Rails(api_client=api, metrics=self.metrics, active=TemporalActiveWork(temporal),  # type: ignore[arg-type]
+        return Rails(api_client=api, metrics=self.metrics, active=TemporalActiveWork(temporal),
                      policy=self.policy)
 
     def activities(self) -> list[Callable[..., Any]]:

@@ -72,7 +72,7 @@ class PrometheusProvider:
             auth=self._auth(),
             session=session,
             retry=_no_retries(),
-            timeout=self.settings.timeout_seconds,  # type: ignore[arg-type]  # float is fine for requests
+            timeout=self.settings.timeout_seconds,  # float is fine for requests
         )
         params: dict[str, str] = {}
         if at is not None:
