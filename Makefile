@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 KEEP ?= 0
 
-.PHONY: help install demo test lint typecheck check sandbox-down bench clean
+.PHONY: help install demo test lint typecheck imports check sandbox-down bench clean
 
 help:
 	@echo "make demo   - sandbox up; canaries, flag ramps, the kill switch and a pod kill on its demo app (KEEP=1 keeps it)"
 	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
-	@echo "make check  - ruff and mypy"
+	@echo "make check  - ruff, mypy and the import contracts (layers, what workflow code may import)"
 
 $(DEMO_STAMP): pyproject.toml
 	@command -v prometheus >/dev/null 2>&1 || { \
@@ -47,6 +47,7 @@ sandbox-down: $(DEMO_STAMP)
 # best here (see README, "Test time"). PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 3
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -55,7 +56,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint typecheck imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_rollback.py

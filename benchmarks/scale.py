@@ -50,7 +50,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from orchestrator.activities.models import (
+from orchestrator.api.canary import WORKFLOW_TYPE, CanaryInput, CanaryStatus
+from orchestrator.api.requests import (
     CopyRequest,
     DeploymentRef,
     EvaluateRequest,
@@ -64,7 +65,6 @@ from orchestrator.activities.models import (
     WaitRequest,
     WeightResult,
 )
-from orchestrator.api.canary import WORKFLOW_TYPE, CanaryInput, CanaryStatus
 from orchestrator.gates.model import Measurement, Phase
 from orchestrator.rails.models import RailsReport, RailsRequest
 from orchestrator.specs.canary import CanaryRollout

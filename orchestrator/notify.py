@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from orchestrator.activities.models import RollbackStuckRequest
+    from orchestrator.api.requests import RollbackStuckRequest
 
 log = logging.getLogger(__name__)
 

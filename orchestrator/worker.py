@@ -122,7 +122,7 @@ def run_janitor(settings: Settings) -> Sequence[str]:
 async def ensure_janitor_schedule(client: Client, settings: Settings) -> None:
     """Create or update the janitor's every-minute Temporal Schedule; a failure is logged, never fatal."""
     try:
-        schedule = importlib.import_module("orchestrator.chaos.janitor_schedule")
+        schedule = importlib.import_module("orchestrator.client.janitor")
     except ModuleNotFoundError:
         return
     try:

@@ -28,7 +28,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.activities.models import (
+    from orchestrator.api.canary import (
+        WORKFLOW_TYPE,
+        CanaryInput,
+        CanaryState,
+        CanaryStatus,
+        Phase,
+        workflow_id,
+    )
+    from orchestrator.api.requests import (
         CopyRequest,
         DeploymentRef,
         EvaluateRequest,
@@ -40,14 +48,6 @@ with workflow.unsafe.imports_passed_through():
         TemplateUpdate,
         WaitRequest,
         WeightResult,
-    )
-    from orchestrator.api.canary import (
-        WORKFLOW_TYPE,
-        CanaryInput,
-        CanaryState,
-        CanaryStatus,
-        Phase,
-        workflow_id,
     )
     from orchestrator.gates.model import CheckPhase, CheckStatus
     from orchestrator.gates.verdict import start

@@ -28,7 +28,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.activities.models import EvaluateRequest
     from orchestrator.api.chaos import (
         WORKFLOW_TYPE,
         ChaosInput,
@@ -41,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         memo_for,
         workflow_id,
     )
+    from orchestrator.api.requests import EvaluateRequest
     from orchestrator.chaos.models import LedgerEntry, Plan
     from orchestrator.gates.model import CheckStatus, Measurement
     from orchestrator.gates.model import Phase as GatePhase

@@ -40,7 +40,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.activities.models import NotifyRequest, RollbackStuckRequest
     from orchestrator.api.common import (
         EVENTS_KEPT,
         ControlRequest,
@@ -49,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Event,
         StuckStep,
     )
+    from orchestrator.api.requests import NotifyRequest, RollbackStuckRequest
     from orchestrator.gates.judge import (
         JudgeFinishRequest,
         JudgeLookRequest,

@@ -28,7 +28,6 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.activities.models import NotifyRequest
     from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
     from orchestrator.api.flags import (
         WORKFLOW_TYPE,
@@ -38,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         StageRecord,
     )
+    from orchestrator.api.requests import NotifyRequest
     from orchestrator.flags.base import Allocation, Change
     from orchestrator.gates.model import CheckPhase, CheckStatus
     from orchestrator.rails.models import RailsRequest

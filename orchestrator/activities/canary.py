@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator import telemetry
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
-from orchestrator.activities.models import (
+from orchestrator.api.requests import (
     CopyRequest,
     DeploymentRef,
     EvaluateRequest,

@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
-from orchestrator.activities.models import EvaluateRequest
 from orchestrator.api.chaos import WORKFLOW_TYPE, PlanRequest, RunRecordRequest
+from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
 from orchestrator.config import Settings

@@ -7,8 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from orchestrator.activities.models import StableSnapshot
 from orchestrator.api.common import ControlRequest, ControlResponse, ControlState, Event, StuckStep
+from orchestrator.api.requests import StableSnapshot
 from orchestrator.gates.judge import JudgeState
 from orchestrator.gates.model import CheckStatus
 from orchestrator.specs.canary import CanaryRollout

@@ -14,7 +14,7 @@ is not an error: it is what the janitor cannot see, reported in ``JanitorReport.
 plain sentence per kind, which callers say once.
 
 It runs on worker start (``run_janitor(settings)``), every minute as the Temporal Schedule
-``orchestrator-chaos-janitor`` (``workflows/janitor.py``, ``orchestrator.chaos.janitor_schedule``),
+``orchestrator-chaos-janitor`` (``workflows/janitor.py``, ``orchestrator.client.janitor``),
 and on demand (``orchestrator chaos janitor``).
 """
 

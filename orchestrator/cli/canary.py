@@ -32,8 +32,8 @@ from orchestrator.errors import RefusedError, SpecError
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
+    from orchestrator.api.canary import CanaryStatus
     from orchestrator.specs.canary import CanaryRollout
-    from workflows.canary_models import CanaryStatus
 
 
 @click.group()
@@ -124,9 +124,9 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
     async def main() -> int:
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
+        from orchestrator.api.canary import CanaryInput
         from orchestrator.cli.pollers import require_worker
         from workflows.canary import CanaryWorkflow, workflow_id
-        from workflows.canary_models import CanaryInput
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
@@ -163,8 +163,8 @@ async def _dry_run(s: Settings, rollout: CanaryRollout, policy_path: str | None,
 
 async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, timeout: float | None,
                  exit_on_pause: bool, s: Settings) -> int:
+    from orchestrator.api.canary import FINAL_PHASES, Phase
     from orchestrator.cli.render import gate_line, render
-    from workflows.canary_models import FINAL_PHASES, Phase
 
     deadline = None if timeout is None else time.monotonic() + timeout
     seen_events = 0
@@ -204,8 +204,8 @@ async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
     from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
     from temporalio.service import RPCError
 
+    from orchestrator.api.canary import CanaryStatus
     from workflows.canary import CanaryWorkflow
-    from workflows.canary_models import CanaryStatus
 
     try:
         desc = await handle.describe()

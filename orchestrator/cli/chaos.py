@@ -89,7 +89,7 @@ def _exit_for(st: ChaosStatus) -> int:
 
 async def _resolve_id(client: Client, name: str, namespace: str | None) -> str:
     """NAME with -n NS is ``chaos-NS-NAME``; a full workflow id is taken as is; else a running match."""
-    from orchestrator.chaos import control
+    from orchestrator.client import chaos as control
 
     if namespace:
         return f"chaos-{namespace}-{name}"
@@ -124,7 +124,7 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
         rails_policy = load_policy(policy_path)
 
     async def main() -> int:
-        from orchestrator.chaos import control
+        from orchestrator.client import chaos as control
 
         client = await connect_temporal(s)
         if dry_run:
@@ -233,7 +233,7 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
         raise SpecError(["<command line>:0: NAME: give NAME or --all"])
 
     async def main() -> int:
-        from orchestrator.chaos import control
+        from orchestrator.client import chaos as control
 
         client = await connect_temporal(s)
         if abort_all:
@@ -273,7 +273,7 @@ def status(ctx: click.Context, name: str, namespace: str | None, output: str) ->
     s = settings(ctx)
 
     async def main() -> int:
-        from orchestrator.chaos import control
+        from orchestrator.client import chaos as control
 
         client = await connect_temporal(s)
         st = await control.status(client, await _resolve_id(client, name, namespace))
@@ -292,7 +292,7 @@ def list_cmd(ctx: click.Context, output: str) -> None:
     s = settings(ctx)
 
     async def main() -> int:
-        from orchestrator.chaos import control
+        from orchestrator.client import chaos as control
 
         client = await connect_temporal(s)
         rows: list[dict[str, Any]] = []
@@ -303,7 +303,7 @@ def list_cmd(ctx: click.Context, output: str) -> None:
                              "namespace": st.namespace})
             except Exception:
                 rows.append({"workflow_id": wid, "phase": "unknown", "fault": "", "namespace": ""})
-        from orchestrator.chaos import janitor_schedule
+        from orchestrator.client import janitor as janitor_schedule
 
         janitor = await janitor_schedule.describe(client)
         if output == "json":
@@ -379,7 +379,7 @@ def schedule(ctx: click.Context, file: str, cron: str | None, every: float | Non
 
     async def main() -> int:
         from orchestrator.api.chaos import ChaosInput
-        from orchestrator.chaos import schedules
+        from orchestrator.client import chaos_schedules as schedules
 
         client = await connect_temporal(s)
         sid = await schedules.create(client, ChaosInput(experiment=exp, source=file), s.task_queue, cron=cron,
@@ -403,7 +403,7 @@ def schedules_list(ctx: click.Context, output: str) -> None:
     s = settings(ctx)
 
     async def main() -> int:
-        from orchestrator.chaos import schedules as sched
+        from orchestrator.client import chaos_schedules as sched
 
         items = await sched.list_schedules(await connect_temporal(s))
         if output == "json":
@@ -427,7 +427,7 @@ def _schedule_action(action: str) -> click.Command:
         s = settings(ctx)
 
         async def main() -> int:
-            from orchestrator.chaos import schedules as sched
+            from orchestrator.client import chaos_schedules as sched
 
             client = await connect_temporal(s)
             await getattr(sched, action)(client, schedule_id)

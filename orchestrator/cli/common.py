@@ -182,7 +182,7 @@ async def send_control(s: Settings, workflow_id: str, update: str, reason: str =
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError
 
-    from workflows.canary_models import ControlRequest, ControlResponse
+    from orchestrator.api.canary import ControlRequest, ControlResponse
 
     client = await connect_temporal(s)
     handle = client.get_workflow_handle(workflow_id)

@@ -36,8 +36,8 @@ from orchestrator.errors import RefusedError
 if TYPE_CHECKING:
     from temporalio.client import WorkflowHandle
 
+    from orchestrator.api.flags import FlagRampStatus
     from orchestrator.specs.flags import FlagRamp
-    from workflows.flag_ramp_models import FlagRampStatus
 
 
 @click.group()
@@ -136,9 +136,9 @@ def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, o
     async def main() -> int:
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
+        from orchestrator.api.flags import FlagRampInput
         from orchestrator.cli.pollers import require_worker
         from workflows.flag_ramp import FlagRampWorkflow
-        from workflows.flag_ramp_models import FlagRampInput
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
@@ -172,8 +172,8 @@ async def _dry_run(s: Settings, ramp: FlagRamp, policy_path: str | None, output:
 
 
 async def follow(handle: WorkflowHandle[Any, Any], output: str, timeout: float | None) -> int:
+    from orchestrator.api.flags import FINAL_PHASES, Phase
     from orchestrator.cli.render import gate_line
-    from workflows.flag_ramp_models import FINAL_PHASES, Phase
 
     deadline = None if timeout is None else time.monotonic() + timeout
     live = output == "text"

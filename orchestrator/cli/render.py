@@ -23,7 +23,7 @@ from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
 
 RESULT_SCHEMA_VERSION = 1
 # Where the canary status model lives, newest home first.
-RESULT_MODEL_MODULES = ("orchestrator.api.canary", "workflows.canary_models")
+RESULT_MODEL_MODULES = ("orchestrator.api.canary", "orchestrator.api.canary")
 RESULT_MARKER = "orchestrator-result"
 
 

@@ -170,9 +170,9 @@ def wait_for_metrics(prometheus_url: str, timeout: float = 90.0) -> None:
 
 
 async def run_canary(client: Any, settings: Any, spec: dict[str, Any], echo: Any) -> Any:
+    from orchestrator.api.canary import FINAL_PHASES, CanaryInput
     from orchestrator.specs.canary import CanaryRollout
     from workflows.canary import CanaryWorkflow, workflow_id
-    from workflows.canary_models import FINAL_PHASES, CanaryInput
 
     rollout = CanaryRollout.model_validate(spec)
     handle = await client.start_workflow(
@@ -191,10 +191,10 @@ async def run_canary(client: Any, settings: Any, spec: dict[str, Any], echo: Any
 
 
 async def run_experiment(client: Client, settings: Any, path: Path, echo: Any) -> Any:
-    from orchestrator.chaos import control
+    from orchestrator.api.chaos import ChaosInput, ChaosStatus
+    from orchestrator.client import chaos as control
     from orchestrator.specs.chaos import ChaosExperiment
     from orchestrator.specs.loader import load_file
-    from workflows.chaos_models import ChaosInput, ChaosStatus
 
     experiment = load_file(path, expect="ChaosExperiment")
     assert isinstance(experiment, ChaosExperiment)
@@ -231,9 +231,9 @@ def summary(results: list[tuple[str, Any, Any]], ui: str) -> str:
 
 
 async def run_ramp(client: Client, settings: Any, spec: dict[str, Any], echo: Any) -> Any:
+    from orchestrator.api.flags import FINAL_PHASES, FlagRampInput
     from orchestrator.specs.flags import FlagRamp
     from workflows.flag_ramp import FlagRampWorkflow
-    from workflows.flag_ramp_models import FINAL_PHASES, FlagRampInput
 
     ramp = FlagRamp.model_validate(spec)
     handle = await client.start_workflow(

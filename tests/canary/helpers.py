@@ -11,11 +11,11 @@ import yaml
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
+from orchestrator.api.canary import CanaryInput, CanaryStatus, Phase
 from orchestrator.config import PrometheusSettings, Settings
 from orchestrator.specs.canary import CanaryRollout
 from orchestrator.worker import build_worker
 from workflows.canary import CanaryWorkflow, workflow_id
-from workflows.canary_models import CanaryInput, CanaryStatus, Phase
 
 ERROR_RATIO = (
     'sum(rate(http_requests_total{namespace="prod",app="{{app}}",track="{{track}}",code=~"5.."}[30s])) / '

@@ -16,9 +16,9 @@ from kubernetes import client as k8s
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from orchestrator.api.canary import Phase
 from tests.canary.helpers import deployment, image_of, rollout, start, wait_for
 from tests.fixtures_kube import deployment_manifest
-from workflows.canary_models import Phase
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from orchestrator.api.canary import ControlRequest, Phase
 from tests.canary.helpers import (
     deployment,
     error_check,
@@ -28,7 +29,6 @@ from tests.canary.helpers import (
 )
 from tests.fixtures_kube import deployment_manifest
 from workflows.canary import CanaryWorkflow
-from workflows.canary_models import ControlRequest, Phase
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -294,8 +294,8 @@ async def test_a_long_rollout_continues_as_new_without_repeating_steps(
 ) -> None:
     """A low history limit forces continue-as-new during a pause: the next run keeps the pause's deadline,
     the status and the canary, and no step is applied twice."""
+    from orchestrator.api.canary import CanaryInput
     from workflows.canary import CanaryWorkflow, workflow_id
-    from workflows.canary_models import CanaryInput
 
     make_stable(kube, "healthy")
     spec = rollout(kube.namespace, "healthy", [{"setWeight": 34}, {"pause": {"duration": "6s"}}, {"setWeight": 67}],

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from orchestrator.chaos import control
+from orchestrator.api.chaos import ChaosInput, ChaosPhase
 from orchestrator.chaos.objects import Objects
+from orchestrator.client import chaos as control
 from orchestrator.config import Settings
 from tests.chaos.conftest import PromRules, deploy, experiment, writes
 from tests.chaos.test_workflow import _replicas, _until, _worker
 from tests.fixtures_kube import KubeTestEnv
-from workflows.chaos_models import ChaosInput, ChaosPhase
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,19 +18,20 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from orchestrator.chaos import control, ledger
+from orchestrator.api.chaos import ChaosInput, ChaosPhase
+from orchestrator.chaos import ledger
 from orchestrator.chaos.faults import injector_for
 from orchestrator.chaos.models import ALLOW_ANNOTATION, EXPERIMENT_LABEL, LEDGER_ANNOTATION
 from orchestrator.chaos.objects import Objects
 from orchestrator.chaos.planning import plan_fault
 from orchestrator.chaos.safety import ChaosPolicy
+from orchestrator.client import chaos as control
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import PrometheusProvider
 from tests.chaos.conftest import deploy, experiment, now, writes
 from tests.chaos.test_workflow import _breaking_check, _worker
 from tests.fixtures_kube import KubeTestEnv
-from workflows.chaos_models import ChaosInput, ChaosPhase
 
 pytestmark = pytest.mark.timeout(90)
 

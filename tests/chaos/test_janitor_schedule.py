@@ -21,12 +21,13 @@ from temporalio.worker import Worker
 
 from orchestrator import telemetry
 from orchestrator.activities.chaos import ChaosActivities
-from orchestrator.chaos import janitor_schedule, ledger
+from orchestrator.chaos import ledger
 from orchestrator.chaos.faults import injector_for
 from orchestrator.chaos.janitor import run_janitor, sweep_scoped
 from orchestrator.chaos.objects import Objects
 from orchestrator.chaos.planning import plan_fault
 from orchestrator.chaos.safety import ChaosPolicy
+from orchestrator.client import janitor as janitor_schedule
 from orchestrator.config import Settings
 from orchestrator.gates.prometheus import PrometheusProvider
 from tests.chaos.conftest import PromRules, deploy, experiment, now

@@ -11,18 +11,19 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from orchestrator.chaos import control, ledger
+from orchestrator.api.chaos import ChaosInput, ChaosPhase, GameDayInput
+from orchestrator.chaos import ledger
 from orchestrator.chaos.faults import injector_for
 from orchestrator.chaos.models import ALLOW_ANNOTATION, EXPERIMENT_LABEL
 from orchestrator.chaos.objects import Objects
 from orchestrator.chaos.planning import plan_fault
 from orchestrator.chaos.safety import ChaosPolicy
+from orchestrator.client import chaos as control
 from orchestrator.config import Settings
 from orchestrator.gates.prometheus import PrometheusProvider
 from tests.chaos.conftest import deploy, experiment, now, writes
 from tests.chaos.test_workflow import _replicas, _unmarked, _until, _worker
 from tests.fixtures_kube import KubeTestEnv
-from workflows.chaos_models import ChaosInput, ChaosPhase, GameDayInput
 
 pytestmark = pytest.mark.timeout(90)
 

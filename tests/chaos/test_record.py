@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.api.chaos import ChaosPhase, ChaosStatus, RunRecordRequest
 from orchestrator.chaos.models import BudgetReading
 from orchestrator.chaos.record import build_record, wants_budget_after
 from orchestrator.chaos.safety import read_error_budget
@@ -19,7 +20,6 @@ from orchestrator.scoring.formula import score_run
 from orchestrator.scoring.model import ErrorBudget, RunRecord
 from orchestrator.specs.chaos import ChaosExperiment
 from tests.chaos.conftest import experiment
-from workflows.chaos_models import ChaosPhase, ChaosStatus, RunRecordRequest
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 INJECTED = T0 + timedelta(seconds=2)

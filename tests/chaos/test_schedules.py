@@ -9,14 +9,14 @@ from datetime import timedelta
 import pytest
 from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowExecutionStatus
 
-from orchestrator.chaos import schedules
+from orchestrator.api.chaos import ChaosInput, ChaosPhase, ChaosStatus
+from orchestrator.client import chaos_schedules as schedules
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError
 from tests.chaos.conftest import PromRules, deploy, experiment
 from tests.chaos.test_cli import _env, orchestrator
 from tests.chaos.test_workflow import _replicas, _worker
 from tests.fixtures_kube import KubeTestEnv
-from workflows.chaos_models import ChaosInput, ChaosPhase, ChaosStatus
 
 pytestmark = pytest.mark.timeout(90)
 

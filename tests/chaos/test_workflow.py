@@ -23,9 +23,10 @@ from temporalio.worker import Worker
 from temporalio.workflow import NondeterminismError
 
 from orchestrator.activities.chaos import ChaosActivities
-from orchestrator.chaos import control
+from orchestrator.api.chaos import ChaosInput, ChaosPhase, ChaosStatus, GameDayInput, GameDayResult
 from orchestrator.chaos.models import EXPERIMENT_LABEL
 from orchestrator.chaos.safety import ChaosPolicy
+from orchestrator.client import chaos as control
 from orchestrator.config import Settings
 from orchestrator.gates.prometheus import PrometheusProvider
 from orchestrator.scoring.formula import score_run
@@ -34,7 +35,6 @@ from orchestrator.scoring.store import RunStore
 from tests.chaos.conftest import PromRules, deploy, experiment, writes
 from tests.fixtures_kube import KubeTestEnv
 from workflows.chaos import ChaosExperimentWorkflow
-from workflows.chaos_models import ChaosInput, ChaosPhase, ChaosStatus, GameDayInput, GameDayResult
 from workflows.gameday import GameDayWorkflow
 
 pytestmark = pytest.mark.timeout(90)

@@ -30,7 +30,7 @@ from temporalio.worker import Worker
 
 from orchestrator import telemetry
 from orchestrator.activities.canary import CanaryActivities
-from orchestrator.activities.models import RollbackStuckRequest
+from orchestrator.api.requests import RollbackStuckRequest
 from orchestrator.config import Settings
 from orchestrator.telemetry import Metrics
 from tests.fixtures_temporal import free_port
@@ -223,7 +223,7 @@ def test_worker_cli_serves_sdk_metrics_on_a_second_port(temporal_address: str, t
 
 
 def test_notify_outcome_records_time_to_rollback() -> None:
-    from orchestrator.activities.models import NotifyRequest
+    from orchestrator.api.requests import NotifyRequest
 
     fresh = Metrics()
     telemetry.set_default_metrics(fresh)

@@ -20,7 +20,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from orchestrator.activities.models import (
+from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
+from orchestrator.api.requests import (
     CopyRequest,
     DeploymentRef,
     EvaluateRequest,
@@ -34,7 +35,6 @@ from orchestrator.activities.models import (
     WaitRequest,
     WeightResult,
 )
-from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
 from orchestrator.flags.base import Allocation, Change
 from orchestrator.gates.model import Measurement, Phase
 from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, Verdict

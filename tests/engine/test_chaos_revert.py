@@ -18,9 +18,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from orchestrator.activities.models import EvaluateRequest
 from orchestrator.api.chaos import ChaosInput, ChaosPhase, PlanRequest, RunRecordRequest
 from orchestrator.api.common import ControlRequest
+from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import LedgerEntry, ObjectRef, Plan, TargetSet
 from orchestrator.gates.model import Measurement
 from orchestrator.specs.chaos import ChaosExperiment

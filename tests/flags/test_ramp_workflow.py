@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from orchestrator.api.flags import ControlRequest, FlagRampInput, FlagRampStatus, Phase
 from orchestrator.flags.kill import kill
 from tests.flags.conftest import ERROR_RATIO, FlagProm, flags_json
 from tests.flags.helpers import file_percent, load_ramp, ramp_worker, ramp_yaml, sample_yaml
 from workflows.flag_ramp import FlagRampWorkflow
-from workflows.flag_ramp_models import ControlRequest, FlagRampInput, FlagRampStatus, Phase
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from orchestrator.api.flags import FlagRampInput, Phase
 from orchestrator.errors import FlagProviderError
 from orchestrator.flags import ProviderClients, build_provider
 from orchestrator.flags.base import FlagProvider, FlagTarget
@@ -23,7 +24,6 @@ from tests.flags.conftest import FlagProm
 from tests.flags.helpers import load_ramp, ramp_worker, ramp_yaml
 from tests.flags.unleash_real import UnleashBackend, Write
 from workflows.flag_ramp import FlagRampWorkflow
-from workflows.flag_ramp_models import FlagRampInput, Phase
 
 TOKEN_ENV = "ORCHESTRATOR_UNLEASH_TOKEN"
 

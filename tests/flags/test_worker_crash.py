@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
 
+from orchestrator.api.flags import FlagRampInput, Phase
 from orchestrator.flags.base import FlagTarget
 from orchestrator.flags.flagd import read_allocation
 from orchestrator.kube.client import load_api_client
@@ -28,7 +29,6 @@ from orchestrator.sandbox.apiserver import ApiServer
 from tests.flags.conftest import FlagProm
 from tests.flags.helpers import load_ramp, ramp_yaml
 from workflows.flag_ramp import FlagRampWorkflow
-from workflows.flag_ramp_models import FlagRampInput, Phase
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]

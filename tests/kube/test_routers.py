@@ -399,7 +399,7 @@ def test_route_target_survives_json() -> None:
 
 
 def _route_request(kube: Any, weight: int, replicas: int | None = None, total: int = 4) -> Any:
-    from orchestrator.activities.models import RouteRequest
+    from orchestrator.api.requests import RouteRequest
 
     return RouteRequest(
         namespace=kube.namespace, rollout="r1", stable="app", canary="app-canary", total_replicas=total,
@@ -417,7 +417,7 @@ def test_set_weight_reports_the_effective_weight(
     from temporalio.testing import ActivityEnvironment
 
     from orchestrator.activities.canary import CanaryActivities
-    from orchestrator.activities.models import WeightResult
+    from orchestrator.api.requests import WeightResult
     from orchestrator.config import Settings
 
     _deploy_stable_and_canary(kube, replicas=4)

@@ -17,6 +17,7 @@ from typing import Any
 
 from temporalio.service import RPCError
 
+from orchestrator.api.canary import CanaryStatus, Phase
 from orchestrator.api.common import ControlRequest
 from tests.reliability.harness import (
     ApiFaults,
@@ -41,7 +42,6 @@ from tests.reliability.scenarios import (
     start,
 )
 from workflows.canary import CanaryWorkflow
-from workflows.canary_models import CanaryStatus, Phase
 
 # What a clean run writes to the cluster (the audit log of the sandbox API server): every write once.
 # The canary's scale writes are left out: replicas routing may write the same count again while it

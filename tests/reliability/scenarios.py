@@ -15,10 +15,10 @@ from typing import Any
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
+from orchestrator.api.canary import CanaryInput, CanaryStatus, Phase
 from orchestrator.specs.canary import CanaryRollout
 from tests.reliability.harness import scheduled_counts, writes
 from workflows.canary import CanaryWorkflow, workflow_id
-from workflows.canary_models import CanaryInput, CanaryStatus, Phase
 
 DEPLOYMENT = "healthy"  # the live scenario whose canary serves 0.5 % errors: every gate passes
 ERROR_RATIO = (

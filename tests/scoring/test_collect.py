@@ -138,9 +138,9 @@ def test_the_save_activity_reads_the_window_and_stores_the_run_once(
 ) -> None:
     """``chaos.save_run`` itself, called as Temporal calls it (and called again, as a retry would)."""
     from orchestrator.activities.chaos import ChaosActivities
+    from orchestrator.api.chaos import ChaosPhase, ChaosStatus, RunRecordRequest, StageMeasurements
     from orchestrator.config import Settings
     from orchestrator.scoring.store import DATABASE_URL_ENV
-    from workflows.chaos_models import ChaosPhase, ChaosStatus, RunRecordRequest, StageMeasurements
 
     evidence = _evidence(SCORING, breach_after=timedelta(seconds=40))
     status = ChaosStatus.model_validate({**evidence.status.model_dump(), "namespace": "prod",

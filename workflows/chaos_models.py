@@ -1,3 +1,0 @@
-"""Moved to ``orchestrator.api.chaos``; kept importable while callers move."""
-
-from orchestrator.api.chaos import *  # noqa: F403
