@@ -15,17 +15,16 @@ from orchestrator.cli.common import (
     EXIT_OK,
     EXIT_PENDING,
     SECONDS,
-    connect_temporal,
     emit_json,
     fail,
     finish,
     handle_errors,
-    list_runs,
     output_option,
     print_runs,
     run,
     settings,
 )
+from orchestrator.client.temporal import connect_temporal, list_runs
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
 
@@ -122,24 +121,13 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
         finish(run(_dry_run(s, rollout, policy_path, output)))
 
     async def main() -> int:
-        from temporalio.exceptions import WorkflowAlreadyStartedError
-
-        from orchestrator.api.canary import CanaryInput
-        from orchestrator.cli.pollers import require_worker
-        from workflows.canary import CanaryWorkflow, workflow_id
+        from orchestrator.client import canary as canary_client
+        from orchestrator.client.pollers import require_worker
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
-        wid = workflow_id(rollout.spec.target.namespace, rollout.spec.target.deployment)
-        try:
-            handle = await client.start_workflow(
-                CanaryWorkflow.run, CanaryInput(rollout=rollout, image=image), id=wid, task_queue=s.task_queue
-            )
-        except WorkflowAlreadyStartedError:
-            raise RefusedError(
-                f"a rollout of {rollout.spec.target.namespace}/{rollout.spec.target.deployment} is already "
-                f"running (workflow {wid}); watch it with: orchestrator canary status {wid}"
-            ) from None
+        handle = await canary_client.start(client, s.task_queue, rollout, image)
+        wid = handle.id
         if not wait:
             if output == "json":
                 emit_json({"workflow_id": wid, "run_id": handle.result_run_id})
@@ -267,7 +255,7 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, namespace: str, reason: str) -> None:
-        from orchestrator.cli.pollers import control
+        from orchestrator.client.pollers import control
 
         s = settings(ctx)
         click.echo(run(control(s, "rollout", workflow_id_for(name, namespace), update, reason)))

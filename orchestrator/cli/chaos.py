@@ -18,7 +18,6 @@ import click
 from orchestrator.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    connect_temporal,
     emit_json,
     finish,
     handle_errors,
@@ -26,6 +25,7 @@ from orchestrator.cli.common import (
     run,
     settings,
 )
+from orchestrator.client.temporal import connect_temporal
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
 
@@ -130,7 +130,7 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
         if dry_run:
             return await _dry_run(s, client, exp, output, rails_policy)
         from orchestrator.api.chaos import ChaosInput
-        from orchestrator.cli.pollers import require_worker
+        from orchestrator.client.pollers import require_worker
 
         await require_worker(client, s, "nothing was started")
         handle = await control.start(client, ChaosInput(experiment=exp, source=file), s.task_queue)
@@ -251,7 +251,7 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
             return EXIT_OK if report.clean else EXIT_FAILED
         assert name is not None
         wid = await _resolve_id(client, name, namespace)
-        from orchestrator.cli.pollers import bounded_control
+        from orchestrator.client.pollers import bounded_control
 
         answer = await bounded_control(
             client, s, wid, "experiment", "abort", control.abort(client, wid, reason, getpass.getuser()),

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError, RefusedError, SpecError, UnreachableError
+from orchestrator.errors import OrchestratorError, SpecError
 
 if TYPE_CHECKING:
-    from temporalio.client import Client
+    pass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -127,86 +127,8 @@ def settings(ctx: click.Context) -> Settings:
     return obj
 
 
-def _read(path: str | None) -> bytes | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise SpecError([f"{path}:0: (file): cannot read TLS material: {exc.strerror}"]) from None
-
-
-def temporal_tls(s: Settings) -> Any:
-    """``True``/``False`` or a ``TLSConfig`` when certificates are configured (mTLS, private CA)."""
-    if not (s.temporal_tls_cert or s.temporal_tls_ca or s.temporal_tls_server_name):
-        return s.temporal_tls or bool(s.temporal_api_key)
-    from temporalio.service import TLSConfig
-
-    return TLSConfig(
-        client_cert=_read(s.temporal_tls_cert),
-        client_private_key=_read(s.temporal_tls_key),
-        server_root_ca_cert=_read(s.temporal_tls_ca),
-        domain=s.temporal_tls_server_name,
-    )
-
-
-async def connect_temporal(s: Settings) -> Client:
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    try:
-        return await asyncio.wait_for(
-            Client.connect(
-                s.temporal_address,
-                namespace=s.temporal_namespace,
-                data_converter=pydantic_data_converter,
-                tls=temporal_tls(s),
-                api_key=s.temporal_api_key,
-            ),
-            timeout=10,
-        )
-    except (RuntimeError, OSError, TimeoutError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UnreachableError("Temporal", s.temporal_address, reason[:200]) from None
-
-
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-async def send_control(s: Settings, workflow_id: str, update: str, reason: str = "") -> str:
-    """Send a control update (pause, resume, promote, abort, approve) and return the workflow's answer."""
-    import getpass
-
-    from temporalio.client import WorkflowUpdateFailedError
-    from temporalio.service import RPCError
-
-    from orchestrator.api.canary import ControlRequest, ControlResponse
-
-    client = await connect_temporal(s)
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        resp = await handle.execute_update(
-            update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise RefusedError(f"{update} refused: {exc.cause}") from None
-    except RPCError as exc:
-        raise RefusedError(f"{update} refused: {exc.message}") from None
-    return f"{handle.id}: {resp.message}"
-
-
-async def list_runs(s: Settings, workflow_type: str, show_all: bool) -> list[dict[str, str]]:
-    client = await connect_temporal(s)
-    query = f"WorkflowType = '{workflow_type}'"
-    if not show_all:
-        query += " AND ExecutionStatus = 'Running'"
-    rows = []
-    async for wf in client.list_workflows(query):
-        rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
-                     "started": wf.start_time.isoformat()})
-    return rows
 
 
 def print_runs(rows: list[dict[str, str]], output: str, noun: str, show_all: bool) -> None:

@@ -19,17 +19,16 @@ from orchestrator.cli.common import (
     EXIT_OK,
     EXIT_PENDING,
     SECONDS,
-    connect_temporal,
     emit_json,
     fail,
     finish,
     handle_errors,
-    list_runs,
     output_option,
     print_runs,
     run,
     settings,
 )
+from orchestrator.client.temporal import connect_temporal, list_runs
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError
 
@@ -134,22 +133,13 @@ def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, o
         finish(run(_dry_run(s, ramp, policy_path, output)))
 
     async def main() -> int:
-        from temporalio.exceptions import WorkflowAlreadyStartedError
-
-        from orchestrator.api.flags import FlagRampInput
-        from orchestrator.cli.pollers import require_worker
-        from workflows.flag_ramp import FlagRampWorkflow
+        from orchestrator.client import flags as flags_client
+        from orchestrator.client.pollers import require_worker
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
-        wid = ramp.workflow_id()
-        try:
-            handle = await client.start_workflow(
-                FlagRampWorkflow.run, FlagRampInput(ramp=ramp), id=wid, task_queue=s.task_queue)
-        except WorkflowAlreadyStartedError:
-            raise RefusedError(
-                f"a ramp of {ramp.spec.provider.type} flag {ramp.spec.flag} is already running (workflow "
-                f"{wid}); watch it with: orchestrator flag status {wid}") from None
+        handle = await flags_client.start(client, s.task_queue, ramp)
+        wid = handle.id
         if not wait:
             if output == "json":
                 emit_json({"workflow_id": wid, "run_id": handle.result_run_id})
@@ -259,7 +249,7 @@ def _control(update: str, help_text: str) -> click.Command:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, name: str, provider: str, reason: str) -> None:
-        from orchestrator.cli.pollers import control
+        from orchestrator.client.pollers import control
 
         s = settings(ctx)
         click.echo(run(control(s, "ramp", workflow_id_for(name, provider), update, reason)))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.common import EXIT_FAILED, EXIT_OK, connect_temporal, emit_json
+from orchestrator.cli.common import EXIT_FAILED, EXIT_OK, emit_json
+from orchestrator.client.temporal import connect_temporal
 from orchestrator.config import Settings
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import connect_temporal, handle_errors, run, settings
+from orchestrator.cli.common import handle_errors, run, settings
+from orchestrator.client.temporal import connect_temporal
 
 
 @click.command()

@@ -159,7 +159,7 @@ async def bounded_control(
 
 async def control(s: Settings, noun: str, workflow_id: str, update: str, reason: str = "") -> str:
     """``send_control`` for the canary and flag commands, behind the worker check and the timeout."""
-    from orchestrator.cli.common import connect_temporal, send_control
+    from orchestrator.client.temporal import connect_temporal, send_control
 
     client = await connect_temporal(s)
     return await bounded_control(client, s, workflow_id, noun, update, send_control(s, workflow_id, update, reason))

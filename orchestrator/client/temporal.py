@@ -1,0 +1,98 @@
+"""Reaching Temporal from outside the workers: connect (TLS, API key), steer a run, list runs.
+
+Every command, schedule and script that starts, steers or reads a workflow goes through here, so the
+address, the TLS material and the data converter are chosen once, and an unreachable server is one
+``UnreachableError`` (exit 3) rather than a client traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.config import Settings
+from orchestrator.errors import RefusedError, SpecError, UnreachableError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SpecError([f"{path}:0: (file): cannot read TLS material: {exc.strerror}"]) from None
+
+
+def temporal_tls(s: Settings) -> Any:
+    """``True``/``False`` or a ``TLSConfig`` when certificates are configured (mTLS, private CA)."""
+    if not (s.temporal_tls_cert or s.temporal_tls_ca or s.temporal_tls_server_name):
+        return s.temporal_tls or bool(s.temporal_api_key)
+    from temporalio.service import TLSConfig
+
+    return TLSConfig(
+        client_cert=_read(s.temporal_tls_cert),
+        client_private_key=_read(s.temporal_tls_key),
+        server_root_ca_cert=_read(s.temporal_tls_ca),
+        domain=s.temporal_tls_server_name,
+    )
+
+
+async def connect_temporal(s: Settings) -> Client:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                s.temporal_address,
+                namespace=s.temporal_namespace,
+                data_converter=pydantic_data_converter,
+                tls=temporal_tls(s),
+                api_key=s.temporal_api_key,
+            ),
+            timeout=10,
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreachableError("Temporal", s.temporal_address, reason[:200]) from None
+
+
+async def send_control(s: Settings, workflow_id: str, update: str, reason: str = "") -> str:
+    """Send a control update (pause, resume, promote, abort, approve) and return the workflow's answer."""
+    import getpass
+
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    from orchestrator.api.canary import ControlRequest, ControlResponse
+
+    client = await connect_temporal(s)
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        resp = await handle.execute_update(
+            update, ControlRequest(reason=reason, by=getpass.getuser()), result_type=ControlResponse
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise RefusedError(f"{update} refused: {exc.cause}") from None
+    except RPCError as exc:
+        raise RefusedError(f"{update} refused: {exc.message}") from None
+    return f"{handle.id}: {resp.message}"
+
+
+async def list_runs(s: Settings, workflow_type: str, show_all: bool) -> list[dict[str, str]]:
+    client = await connect_temporal(s)
+    query = f"WorkflowType = '{workflow_type}'"
+    if not show_all:
+        query += " AND ExecutionStatus = 'Running'"
+    rows = []
+    async for wf in client.list_workflows(query):
+        rows.append({"workflow_id": wf.id, "status": wf.status.name.lower() if wf.status else "unknown",
+                     "started": wf.start_time.isoformat()})
+    return rows
+
+
+__all__ = ["connect_temporal", "list_runs", "send_control", "temporal_tls"]
