@@ -15,7 +15,10 @@ from orchestrator.config import PrometheusSettings, Settings
 from orchestrator.sandbox.discover import cluster_line, resolve
 from orchestrator.sandbox.manager import ComponentRecord, SandboxState
 
-MARKER = "pytest"  # in this process's command line, so the recorded PID counts as alive
+# A word of this process's own command line, so the recorded PID counts as alive: the executable, which is
+# there whether pytest runs here or in a pytest-xdist worker (whose command line does not say "pytest").
+MARKER = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode() if Path("/proc/self").exists() \
+    else "python"
 
 
 def running_sandbox(state_dir: Path, *, alive: bool = True) -> None:

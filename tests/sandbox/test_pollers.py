@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from orchestrator.cli.pollers import ControlTimeoutError, NoWorkerError, bounded_control, pollers, require_worker
+from orchestrator.client.pollers import ControlTimeoutError, NoWorkerError, bounded_control, pollers, require_worker
 from orchestrator.config import Settings
 
 pytestmark = pytest.mark.timeout(120)
