@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def flag() -> None:
-    """Feature-flag ramps: ramp, status, pause, resume, promote, abort, list, kill."""
+    """Feature-flag ramps: ramp, status, pause, resume, promote, abort, retry, list, kill."""
 
 
 def workflow_id_for(name: str, provider: str) -> str:

@@ -177,7 +177,8 @@ def test_conflict_from_a_concurrent_writer_is_retried(kube: Any) -> None:
             return str(apps.replace_namespaced_deployment("web", kube.namespace, dep).metadata.resource_version)
 
     retry_on_conflict(annotate)
-    assert len(calls) == 2, "the first write must have hit a 409 and been retried"
+    # The sandbox's controller may write the object too (its status), as a real one does: one more 409 then.
+    assert len(calls) >= 2, "the first write must have hit a 409 and been retried"
     final = apps.read_namespaced_deployment("web", kube.namespace)
     assert final.metadata.annotations["ours"] == "yes"
     assert final.metadata.labels["other"] == "writer", "the concurrent change must not be overwritten"
