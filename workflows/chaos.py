@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.gates.model import Phase as GatePhase
     from orchestrator.specs.chaos import PodKill
     from orchestrator.specs.checks import Check
-    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep, describe
+    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep, describe, raise_if_cancelled
 
 # Every activity is a few API calls; a short timeout bounds how long a crashed worker's attempt
 # holds up the retry on another worker (and so how long a fault outlives its worker).
@@ -291,6 +291,7 @@ class ChaosExperimentWorkflow(Controls):
             m: Measurement = await evaluate(check)
             return m
         except ActivityError as err:  # an unmeasurable look is an error measurement
+            raise_if_cancelled(err)
             return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
                                message=f"evaluation failed: {describe(err)}", at=workflow.now())
 

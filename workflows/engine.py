@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.api.common import (
@@ -326,6 +326,7 @@ class Engine:
         try:
             return await evaluate(check)
         except ActivityError as err:
+            raise_if_cancelled(err)
             # The whole interval could not be measured: one error, which the check's limits judge.
             return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
                                message=f"evaluation failed: {describe(err)}", at=workflow.now())
@@ -478,7 +479,11 @@ class Engine:
             self.stop = Stop("cancelled", "the workflow was cancelled")
             cancelled = True
         except ActivityError as err:
-            self.request_stop(activity_stop(err))
+            if isinstance(err.cause, CancelledError):  # the workflow's cancellation, met inside an activity
+                self.stop = Stop("cancelled", "the workflow was cancelled")
+                cancelled = True
+            else:
+                self.request_stop(activity_stop(err))
         except Exception as err:
             self.request_stop(Stop("error", f"unexpected failure: {err}"))
         finally:
@@ -662,6 +667,12 @@ class Controls:
     @retry.validator
     def _validate_retry(self, req: ControlRequest) -> None:
         self.engine.validate("retry")
+
+
+def raise_if_cancelled(err: ActivityError) -> None:
+    """A cancelled workflow cancels its activities: that is the cancellation itself, never a failed look."""
+    if isinstance(err.cause, CancelledError):
+        raise asyncio.CancelledError() from err
 
 
 def describe(err: ActivityError) -> str:

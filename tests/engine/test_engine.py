@@ -105,6 +105,10 @@ async def test_a_failing_undo_step_is_reported_stuck_and_lands_on_retry(temporal
         # Promotion had begun: restoring the template does not depend on the traffic step.
         assert world.count("canary.restore_stable") == 1
         assert world.count("canary.delete_copy") == 0, "the canary serves until the stable does"
+        for _ in range(100):  # the report is an activity right after the status changes
+            if world.stuck_reports:
+                break
+            await asyncio.sleep(0.1)
         assert world.stuck_reports and world.stuck_reports[-1].stuck
         attempts = world.count("canary.reset_traffic")
         await asyncio.sleep(2)
