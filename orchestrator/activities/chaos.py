@@ -21,13 +21,14 @@ from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import temporal_errors
-from orchestrator.api.chaos import WORKFLOW_TYPE, PlanRequest, RunRecordRequest
+from orchestrator.api.chaos import PlanRequest, RunRecordRequest
 from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
-from orchestrator.chaos.safety import ChaosPolicy, RunningExperiment
+from orchestrator.chaos.safety import ChaosPolicy
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.gates.model import Measurement
+from orchestrator.rails.active import TemporalActiveWork, canary_workflow_id  # one implementation, the rails'
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from orchestrator.specs.policy import RailsPolicy
 
 __all__ = ["ChaosActivities", "TemporalActiveWork", "canary_workflow_id"]
-
 
 A = TypeVar("A", bound=Callable[..., Awaitable[Any]])
 
@@ -54,40 +54,6 @@ def _async_temporal_errors(fn: A) -> A:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
 
     return wrapper  # type: ignore[return-value]
-
-
-def canary_workflow_id(namespace: str, deployment: str) -> str:
-    # The canary convention (workflows.canary.workflow_id), restated so activities need not import workflows.
-    return f"canary-{namespace}-{deployment}"
-
-
-class TemporalActiveWork:
-    """``safety.ActiveWork`` answered by Temporal: workflow descriptions and visibility queries."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    async def running(self, workflow_id: str) -> bool:
-        from temporalio.client import WorkflowExecutionStatus
-        from temporalio.service import RPCError, RPCStatusCode
-
-        try:
-            desc = await self.client.get_workflow_handle(workflow_id).describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return desc.status == WorkflowExecutionStatus.RUNNING
-
-    async def experiments(self) -> list[RunningExperiment]:
-        out = []
-        query = f"WorkflowType='{WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
-        async for wf in self.client.list_workflows(query):
-            memo = await wf.memo()
-            namespace, selector = memo.get("namespace"), memo.get("selector")
-            if isinstance(namespace, str) and isinstance(selector, dict):
-                out.append(RunningExperiment(wf.id, namespace, {str(k): str(v) for k, v in selector.items()}))
-        return out
 
 
 class ChaosActivities(ActivityClients):
