@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
         JudgeLookResult,
         JudgeState,
         JudgeVerdict,
+        alpha_per_check,
+        rollout_alpha,
     )
     from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
     from orchestrator.gates.model import Phase as GatePhase
@@ -577,8 +579,9 @@ class Judges:
     control_variables: Callable[[], dict[str, str] | None] = lambda: None
 
     def _bound(self) -> tuple[float, int]:
-        judges = [c.judge for c in self.checks if c.judge is not None]
-        return (min(j.max_false_rollback for j in judges), len(judges)) if judges else (0.0, 0)
+        """Each judge check's share of the rollout's bound, and how many checks share it."""
+        rollout, n = rollout_alpha(list(self.checks))
+        return alpha_per_check(rollout, n), n
 
     def evaluate(self, other: Callable[[Check], Awaitable[Measurement]]) -> Callable[[Check], Awaitable[Measurement]]:
         """Judge checks through the judge, every other check through ``other``."""

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from orchestrator.api.canary import CanaryInput, CanaryStatus, Phase
 from orchestrator.api.common import ControlRequest
 from orchestrator.api.flags import FlagRampInput
 from orchestrator.api.flags import Phase as RampPhase
+from orchestrator.gates.judge import JudgeLookRequest, JudgeLookResult, JudgeVerdict, Outcome
 from orchestrator.gates.model import Phase as GatePhase
 from orchestrator.specs.canary import CanaryRollout
 from orchestrator.specs.flags import FlagRamp
@@ -299,3 +301,29 @@ async def test_a_refusing_rail_stops_the_canary_before_it_changes_anything(tempo
     assert result.phase == Phase.REFUSED and "chaos-prod-kill" in (result.reason or "")
     assert world.names()[0] == "rails.check"
     assert not [n for n in world.names() if n.startswith("canary.")], "nothing touched"
+
+
+async def test_the_false_rollback_bound_is_the_rollouts_split_over_its_judge_checks(temporal_client: Client) -> None:
+    # Issue 11: two judge checks declaring 1 % must each test at 0.5 %, so the rollout rolls back a good
+    # release with probability at most 1 %, not 2 %.
+    seen: list[tuple[str, float, int]] = []
+
+    @activity.defn(name="judge.look")
+    async def look(req: JudgeLookRequest) -> JudgeLookResult:
+        seen.append((req.check.name, req.alpha, req.checks))
+        verdict = JudgeVerdict(check=req.check.name, outcome=Outcome.SUCCESSFUL, reason="within-tolerance",
+                               message="within tolerance", alpha=req.alpha)
+        return JudgeLookResult(state=req.state, verdict=verdict, measurement=measurement(req.check.name))
+
+    def judged(name: str) -> dict[str, Any]:
+        return {"name": name, "interval": "1s", "judge": {
+            "errors": 'sum(x{app="{{app}}",{{track_selector}},code="500"})',
+            "requests": 'sum(x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}}
+
+    model = canary([{"setWeight": 25}, {"analysis": {"duration": "1m", "checks": [judged("errors-25")]}},
+                    {"setWeight": 50}, {"analysis": {"duration": "1m", "checks": [judged("errors-50")]}}])
+    async with engine_worker(temporal_client, World(), extra=[look]) as queue:
+        result = await asyncio.wait_for((await start_canary(temporal_client, queue, model)).result(), 60)
+    assert result.phase == Phase.PROMOTED
+    assert {name for name, _, _ in seen} == {"errors-25", "errors-50"}
+    assert all(alpha == pytest.approx(0.005) and checks == 2 for _, alpha, checks in seen), seen
