@@ -8,8 +8,9 @@ processes) and prints one table:
 
 The worker-kill row loops over boundary indices: a clean run's history lists every activity event
 (scheduled and completed), and each later run SIGKILLs the worker the moment the N-th of those events
-is recorded, for every N (``--stride`` samples every k-th index on a busy machine). Every damage column
-must read 0.
+is recorded, for every N (``--stride`` samples every k-th index on a busy machine). The chaos rows kill
+the chaos worker for good mid-fault (only the janitor's schedule, on its own worker, is left to revert
+the fault at its expiry) and the Temporal server mid-fault. Every damage column must read 0.
 
     python benchmarks/reliability.py                 # every boundary, every scenario
     python benchmarks/reliability.py --stride 4 --only kill,prom
@@ -36,11 +37,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from orchestrator.sandbox.apiserver import ApiServer
-from tests.reliability import runs
+from tests.reliability import chaos_runs, runs
 from tests.reliability.harness import PromServer, TemporalServer, connect
 from tests.reliability.runs import Ran, Stage
 
-SCENARIOS = ("kill", "temporal", "prom", "api", "workers")
+SCENARIOS = ("kill", "temporal", "prom", "api", "workers", "chaos")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Row:
     left_behind: int = 0
     lost: int = 0
     problems: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
 
     def add(self, ran: Ran) -> None:
         self.runs += 1
@@ -62,6 +64,8 @@ class Row:
         self.left_behind += ran.outcome.left_behind
         self.lost += ran.outcome.lost
         self.problems += ran.outcome.problems
+        if ran.detail:
+            self.details.append(ran.detail)
 
 
 class Bench:
@@ -158,6 +162,15 @@ async def main(args: argparse.Namespace) -> list[Row]:
             for _ in range(args.repeat):
                 await bench.run(row, runs.two_workers_one_killed)
             rows.append(row)
+        if "chaos" in only:
+            row = Row("chaos worker SIGKILLed mid-fault, never restarted (janitor)")
+            for _ in range(args.repeat):
+                await bench.run(row, chaos_runs.chaos_worker_killed_for_good)
+            rows.append(row)
+            row = Row("Temporal server SIGKILL + restart mid-fault")
+            for _ in range(args.repeat):
+                await bench.run(row, chaos_runs.temporal_restarted_mid_fault)
+            rows.append(row)
     finally:
         temporal.stop()
         prom.stop()
@@ -179,8 +192,13 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
                  "analysis count 8, consecutiveErrorLimit 1 (down for good) or 4 (down 2 s + restart), "
                  "onInconclusive rollback; API storm: every request answered 500, 409 or 429 for 1 s of every 3 s; "
                  "API outage: "
-                 "connection refused from abort until rollback-stuck is shown, then `retry`; "
+                 "connection refused from abort until rollback-stuck is shown, then `retry`; chaos scenarios: "
+                 "scale-down of a 4-replica Deployment to 1 for 20 s (12 s with the Temporal restart), expiry margin "
+                 f"3 s, janitor schedule every {chaos_runs.JANITOR_EVERY:g} s on its own worker and task queue; "
                  f"{os.cpu_count()} cores")
+    for r in rows:
+        if r.details:
+            lines.append(f"{r.scenario}: " + "; ".join(r.details))
     return "\n".join(lines)
 
 

@@ -77,6 +77,7 @@ class Stage:
 class Ran:
     outcome: Outcome
     faults: int
+    detail: str = ""  # a figure worth reporting beside the counts (e.g. how late a revert came)
 
 
 async def clean(stage: Stage) -> tuple[Ran, list[tuple[str, str]]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability import runs
+from tests.reliability import chaos_runs, runs
 from tests.reliability.runs import Stage
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,4 +51,20 @@ async def test_an_api_outage_during_a_rollback_shows_rollback_stuck_and_the_roll
     stage: Stage,
 ) -> None:
     ran = await runs.api_down_in_rollback(stage)
+    assert ran.outcome.ok, ran.outcome.problems
+
+
+async def test_a_chaos_worker_killed_for_good_mid_fault_leaves_the_revert_to_the_janitor_at_expiry(
+    stage: Stage,
+) -> None:
+    ran = await chaos_runs.chaos_worker_killed_for_good(stage)
+    assert ran.faults == 1
+    assert ran.outcome.ok, (ran.outcome.problems, ran.detail)
+
+
+async def test_the_temporal_server_killed_mid_fault_comes_back_and_the_experiment_reverts_once(
+    stage: Stage,
+) -> None:
+    ran = await chaos_runs.temporal_restarted_mid_fault(stage)
+    assert ran.faults == 1
     assert ran.outcome.ok, ran.outcome.problems
