@@ -35,7 +35,7 @@ def validate(files: tuple[str, ...]) -> None:
 @click.argument("kind")
 @handle_errors
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a spec KIND (CanaryRollout, FlagRamp, ChaosExperiment, GameDay),
+    """Print the JSON Schema of a spec KIND (CanaryRollout, FlagRamp, ChaosExperiment, GameDay, RailsPolicy),
     or of Result: the output of `canary run|status -o json`."""
     if kind == "Result":
         from orchestrator.cli.render import result_schema

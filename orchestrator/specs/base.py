@@ -22,6 +22,7 @@ MAX_INT = 2**53
 # Far above any real spec, low enough that validating and running the largest one stays fast.
 MAX_STEPS = 100
 MAX_CHECKS = 50
+MAX_NAMES = 1000  # lists of names (nodes, namespaces, labels) a policy or fault may name
 
 # RFC 1123 label, as Kubernetes requires for names and namespaces.
 K8sName = Annotated[

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.specs.base import K8sName, Metadata, Strict, first_duplicate
+from orchestrator.specs.base import MAX_CHECKS, MAX_NAMES, MAX_STEPS, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import Check, NoDataPolicy
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.scoring import ScoringQueries
@@ -268,7 +268,7 @@ FAULT_TYPES = ("pod-kill", "scale-down", "http-fault", "node-drain", "network-ch
 class SteadyState(Strict):
     """The steady-state hypothesis: every check must hold before, tolerate the fault during, recover after."""
 
-    checks: list[Check] = Field(min_length=1)
+    checks: list[Check] = Field(min_length=1, max_length=MAX_CHECKS)
     # After the revert, how long the checks may take to hold again before the run counts as not recovered.
     recover_within: Duration = Field(default=timedelta(minutes=2), alias="recoverWithin")
     # How soon after injection the checks are expected to notice the fault when it does hurt: the
@@ -297,8 +297,8 @@ class Disturb(Strict):
     """What a node drain may disturb beyond the target: the nodes it may drain and the namespaces whose
     pods it may evict there without each namespace being allowed and opted in."""
 
-    nodes: list[K8sName] = Field(min_length=1)
-    namespaces: list[K8sName] = Field(min_length=1)
+    nodes: list[K8sName] = Field(min_length=1, max_length=MAX_NAMES)
+    namespaces: list[K8sName] = Field(min_length=1, max_length=MAX_NAMES)
 
 
 class BlastRadius(Strict):
@@ -389,7 +389,7 @@ class ChaosExperiment(Strict):
 
 class GameDaySpec(Strict):
     # Experiment files, relative to the GameDay file; run in this order.
-    experiments: list[str] = Field(min_length=1)
+    experiments: list[str] = Field(min_length=1, max_length=MAX_STEPS)
     # Pause between two experiments so the system settles.
     pause_between: Duration = Field(default=timedelta(0), alias="pauseBetween")
 

@@ -29,7 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.specs.base import K8sName, Metadata, Strict, first_duplicate
+from orchestrator.specs.base import MAX_CHECKS, MAX_STEPS, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import Check, OnInconclusive
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.promql import TEMPLATE_VAR
@@ -111,8 +111,8 @@ class FlagRampSpec(Strict):
     variant: VariantName = "on"
     control: VariantName | None = None
     target: Target = Field(default_factory=Target)
-    stages: list[Stage] = Field(min_length=1)
-    checks: list[Check] = Field(default_factory=list)
+    stages: list[Stage] = Field(min_length=1, max_length=MAX_STEPS)
+    checks: list[Check] = Field(default_factory=list, max_length=MAX_CHECKS)
     minimum_sample: MinimumSample | None = Field(default=None, alias="minimumSample")
     on_failure: OnFailure = Field(default=OnFailure.REVERT, alias="onFailure")
     on_inconclusive: OnInconclusive = Field(default_factory=OnInconclusive, alias="onInconclusive")

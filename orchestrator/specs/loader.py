@@ -36,6 +36,7 @@ def _kinds() -> dict[str, type[BaseModel]]:
         ("orchestrator.specs.flags", "FlagRamp"),
         ("orchestrator.specs.chaos", "ChaosExperiment"),
         ("orchestrator.specs.chaos", "GameDay"),
+        ("orchestrator.specs.policy", "RailsPolicy"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

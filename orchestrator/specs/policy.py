@@ -42,10 +42,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import SpecError
-from orchestrator.specs.base import K8sName, Metadata, Strict
+from orchestrator.specs.base import MAX_CHECKS, MAX_NAMES, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import NoDataPolicy
 from orchestrator.specs.duration import Duration
-from orchestrator.specs.loader import format_errors, parse_yaml
+from orchestrator.specs.loader import format_errors, parse_yaml, read_spec_text
 
 __all__ = [
     "ENV_VAR",
@@ -74,8 +74,8 @@ def _chaos_only() -> list[Kind]:
 class Namespaces(Strict):
     """Where chaos may act; kube-system & co. and the orchestrator's own namespace are always protected."""
 
-    allowed: list[str] = Field(default_factory=list)
-    protected: list[K8sName] = Field(default_factory=list)
+    allowed: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
+    protected: list[K8sName] = Field(default_factory=list, max_length=MAX_NAMES)
 
     @field_validator("allowed")
     @classmethod
@@ -118,7 +118,7 @@ class HealthQuery(Strict):
     min: float | None = None
     max: float | None = None
     no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
-    applies_to: list[AppliesTo] = Field(default_factory=list, alias="appliesTo")  # empty: every target
+    applies_to: list[AppliesTo] = Field(default_factory=list, alias="appliesTo", max_length=MAX_NAMES)  # empty: all
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
 
     @model_validator(mode="after")
@@ -137,7 +137,7 @@ class Freeze(Strict):
     start: datetime
     end: datetime
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
-    namespaces: list[K8sName] = Field(default_factory=list)  # empty: every namespace
+    namespaces: list[K8sName] = Field(default_factory=list, max_length=MAX_NAMES)  # empty: every namespace
 
     @field_validator("start", "end")
     @classmethod
@@ -186,17 +186,16 @@ class PolicySpec(Strict):
     namespaces: Namespaces = Field(default_factory=Namespaces)
     recent_deployments: RecentDeployments = Field(default_factory=RecentDeployments, alias="recentDeployments")
     incidents: Incidents = Field(default_factory=Incidents)
-    health: list[HealthQuery] = Field(default_factory=list)
-    freezes: list[Freeze] = Field(default_factory=list)
+    health: list[HealthQuery] = Field(default_factory=list, max_length=MAX_CHECKS)
+    freezes: list[Freeze] = Field(default_factory=list, max_length=MAX_NAMES)
     staffed_hours: StaffedHours | None = Field(default=None, alias="staffedHours")
     capacity: bool = True  # canary and baseline pods must fit quota and node allocatable
 
     @model_validator(mode="after")
     def _unique(self) -> PolicySpec:
-        names = [h.name for h in self.health]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"health query names must be unique; {dupes[0]!r} appears more than once")
+        dupe = first_duplicate([h.name for h in self.health])
+        if dupe is not None:
+            raise ValueError(f"health query names must be unique; {dupe!r} appears more than once")
         return self
 
 
@@ -222,14 +221,7 @@ def load_text(text: str, source: str) -> RailsPolicy:
 
 
 def load_policy(path: str | Path) -> RailsPolicy:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"{source}:0: (file): no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{source}:0: (file): cannot read: {exc}"]) from None
-    return load_text(text, source)
+    return load_text(read_spec_text(path), str(path))
 
 
 def policy_from_env(path: str | None = None, env: Mapping[str, str] | None = None) -> RailsPolicy:

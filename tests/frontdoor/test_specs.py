@@ -164,3 +164,56 @@ def test_too_many_values(tmp_path: Path) -> None:
     labels = "".join(f"    k{i}: v\n" for i in range(MAX_NODES))
     outcome, path = validate_text(tmp_path, _sub("  name: web\n", "  name: web\n  labels:\n" + labels))
     assert_one_line(outcome, 2, rf"^{re.escape(path)}:\d+: metadata\.labels\.k\d+: .*more than 10,000 values")
+
+
+def _replace_block(path: Path, key: str, items: str) -> str:
+    """The shipped spec at ``path`` with the list under ``key:`` (two-space indent) replaced by ``items``."""
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {key}:"))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("    ")), len(lines))
+    return "".join(lines[: start + 1]) + items + "".join(lines[end:])
+
+
+LONG_LISTS = [
+    ("ramp-stages", "examples/flag-ramp-flagd.yaml", "stages",
+     "".join(f"    - {{percent: {i / 10:g}, hold: 1m}}\n" for i in range(1, 1001))),
+    ("ramp-checks", "examples/flag-ramp-flagd.yaml", "checks",
+     "".join(f"    - {{name: c{i}, query: up, condition: {{max: 1}}}}\n" for i in range(300))),
+    ("gameday-experiments", "experiments/gameday.yaml", "experiments", "    - pod-kill.yaml\n" * 1000),
+]
+
+
+@pytest.mark.parametrize(("base", "key", "items"), [c[1:] for c in LONG_LISTS], ids=[c[0] for c in LONG_LISTS])
+def test_every_list_a_spec_repeats_has_a_limit(tmp_path: Path, base: str, key: str, items: str) -> None:
+    text = _replace_block(Path(__file__).resolve().parents[2] / base, key, items)
+    outcome, path = validate_text(tmp_path, text)
+    assert_one_line(outcome, 2, rf"^{re.escape(path)}:\d+: spec\.{key}: .*at most")
+
+
+def test_too_many_steady_state_checks(tmp_path: Path) -> None:
+    exp = (Path(__file__).resolve().parents[2] / "experiments" / "pod-kill.yaml").read_text()
+    checks = "".join(f"      - {{name: c{i}, query: up, condition: {{max: 1}}}}\n" for i in range(300))
+    text = exp.replace("    checks:\n", "    checks:\n" + checks, 1)
+    assert text != exp
+    outcome, path = validate_text(tmp_path, text)
+    assert_one_line(outcome, 2, rf"^{re.escape(path)}:\d+: spec\.steadyState\.checks: .*at most")
+
+
+def test_validate_checks_a_rails_policy(tmp_path: Path) -> None:
+    policy = Path(__file__).resolve().parents[2] / "examples" / "rails" / "production.yaml"
+    outcome, _ = validate_text(tmp_path, policy.read_text())
+    assert outcome.code == 0, outcome.err
+    protected = "".join(f"      - ns{i}\n" for i in range(2000))
+    text = policy.read_text().replace("    protected: [payments]", "    protected:\n" + protected.rstrip("\n"), 1)
+    outcome, path = validate_text(tmp_path, text)
+    assert_one_line(outcome, 2, rf"^{re.escape(path)}:\d+: spec\.namespaces\.protected: .*at most")
+
+
+def test_a_huge_policy_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from orchestrator.errors import SpecError
+    from orchestrator.specs.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("# " + "x" * (MAX_FILE_BYTES + 10) + "\n")
+    with pytest.raises(SpecError, match=r":0: \(file\): larger than"):
+        load_policy(path)
