@@ -94,6 +94,7 @@ class Settings(BaseModel):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     kubeconfig: str | None = None
     kube_context: str | None = None
+    kube_timeout: float = 15.0  # seconds one Kubernetes API request may take (``ORCHESTRATOR_KUBE_TIMEOUT``)
     state_dir: str = ".sandbox"
     db_path: str = "orchestrator.db"
     notify_webhook: str | None = None
@@ -127,6 +128,7 @@ class Settings(BaseModel):
             insecure_skip_verify=(get("PROMETHEUS_INSECURE") or "").lower() in ("1", "true", "yes"),
             timeout_seconds=timeout_seconds,
         )
+        kube_timeout = get("KUBE_TIMEOUT")
         values: dict[str, object] = {
             "temporal_address": get("TEMPORAL_ADDRESS") or cls.model_fields["temporal_address"].default,
             "temporal_namespace": get("TEMPORAL_NAMESPACE") or "default",
@@ -140,6 +142,7 @@ class Settings(BaseModel):
             "prometheus": prom,
             "kubeconfig": get("KUBECONFIG") or e.get("KUBECONFIG") or None,
             "kube_context": get("KUBE_CONTEXT"),
+            "kube_timeout": parse_seconds(kube_timeout, _origin("kube_timeout", origins)) if kube_timeout else 15.0,
             "state_dir": get("STATE_DIR") or ".sandbox",
             "db_path": get("DB") or str(Path(get("STATE_DIR") or ".") / "orchestrator.db"),
             "notify_webhook": get("NOTIFY_WEBHOOK"),

@@ -29,7 +29,8 @@ class ActivityClients:
         if self._api_client is None:
             from orchestrator.kube.client import load_api_client
 
-            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context)
+            self._api_client = load_api_client(self._settings.kubeconfig, self._settings.kube_context,
+                                               self._settings.kube_timeout)
         return self._api_client
 
     @property

@@ -139,7 +139,7 @@ def run_janitor(settings: Settings, now: datetime | None = None) -> list[str]:
     """
     from orchestrator.kube.client import load_api_client
 
-    api = load_api_client(settings.kubeconfig, settings.kube_context)
+    api = load_api_client(settings.kubeconfig, settings.kube_context, settings.kube_timeout)
     try:
         report = sweep_scoped(Objects(api), now)
     finally:

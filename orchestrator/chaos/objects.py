@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 
 from orchestrator.chaos.models import ObjectRef
 from orchestrator.errors import NotFoundError
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
+from orchestrator.kube.client import kube_errors, read_json
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -80,7 +80,7 @@ class Objects:
         self.ext = k8s.ApiextensionsV1Api(api_client)
 
     def _opts(self) -> dict[str, Any]:
-        return {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        return {"_preload_content": False}
 
     def get(self, r: ObjectRef) -> dict[str, Any]:
         k = kind_of(r)
@@ -210,7 +210,7 @@ class Objects:
         )
         with kube_errors(f"evict pod {namespace}/{name}", self.api_client):
             self.core.create_namespaced_pod_eviction(
-                name, namespace, body, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+                name, namespace, body, _preload_content=False
             )
 
     def crd_installed(self, name: str) -> bool:

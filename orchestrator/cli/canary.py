@@ -66,7 +66,7 @@ def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
     from orchestrator.kube.client import load_api_client
     from orchestrator.kube.workloads import Workloads
 
-    api = load_api_client(s.kubeconfig, s.kube_context)
+    api = load_api_client(s.kubeconfig, s.kube_context, s.kube_timeout)
     target = rollout.spec.target
     try:
         Workloads(api).snapshot(target.namespace, target.deployment)

@@ -56,7 +56,7 @@ def _objects(s: Settings) -> Objects:
     from orchestrator.chaos.objects import Objects
     from orchestrator.kube.client import load_api_client
 
-    return Objects(load_api_client(s.kubeconfig, s.kube_context))
+    return Objects(load_api_client(s.kubeconfig, s.kube_context, s.kube_timeout))
 
 
 def _print_status(st: ChaosStatus, output: str) -> None:

@@ -346,7 +346,7 @@ def _kube_factory(s: Settings) -> Any:
     def make() -> Any:
         from orchestrator.kube.client import load_api_client
 
-        return load_api_client(s.kubeconfig, s.kube_context)
+        return load_api_client(s.kubeconfig, s.kube_context, s.kube_timeout)
 
     return make
 

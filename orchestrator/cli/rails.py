@@ -37,8 +37,8 @@ async def check(s: Settings, req: RailsRequest, policy: RailsPolicy, plan: Plan 
     from orchestrator.rails.run import Rails
 
     client = await connect_temporal(s)
-    rails = Rails(api_client=load_api_client(s.kubeconfig, s.kube_context), metrics=PrometheusProvider(s.prometheus),
-                  active=TemporalActiveWork(client), policy=policy)
+    rails = Rails(api_client=load_api_client(s.kubeconfig, s.kube_context, s.kube_timeout),
+                  metrics=PrometheusProvider(s.prometheus), active=TemporalActiveWork(client), policy=policy)
     return await rails.check(req, plan=plan)
 
 

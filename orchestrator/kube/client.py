@@ -10,8 +10,9 @@ each call in :func:`kube_errors`, so no ``ApiException`` or urllib3 error escape
     ApiException status 0 (TLS)      -> UnreachableError
     urllib3 connection/timeout/proto -> UnreachableError       (retryable, exit code 3)
 
-Calls pass ``_request_timeout=REQUEST_TIMEOUT`` so that a black-holed API server fails an activity attempt
-quickly instead of outliving its heartbeat timeout; Temporal's retry policy does the waiting.
+Every request has a timeout (``TimedApiClient``, ``ORCHESTRATOR_KUBE_TIMEOUT``) so that a black-holed API
+server fails an activity attempt quickly instead of outliving its heartbeat timeout; Temporal's retry policy
+does the waiting.
 """
 
 from __future__ import annotations
@@ -34,18 +35,37 @@ from orchestrator.errors import ConflictError, KubeError, NotFoundError, Unreach
 
 __all__ = [
     "REQUEST_TIMEOUT",
+    "TimedApiClient",
     "check_reachable",
     "kube_errors",
     "load_api_client",
     "read_json",
+    "request_timeout",
     "retry_on_conflict",
     "translate_api_exception",
 ]
 
 T = TypeVar("T")
 
-# (connect, read) seconds for one request.
+# (connect, read) seconds for one request, unless the client was given its own (``ORCHESTRATOR_KUBE_TIMEOUT``).
 REQUEST_TIMEOUT: tuple[float, float] = (5.0, 15.0)
+
+
+def request_timeout(read: float) -> tuple[float, float]:
+    """(connect, read) for a read timeout of ``read`` seconds: connecting never takes longer than reading."""
+    return (min(REQUEST_TIMEOUT[0], read), read)
+
+
+class TimedApiClient(k8s.ApiClient):  # type: ignore[misc]  # the client is untyped
+    """An ``ApiClient`` whose every request has a timeout: a black-holed API server fails an activity attempt
+    (or a command) within it, instead of outliving its heartbeat timeout or hanging a terminal."""
+
+    request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = self.request_timeout
+        return super().call_api(*args, **kwargs)
 
 class _Retry(urllib3.util.Retry):
     """One retry for a dropped keep-alive, none for a read timeout: a server that hangs once hangs again,
@@ -62,12 +82,14 @@ class _Retry(urllib3.util.Retry):
 _CONNECT_RETRIES = _Retry(total=1, redirect=0, raise_on_status=False)
 
 
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+def load_api_client(kubeconfig: str | None = None, context: str | None = None,
+                    timeout: float | None = None) -> k8s.ApiClient:
     """An ``ApiClient`` for the in-cluster service account or for a kubeconfig.
 
     In a pod (``KUBERNETES_SERVICE_HOST`` set) and without an explicit kubeconfig or context, the service
     account is used; otherwise the kubeconfig from ``kubeconfig``, ``$KUBECONFIG`` or ``~/.kube/config``.
     A missing or unusable configuration is an :class:`UnreachableError`: the cluster cannot be reached with it.
+    ``timeout`` is the read timeout of every request (seconds; default ``REQUEST_TIMEOUT``).
     """
     configuration = k8s.Configuration()
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -91,7 +113,10 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
             where = f"{path} (context {context})" if context else path
             raise UnreachableError("Kubernetes", where, f"invalid kubeconfig: {e}") from e
     configuration.retries = _CONNECT_RETRIES
-    return k8s.ApiClient(configuration)
+    api_client = TimedApiClient(configuration)
+    if timeout is not None:
+        api_client.request_timeout = request_timeout(timeout)
+    return api_client
 
 
 def _host(api_client: k8s.ApiClient | None) -> str:
@@ -170,11 +195,12 @@ def retry_on_conflict(fn: Callable[[], T], attempts: int = 5, base_delay: float 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_reachable(api_client: k8s.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> str:
+def check_reachable(api_client: k8s.ApiClient, timeout: tuple[float, float] | None = None) -> str:
     """GET /version; returns the server's git version or raises :class:`UnreachableError` / :class:`KubeError`."""
     with kube_errors("GET /version", api_client):
         try:
-            info = k8s.VersionApi(api_client).get_code(_request_timeout=timeout)
+            info = k8s.VersionApi(api_client).get_code(
+                _request_timeout=timeout or getattr(api_client, "request_timeout", REQUEST_TIMEOUT))
         except ValueError as e:
             # The client reads a body that is not a version object (an HTML page, a list) as a ValueError.
             raise UnreachableError("Kubernetes", _host(api_client), f"GET /version: {NOT_THE_API}") from e

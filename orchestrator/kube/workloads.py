@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import KubeError, NotFoundError
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json, retry_on_conflict
+from orchestrator.kube.client import kube_errors, read_json, retry_on_conflict
 from orchestrator.kube.labels import (
     ROLE,
     SOURCE_ANNOTATION,
@@ -202,7 +202,7 @@ class Workloads:
     def _read(self, namespace: str, name: str) -> dict[str, Any]:
         with kube_errors(f"get deployment {namespace}/{name}", self.api_client):
             resp = self.apps.read_namespaced_deployment(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                name, namespace, _preload_content=False
             )
         return read_json(resp)
 
@@ -216,7 +216,7 @@ class Workloads:
         # body carries the resourceVersion of the read, so a concurrent change answers 409 (retried).
         with kube_errors(f"update deployment {namespace}/{name}", self.api_client):
             resp = self.apps.replace_namespaced_deployment(
-                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                name, namespace, body, _preload_content=False
             )
         return read_json(resp)
 
@@ -308,7 +308,7 @@ class Workloads:
             if current is None:
                 with kube_errors(f"create deployment {namespace}/{name}", self.api_client):
                     self.apps.create_namespaced_deployment(
-                        namespace, desired, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                        namespace, desired, _preload_content=False
                     )
                 return "created"
             meta = current.get("metadata") or {}
@@ -355,7 +355,7 @@ class Workloads:
         with kube_errors(what, self.api_client):
             current = read_json(
                 self.apps.read_namespaced_deployment_scale(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    name, namespace, _preload_content=False
                 )
             )
         if (current.get("spec") or {}).get("replicas", 0) == replicas:
@@ -368,7 +368,6 @@ class Workloads:
                 {"spec": {"replicas": replicas}},
                 _content_type=_MERGE_PATCH,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
             )
         return True
 
@@ -424,7 +423,7 @@ class Workloads:
         try:
             with kube_errors(f"delete deployment {namespace}/{name}", self.api_client):
                 self.apps.delete_namespaced_deployment(
-                    name, namespace, body=options, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    name, namespace, body=options, _preload_content=False
                 )
         except NotFoundError:
             return "absent"
@@ -442,7 +441,7 @@ class Workloads:
         try:
             with kube_errors(f"get service {namespace}/{name}", self.api_client):
                 resp = self.core.read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    name, namespace, _preload_content=False
                 )
         except NotFoundError:
             return None
@@ -488,7 +487,7 @@ class Workloads:
                 }
                 with kube_errors(f"create service {namespace}/{name}", self.api_client):
                     self.core.create_namespaced_service(
-                        namespace, fresh, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                        namespace, fresh, _preload_content=False
                     )
                 return "created"
             meta = current.get("metadata") or {}
@@ -502,7 +501,7 @@ class Workloads:
             body.pop("status", None)
             with kube_errors(f"update service {namespace}/{name}", self.api_client):
                 self.core.replace_namespaced_service(
-                    name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    name, namespace, body, _preload_content=False
                 )
             return "updated"
 
@@ -522,7 +521,6 @@ class Workloads:
                     namespace,
                     body={"preconditions": {"uid": meta.get("uid")}},
                     _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
                 )
         except NotFoundError:
             return "absent"

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
+from orchestrator.kube.client import kube_errors, read_json
 
 Obj = dict[str, Any]
 
@@ -23,7 +23,7 @@ class ClusterReader:
 
     @staticmethod
     def _opts(label_selector: str | None = None) -> dict[str, Any]:
-        opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        opts: dict[str, Any] = {"_preload_content": False}
         if label_selector:
             opts["label_selector"] = label_selector
         return opts

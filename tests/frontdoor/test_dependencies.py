@@ -140,3 +140,25 @@ def test_hanging_kubernetes_gives_up_within_one_timeout(server: str, tmp_path: P
     # One read timeout, not one per retry (which made the default 2 x 15 s + backoff).
     assert 1.5 < elapsed < 3.5, elapsed
     assert "timed out" in _one_line(caught.value).lower()
+
+
+@pytest.mark.parametrize("server", [_hang], indirect=True)
+def test_every_kubernetes_call_is_bounded_by_the_configured_timeout(server: str, tmp_path: Path) -> None:
+    from kubernetes import client as k8s
+
+    api = load_api_client(_kubeconfig(tmp_path, server), timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(UnreachableError), kube_errors("GET deployment", api):
+        k8s.AppsV1Api(api).read_namespaced_deployment("web", "shop")  # no timeout of its own
+    assert time.monotonic() - started < 3.5
+
+
+@pytest.mark.parametrize("server", [_hang], indirect=True)
+def test_a_command_against_a_hanging_api_ends_within_orchestrator_kube_timeout(server: str, tmp_path: Path) -> None:
+    from tests.frontdoor.helpers import assert_one_line, invoke
+
+    env = {"ORCHESTRATOR_KUBECONFIG": _kubeconfig(tmp_path, server), "ORCHESTRATOR_KUBE_TIMEOUT": "2",
+           "ORCHESTRATOR_CHAOS_NAMESPACES": "shop"}
+    outcome = invoke(["chaos", "janitor"], env=env)
+    assert_one_line(outcome, 3, r"timed out")
+    assert outcome.seconds < 5, outcome.seconds

@@ -23,7 +23,7 @@ from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo
 from orchestrator.chaos.objects import NODE, POD, Objects, ref
 from orchestrator.chaos.radius import pod_infos
 from orchestrator.errors import KubeError, RefusedError
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
+from orchestrator.kube.client import kube_errors, read_json
 from orchestrator.specs.chaos import NodeDrain
 
 __all__ = ["NodeDrainInjector"]
@@ -46,7 +46,6 @@ class NodeDrainInjector:
         with kube_errors(f"list pods on node {node}", self.objects.api_client):
             resp = self.objects.core.list_pod_for_all_namespaces(
                 field_selector=f"spec.nodeName={node}", _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
             )
         return [p for p in read_json(resp).get("items") or [] if isinstance(p, dict)]
 

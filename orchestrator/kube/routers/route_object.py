@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from kubernetes import client as k8s
 
-from orchestrator.kube.client import REQUEST_TIMEOUT, kube_errors, read_json
+from orchestrator.kube.client import kube_errors, read_json
 from orchestrator.kube.routers.base import Progress, WeightReport
 from orchestrator.kube.workloads import Workloads
 
@@ -35,7 +35,7 @@ class RouteObjectRouter:
         with kube_errors(f"get {self.noun} {namespace}/{name}", self.api_client):
             resp = self.custom.get_namespaced_custom_object(
                 self.group, self.version, namespace, self.plural, name,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+                _preload_content=False,
             )
         return read_json(resp)
 
@@ -66,7 +66,7 @@ class RouteObjectRouter:
         with kube_errors(f"update {self.noun} {namespace}/{name}", self.api_client):
             self.custom.replace_namespaced_custom_object(
                 self.group, self.version, namespace, self.plural, name, body,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+                _preload_content=False,
             )
 
 
