@@ -153,7 +153,8 @@ async def chaos_worker_killed_for_good(stage: Stage) -> Ran:
         problems.append(f"chaos.inject scheduled {counts['chaos.inject']} time(s)")
     finished = back and not early and result.finished_at is not None
     outcome = Outcome(result.phase.value, finished, repeated, int(not restored(stage)), 0, problems)
-    return Ran(outcome, chaos.kills, f"janitor reverted {late:+.1f}s after the expiry")
+    ended = "" if result.phase is ChaosPhase.COMPLETED else f", the run ended {result.phase.value}: {result.reason}"
+    return Ran(outcome, chaos.kills, f"janitor reverted {late:+.1f}s after the expiry{ended}")
 
 
 async def temporal_restarted_mid_fault(stage: Stage) -> Ran:
