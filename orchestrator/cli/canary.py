@@ -298,9 +298,9 @@ def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, ou
     """Per analysis step of FILE: how long it must run to catch its judge's tolerance with 95 % probability."""
     from datetime import UTC, datetime
 
-    from orchestrator.gates.counts import service_rates
+    from orchestrator.gates.counts import service_rates, service_tail
     from orchestrator.gates.judge import alpha_per_check, rollout_alpha
-    from orchestrator.gates.judge_plan import plan
+    from orchestrator.gates.judge_plan import Tail, plan
     from orchestrator.gates.prometheus import PrometheusProvider
     from orchestrator.specs.canary import CanaryRollout
     from orchestrator.specs.duration import parse_duration
@@ -320,13 +320,15 @@ def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, ou
     bound, n = rollout_alpha(checks)
     variables = {"namespace": rollout.spec.target.namespace, "app": rollout.spec.target.deployment}
     rates = {c.name: service_rates(prom, c, variables, now, span) for c in checks if c.judge and c.judge.errors}
-    plans = plan(rollout, rates, alpha_of={c.name: alpha_per_check(bound, n) for c in checks})
+    tails = {c.name: Tail(*service_tail(prom, c, variables, now, span)) for c in checks if c.judge and c.judge.latency}
+    plans = plan(rollout, rates, alpha_of={c.name: alpha_per_check(bound, n) for c in checks}, tails=tails)
     if output == "json":
         emit_json([{"step": p.step, "weight": p.weight, "check": p.check, "duration_seconds": p.duration,
                     "needed_seconds": p.sizing.seconds, "enough": p.enough, "canary_rps": p.sizing.canary_rps,
-                    "control_rps": p.sizing.control_rps, "error_rate": p.sizing.error_rate} for p in plans])
+                    "control_rps": p.sizing.control_rps, "event_rate": p.sizing.error_rate, "events": p.events,
+                    "ratio": p.sizing.ratio} for p in plans])
     elif not plans:
-        click.echo("no count judge (errors/requests) at a percentage weight in this rollout: nothing to size")
+        click.echo("no count or latency judge at a percentage weight in this rollout: nothing to size")
     else:
         click.echo(f"traffic measured over the last {window}; alpha {bound * 100:g} % per rollout over {n} judge "
                    f"check(s); detection is simulated with the judge's own arithmetic")

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.errors import MetricError
 from orchestrator.gates.evaluate import Side as QuerySide
-from orchestrator.gates.judge import JudgeLook, JudgeState, Side
+from orchestrator.gates.judge import JudgeLook, JudgeState, Side, tail_bound
 from orchestrator.gates.model import Sample
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render, track_selector
@@ -196,3 +196,25 @@ def service_rates(
     seconds = window.total_seconds()
     requests, errors = second.canary.requests, second.canary.errors
     return requests / seconds, (errors / requests if requests > 0 else 0.0)
+
+
+def service_tail(
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], at: datetime, window: timedelta
+) -> tuple[float, float, float | None, float]:
+    """For a latency judge: the stable's requests per second, the share of them slower than the bucket bound
+    nearest its ``quantile``, that bound (None when the histogram has no request above a finite bucket), and
+    the ratio of slow shares the judge's tolerance makes (see ``judge.tail_bound``), over ``window``."""
+    judge = _judge(check)
+    selectors = {"track_selector": track_selector("stable")}
+    stable = QuerySide("stable", {**variables, "track": "stable"}, selectors=selectors)
+    first = read_look_sides(prom, check, stable, stable, JudgeState(), at - window)
+    state = JudgeState(marks=first.marks, started_at=first.at)
+    second = read_look_sides(prom, check, stable, stable, state, at)
+    if second.skipped:
+        raise MetricError(f"{second.skipped}: try again, or a longer window", retryable=False)
+    histogram = second.canary.buckets
+    total = histogram[-1][1] if histogram else 0.0
+    le, ratio = tail_bound(histogram, judge.quantile, judge.effective_tolerance)
+    below = next((count for bound, count in histogram if bound == le), total)
+    share = (total - below) / total if total > 0 and le is not None else 0.0
+    return total / window.total_seconds(), share, le, ratio

@@ -1,5 +1,9 @@
 """How long a judged step must run: the time to detect the declared tolerance with 95 % probability.
 
+Count judges are sized on the errors; latency judges on the requests slower than the control's
+quantile bucket (the judge's own events), with the tolerance's shift turned into a ratio of those
+shares as the judge does (``judge.tail_bound``).
+
 There is no closed form for the stopping time of a mixture e-process, so the answer is simulated with
 the judge's own arithmetic (``counts_increment`` and ``decide_counts``): a few hundred seeded runs of
 Poisson request counts and binomial errors per look, the canary's error rate set to the control's times
@@ -66,8 +70,19 @@ def detection_time(
 
 
 @dataclass(frozen=True)
+class Tail:
+    """A latency judge's traffic: requests per second, the share slower than ``le`` (the bucket bound nearest
+    the judged quantile), and the ratio of that share a regression of the tolerance makes."""
+
+    rps: float
+    share: float
+    le: float | None
+    ratio: float
+
+
+@dataclass(frozen=True)
 class StepPlan:
-    """One analysis step of a canary: its weight, how long it lasts, and a sizing per count-judge check."""
+    """One analysis step of a canary: its weight, how long it lasts, and a sizing per count or latency judge."""
 
     step: int
     weight: int
@@ -77,6 +92,10 @@ class StepPlan:
     alpha: float
     sizing: Sizing
     control: str = "stable"
+    events: str = "errors"
+    """What the judge counts, as the plan says it (errors, or the requests slower than a bucket bound)."""
+    target: str = ""
+    """The regression to catch, as the plan says it (default: the error ratio)."""
 
     @property
     def enough(self) -> bool:
@@ -85,8 +104,8 @@ class StepPlan:
     def line(self) -> str:
         s = self.sizing
         head = (f"step {self.step}: {self.check} at {self.weight} % weight (canary {s.canary_rps:.3g} rps vs "
-                f"{self.control} {s.control_rps:.3g} rps, {s.error_rate * 100:.2g} % errors)")  # fmt: skip
-        target = f"a {self.tolerance:g}x error regression"
+                f"{self.control} {s.control_rps:.3g} rps, {s.error_rate * 100:.2g} % {self.events})")  # fmt: skip
+        target = self.target or f"a {self.tolerance:g}x error regression"
         if s.seconds is None:
             need = f"{target} is not caught within {_minutes(HORIZON)} at this traffic"
         else:
@@ -98,13 +117,19 @@ class StepPlan:
 
 
 def plan(
-    rollout: object, rates: dict[str, tuple[float, float]], *, alpha_of: dict[str, float]
+    rollout: object,
+    rates: dict[str, tuple[float, float]],
+    *,
+    alpha_of: dict[str, float],
+    tails: dict[str, Tail] | None = None,
 ) -> list[StepPlan]:
-    """Size every count-judge check of every analysis step (and the background ones at each step's weight).
+    """Size every count or latency judge of every analysis step (and the background ones at each step's weight).
 
-    ``rates``: per check name, the service's (requests per second, error rate) now; ``alpha_of``: the
-    alpha each check gets (its share of the rollout's bound).
+    ``rates``: per count judge, the service's (requests per second, error rate) now; ``tails``: per latency
+    judge, its ``Tail`` now; ``alpha_of``: the alpha each check gets (its share of the rollout's bound).
+    Gauge judges are not sized: their looks are per-pod readings, not counts of events.
     """
+    tails = tails or {}
     from orchestrator.specs.canary import AnalysisStep, CanaryRollout, SetWeightStep
     from orchestrator.specs.judge import JudgeKind
 
@@ -122,15 +147,29 @@ def plan(
         duration = step.analysis.duration.total_seconds() if step.analysis.duration else None
         for check in [*step.analysis.checks, *spec.background_checks]:
             judge = check.judge
-            if judge is None or judge.kind is not JudgeKind.COUNTS or check.name not in rates:
+            if judge is None:
                 continue
-            rps, error_rate = rates[check.name]
+            extra: dict[str, str] = {}
+            if judge.kind is JudgeKind.COUNTS and check.name in rates:
+                rps, rate = rates[check.name]
+                ratio = judge.effective_tolerance
+            elif judge.kind is JudgeKind.LATENCY and check.name in tails:
+                tail = tails[check.name]
+                rps, rate, ratio = tail.rps, tail.share, tail.ratio
+                quantile = f"p{judge.quantile * 100:g}"
+                extra = {
+                    "events": f"slower than {tail.le:g} s" if tail.le is not None else "slow (no finite bucket)",
+                    "target": f"a {quantile} +{(judge.effective_tolerance - 1) * 100:g} % latency regression "
+                              f"({ratio:.2g}x the slow share)",
+                }  # fmt: skip
+            else:
+                continue
             canary = rps * weight / 100
             control = canary if judge.compare_to == "baseline" else rps * (100 - weight) / 100
-            sizing = detection_time(canary, control, error_rate, judge.effective_tolerance,
-                                    interval=check.interval.total_seconds(), alpha=alpha_of[check.name])  # fmt: skip
+            sizing = detection_time(canary, control, rate, ratio, interval=check.interval.total_seconds(),
+                                    alpha=alpha_of[check.name])  # fmt: skip
             out.append(StepPlan(index, weight, duration, check.name, judge.effective_tolerance,
-                                alpha_of[check.name], sizing, judge.compare_to))  # fmt: skip
+                                alpha_of[check.name], sizing, judge.compare_to, **extra))  # fmt: skip
     return out
 
 

@@ -286,6 +286,9 @@ spec:
           - name: errors-50
             interval: 10s
             judge: {{errors: '{ERRORS}', requests: '{REQUESTS}', tolerance: 2x}}
+          - name: p99-50
+            interval: 10s
+            judge: {{latency: '{LATENCY}', quantile: 0.99, tolerance: +50%}}
 """)
     at = (START + timedelta(minutes=30)).isoformat()
     result = CliRunner().invoke(cli, ["--prometheus-url", prom.url, "canary", "plan", str(spec), "--at", at])
@@ -294,8 +297,13 @@ spec:
     # The stable serves 20 rps with 0.5 % errors: at 5 % a 2x regression takes far longer than 5 minutes.
     assert "step 2: errors at 5 % weight (canary 1 rps vs stable 19 rps, 0.5 % errors)" in result.output
     assert any(line.startswith("step 2:") and "WARNING: too short" in line for line in lines)
-    assert any(line.startswith("step 4:") and "needs about" in line for line in lines)
-    assert "alpha 1 % per rollout over 2 judge check(s)" in result.output
+    assert any(line.startswith("step 4: errors-50") and "needs about" in line for line in lines)
+    # The latency judge counts requests slower than the stable's p99 bucket (1 % of them, above 0.5 s): a p99
+    # 50 % slower puts about 2.6 times as many there (the histogram interpolated).
+    tail = next(line for line in lines if line.startswith("step 4: p99-50"))
+    assert "1 % slower than 0.5 s" in tail and "a p99 +50 % latency regression (2.6x the slow share)" in tail, tail
+    assert "needs about" in tail
+    assert "alpha 1 % per rollout over 3 judge check(s)" in result.output
 
 
 async def test_the_judge_activities_in_a_real_worker_carry_the_state_between_looks(
