@@ -265,6 +265,32 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
 @chaos.command()
 @click.argument("name")
 @click.option("--namespace", "-n", help="The experiment's target namespace.")
+@click.pass_context
+@handle_errors
+def retry(ctx: click.Context, name: str, namespace: str | None) -> None:
+    """Re-attempt a stuck revert of experiment NAME now (after fixing what made it fail)."""
+    import getpass
+
+    s = settings(ctx)
+
+    async def main() -> int:
+        from orchestrator.client import chaos as control
+        from orchestrator.client.pollers import bounded_control
+
+        client = await connect_temporal(s)
+        wid = await _resolve_id(client, name, namespace)
+        answer = await bounded_control(
+            client, s, wid, "experiment", "retry", control.retry(client, wid, getpass.getuser()),
+            hint="; `orchestrator chaos abort --all` reverts every fault now, without a worker")
+        click.echo(f"{wid}: {answer.message}")
+        return EXIT_OK
+
+    finish(run(main()))
+
+
+@chaos.command()
+@click.argument("name")
+@click.option("--namespace", "-n", help="The experiment's target namespace.")
 @output_option
 @click.pass_context
 @handle_errors

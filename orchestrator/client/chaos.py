@@ -56,13 +56,24 @@ async def status(client: Client, wid: str) -> ChaosStatus:
 
 
 async def abort(client: Client, wid: str, reason: str = "", by: str = "") -> ControlResponse:
+    """Stop the experiment: it reverts every fault at once."""
+    return await control(client, wid, "abort", reason, by)
+
+
+async def retry(client: Client, wid: str, by: str = "") -> ControlResponse:
+    """Re-attempt a stuck revert now instead of at its next slow-timer attempt."""
+    return await control(client, wid, "retry", "", by)
+
+
+async def control(client: Client, wid: str, action: str, reason: str = "", by: str = "") -> ControlResponse:
+    """Send one of the experiment's controls (``abort``, ``retry``); a refusal is a ``RefusedError``."""
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError, RPCStatusCode
 
     handle = client.get_workflow_handle(wid)
     try:
         result: ControlResponse = await handle.execute_update(
-            "abort", ControlRequest(reason=reason, by=by), result_type=ControlResponse)
+            action, ControlRequest(reason=reason, by=by), result_type=ControlResponse)
         return result
     except WorkflowUpdateFailedError as exc:
         raise RefusedError(f"{wid}: {exc.cause or exc}") from None

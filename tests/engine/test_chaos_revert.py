@@ -2,7 +2,8 @@
 
 Stand-in chaos activities (see stand_ins.py for why) plan two faults on two objects; the revert of
 the first keeps failing with a programming error. The other is reverted anyway, the experiment shows
-``rollback-stuck`` with the step and the error, and ``retry`` lands the first once it is fixed.
+``rollback-stuck`` with the step and the error, and ``orchestrator chaos retry`` lands the first once it
+is fixed.
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from orchestrator.api.chaos import ChaosInput, ChaosPhase, PlanRequest, RunRecordRequest
-from orchestrator.api.common import ControlRequest
+from orchestrator.api.chaos import ChaosInput, ChaosPhase, PlanRequest, RunRecordRequest, workflow_id
 from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import LedgerEntry, ObjectRef, Plan, TargetSet
 from orchestrator.gates.model import Measurement
 from orchestrator.specs.chaos import ChaosExperiment
 from tests.engine.stand_ins import World, measurement
+from tests.frontdoor.helpers import invoke
 from workflows.chaos import ChaosExperimentWorkflow
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def experiment() -> ChaosExperiment:
+def experiment(name: str = "two-faults") -> ChaosExperiment:
     return ChaosExperiment.model_validate({
-        "kind": "ChaosExperiment", "metadata": {"name": "two-faults"},
+        "kind": "ChaosExperiment", "metadata": {"name": name},
         "spec": {"target": {"namespace": "demo", "selector": {"app": "shop"}, "mode": "all"},
                  "fault": {"type": "scale-down", "replicas": 1}, "duration": "2s",
                  "steadyState": {"recoverWithin": "5s", "checks": [
@@ -83,15 +84,18 @@ def chaos_activities(world: World, broken: set[str]) -> list[Any]:
     return [plan, record, inject, revert, evaluate, save]
 
 
-async def test_one_failing_revert_does_not_keep_the_others_in_place(temporal_client: Client) -> None:
+async def test_one_failing_revert_does_not_keep_the_others_in_place(temporal_client: Client,
+                                                                      temporal_address: str) -> None:
     world = World()
     broken = {"cart"}
     queue = f"chaos-{uuid.uuid4().hex[:8]}"
+    name = f"two-faults-{queue}"
     async with Worker(temporal_client, task_queue=queue, workflows=[ChaosExperimentWorkflow],
                       activities=chaos_activities(world, broken) + [
                           a for a in world.activities() if a.__name__ in ("notify", "stuck")]):
         handle = await temporal_client.start_workflow(
-            ChaosExperimentWorkflow.run, ChaosInput(experiment=experiment()), id=f"chaos-{queue}", task_queue=queue)
+            ChaosExperimentWorkflow.run, ChaosInput(experiment=experiment(name)), id=workflow_id("demo", name),
+            task_queue=queue)
         deadline = datetime.now().timestamp() + 60
         while (status := await handle.query(ChaosExperimentWorkflow.status)).stuck is None:
             assert datetime.now().timestamp() < deadline, status
@@ -100,9 +104,13 @@ async def test_one_failing_revert_does_not_keep_the_others_in_place(temporal_cli
         assert "cart" in status.stuck.step and "cannot revert today" in status.stuck.error
         assert ("chaos.revert", "shop") in world.calls, "the other fault is reverted anyway"
         assert world.stuck_reports and world.stuck_reports[-1].kind == "chaos"
-        broken.clear()  # fixed
-        await handle.execute_update(ChaosExperimentWorkflow.retry, ControlRequest(by="test"))
+        broken.clear()  # fixed; the operator re-attempts now rather than at the next slow-timer attempt
+        env = {"ORCHESTRATOR_TEMPORAL_ADDRESS": temporal_address, "ORCHESTRATOR_TASK_QUEUE": queue}
+        answer = await asyncio.to_thread(invoke, ["chaos", "retry", name, "-n", "demo"], env)
+        assert answer.code == 0 and answer.out.startswith(f"{workflow_id('demo', name)}: "), answer
         result = await asyncio.wait_for(handle.result(), 60)
+        refused = await asyncio.to_thread(invoke, ["chaos", "retry", name, "-n", "demo"], env)
+        assert refused.code != 0 and "Traceback" not in refused.err, refused
     assert result.stuck is None and result.reverted_at is not None
     assert sorted(result.reverted) == ["Deployment demo/cart", "Deployment demo/shop"]
     assert world.calls.count(("chaos.revert", "shop")) == 1, "a landed revert is not repeated"
