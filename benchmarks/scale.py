@@ -440,8 +440,10 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
         handles: list[WorkflowHandle[Any, Any]] = []
         limit = asyncio.Semaphore(args.start_concurrency)
 
-        async def start(name: str) -> None:
+        async def start(index: int, name: str) -> None:
             spec = rollout_spec(name, args.interval, args.looks, args.window)
+            # --start-over spreads the starts evenly (rollouts begun through the day, not all in one burst).
+            await asyncio.sleep(args.start_over * index / max(1, len(names)))
             async with limit:
                 handle = await client.start_workflow(
                     WORKFLOW_TYPE, CanaryInput(rollout=spec), id=f"canary-{NAMESPACE}-{name}", task_queue=queue,
@@ -449,7 +451,7 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
             started_at.append(time.monotonic() - began)
             handles.append(handle)
 
-        await asyncio.gather(*(start(n) for n in names))
+        await asyncio.gather(*(start(i, n) for i, n in enumerate(names)))
 
         async def finish(handle: WorkflowHandle[Any, Any]) -> None:
             status = await handle.result()
@@ -500,7 +502,7 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
 def report(results: Sequence[Result], args: argparse.Namespace, tuning: Tuning) -> None:
     print(f"settings: rollouts={args.rollouts} workers={args.workers} interval={args.interval}s "
           f"looks={args.looks} (2 checks) window={args.window}s scrape={args.scrape_interval}s "
-          f"start-concurrency={args.start_concurrency} sandbox-tick={args.tick}s "
+          f"start-concurrency={args.start_concurrency} start-over={args.start_over:g}s sandbox-tick={args.tick}s "
           f"max_concurrent_activities={tuning.max_concurrent_activities} "
           f"max_concurrent_workflow_tasks={tuning.max_concurrent_workflow_tasks} "
           f"max_cached_workflows={tuning.max_cached_workflows} cores={os.cpu_count()}")
@@ -535,6 +537,8 @@ def main() -> None:
     parser.add_argument("--scrape-interval", type=float, default=5.0)
     parser.add_argument("--tick", type=float, default=1.0, help="sandbox controller pass interval")
     parser.add_argument("--start-concurrency", type=int, default=20)
+    parser.add_argument("--start-over", type=float, default=0.0,
+                        help="spread the starts evenly over this many seconds (0: all at once)")
     parser.add_argument("--max-activities", type=int, default=64)
     parser.add_argument("--max-workflow-tasks", type=int, default=32)
     parser.add_argument("--max-cached", type=int, default=2000)
