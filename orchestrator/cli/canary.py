@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli import follow as follow_module
 from orchestrator.cli import rails as rails_cli
 from orchestrator.cli.common import (
     EXIT_FAILED,
@@ -24,6 +25,7 @@ from orchestrator.cli.common import (
     run,
     settings,
 )
+from orchestrator.cli.follow import Follower, query_failure
 from orchestrator.client.temporal import connect_temporal, list_runs
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
@@ -155,16 +157,17 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, 
     from orchestrator.cli.render import gate_line, render
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    seen_events = 0
     seen_gates: dict[str, int] = {}
     live = output == "text"
+    follower = Follower(handle.id, live=live)
     status: CanaryStatus | None = None
     while True:
-        status = await query_status(handle)
+        status, why = await read_status(handle)
+        if status is None:
+            follower.unreadable(why)
+        else:
+            follower.new_events(status)
         if status is not None and live:
-            for event in status.events[seen_events:]:
-                click.echo(f"{event.at:%H:%M:%S} {event.message}")
-            seen_events = len(status.events)
             for gate in status.gates:
                 if seen_gates.get(gate.check) != gate.measurements:
                     seen_gates[gate.check] = gate.measurements
@@ -189,6 +192,11 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, 
 
 async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
     """The live status; for a finished rollout, its result (queries need a worker, results do not)."""
+    return (await read_status(handle))[0]
+
+
+async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[CanaryStatus | None, str]:
+    """``query_status`` and, when there is none, why (for the follower's notice)."""
     from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
     from temporalio.service import RPCError
 
@@ -197,15 +205,15 @@ async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
 
     try:
         desc = await handle.describe()
-    except RPCError:
-        return None
+    except RPCError as exc:
+        return None, query_failure(exc)
     if desc.status == WorkflowExecutionStatus.COMPLETED:
         result = await handle.result()
-        return result if isinstance(result, CanaryStatus) else CanaryStatus.model_validate(result)
+        return (result if isinstance(result, CanaryStatus) else CanaryStatus.model_validate(result)), ""
     try:
-        return await asyncio.wait_for(handle.query(CanaryWorkflow.status), 10)
-    except (WorkflowQueryFailedError, RPCError, TimeoutError):
-        return None
+        return await asyncio.wait_for(handle.query(CanaryWorkflow.status), follow_module.QUERY_TIMEOUT), ""
+    except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
+        return None, query_failure(exc)
 
 
 async def closed(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -25,6 +25,7 @@ from orchestrator.cli.common import (
     run,
     settings,
 )
+from orchestrator.cli.follow import Follower, query_failure
 from orchestrator.client.temporal import connect_temporal
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
@@ -197,20 +198,21 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
 
 
 async def _follow(client: Client, wid: str, output: str) -> ChaosStatus:
+    from temporalio.client import WorkflowQueryFailedError
+    from temporalio.service import RPCError
+
     from orchestrator.api.chaos import ChaosStatus
+    from orchestrator.cli import follow as follow_module
 
     handle = client.get_workflow_handle(wid, result_type=ChaosStatus)
-    seen = 0
+    follower = Follower(wid, live=output == "text")
     result_task = asyncio.ensure_future(handle.result())
     while not result_task.done():
         try:
-            st = await handle.query("status", result_type=ChaosStatus)
-            if output == "text":
-                for event in st.events[seen:]:
-                    click.echo(f"  {event.at:%H:%M:%S} {event.message}")
-                seen = len(st.events)
-        except Exception:
-            pass
+            st = await asyncio.wait_for(handle.query("status", result_type=ChaosStatus), follow_module.QUERY_TIMEOUT)
+            follower.new_events(st, indent="  ")
+        except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
+            follower.unreadable(query_failure(exc))
         await asyncio.wait([result_task], timeout=1.0)
     result: ChaosStatus = result_task.result()
     return result

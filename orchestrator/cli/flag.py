@@ -28,6 +28,7 @@ from orchestrator.cli.common import (
     run,
     settings,
 )
+from orchestrator.cli.follow import Follower, query_failure
 from orchestrator.client.temporal import connect_temporal, list_runs
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError
@@ -167,15 +168,16 @@ async def follow(handle: WorkflowHandle[Any, Any], output: str, timeout: float |
 
     deadline = None if timeout is None else time.monotonic() + timeout
     live = output == "text"
-    seen_events = 0
+    follower = Follower(handle.id, live=live)
     seen_gates: dict[tuple[int, str], int] = {}
     st: FlagRampStatus | None = None
     while True:
-        st = await query_status(handle)
+        st, why = await read_status(handle)
+        if st is None:
+            follower.unreadable(why)
+        else:
+            follower.new_events(st)
         if st is not None and live:
-            for event in st.events[seen_events:]:
-                click.echo(f"{event.at:%H:%M:%S} {event.message}")
-            seen_events = len(st.events)
             for record in st.history:
                 for gate in record.gates:
                     key = (record.index, gate.check)
@@ -198,15 +200,21 @@ async def follow(handle: WorkflowHandle[Any, Any], output: str, timeout: float |
 
 
 async def query_status(handle: WorkflowHandle[Any, Any]) -> FlagRampStatus | None:
+    return (await read_status(handle))[0]
+
+
+async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[FlagRampStatus | None, str]:
+    """The live status, or None and why it could not be read."""
     from temporalio.client import WorkflowQueryFailedError
     from temporalio.service import RPCError
 
+    from orchestrator.cli import follow as follow_module
     from workflows.flag_ramp import FlagRampWorkflow
 
     try:
-        return await handle.query(FlagRampWorkflow.status)
-    except (WorkflowQueryFailedError, RPCError):
-        return None
+        return await asyncio.wait_for(handle.query(FlagRampWorkflow.status), follow_module.QUERY_TIMEOUT), ""
+    except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
+        return None, query_failure(exc)
 
 
 async def closed(handle: WorkflowHandle[Any, Any]) -> bool:

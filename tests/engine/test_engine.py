@@ -327,3 +327,24 @@ async def test_the_false_rollback_bound_is_the_rollouts_split_over_its_judge_che
     assert result.phase == Phase.PROMOTED
     assert {name for name, _, _ in seen} == {"errors-25", "errors-50"}
     assert all(alpha == pytest.approx(0.005) and checks == 2 for _, alpha, checks in seen), seen
+
+
+async def test_following_a_run_whose_status_cannot_be_read_says_so(
+    temporal_client: Client, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `canary run --wait` and `status --watch` used to print nothing while no worker answered the query.
+    from orchestrator.cli import canary as canary_cli
+    from orchestrator.cli import follow
+    from orchestrator.config import Settings
+
+    monkeypatch.setattr(follow, "QUERY_TIMEOUT", 0.5)
+    monkeypatch.setattr(follow, "NOTICE_AFTER", 0.0)
+    handle = await start_canary(temporal_client, "nobody-polls-this-queue", canary([{"setWeight": 25}]))
+    try:
+        code = await canary_cli.follow(temporal_client, handle, "text", 3.0, False, Settings())
+    finally:
+        await handle.terminate("test over")
+    err = capsys.readouterr().err
+    assert code == canary_cli.EXIT_PENDING
+    assert f"status of {handle.id} unreadable" in err and "no worker answered within 0.5 s" in err, err
+    assert err.count("unreadable") == 1, "one notice, not one per poll"
