@@ -26,7 +26,7 @@ from orchestrator.cli.common import (
     settings,
 )
 from orchestrator.cli.follow import Follower, query_failure
-from orchestrator.client.temporal import connect_temporal, list_runs
+from orchestrator.client.temporal import connect_temporal, last_task_failure, list_runs
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
 
@@ -213,7 +213,21 @@ async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[CanaryStatus | 
     try:
         return await asyncio.wait_for(handle.query(CanaryWorkflow.status), follow_module.QUERY_TIMEOUT), ""
     except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
-        return None, query_failure(exc)
+        why = query_failure(exc)
+    failed = await last_task_failure(handle)
+    return None, (f"its workflow task fails: {failed}" if failed else why)
+
+
+async def exists(handle: WorkflowHandle[Any, Any]) -> bool:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def closed(handle: WorkflowHandle[Any, Any]) -> bool:
@@ -246,9 +260,11 @@ def status(ctx: click.Context, name: str, namespace: str, watch: bool, output: s
         handle = client.get_workflow_handle(workflow_id_for(name, namespace))
         if watch:
             return await follow(client, handle, output, None, False, s)
-        st = await query_status(handle)
-        if st is None:
+        st, why = await read_status(handle)
+        if st is None and not await exists(handle):
             raise RefusedError(f"no rollout found for {name} (workflow {handle.id})")
+        if st is None:
+            raise RefusedError(f"rollout {handle.id} exists but its status cannot be read: {why}")
         click.echo(render(st, output, ui_link(s, handle.id)))
         return EXIT_OK
 

@@ -96,3 +96,21 @@ async def list_runs(s: Settings, workflow_type: str, show_all: bool) -> list[dic
 
 
 __all__ = ["connect_temporal", "list_runs", "send_control", "temporal_tls"]
+
+
+async def last_task_failure(handle: Any) -> str | None:
+    """The failure of the run's last workflow task, when that task failed and none completed since.
+
+    A run whose workflow task keeps failing (a bad upgrade's nondeterminism, a bug) answers no query,
+    but its history says why: this is what ``status`` can show without a worker able to run it.
+    """
+    from temporalio.api.enums.v1 import EventType
+
+    failure: str | None = None
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            attrs = event.workflow_task_failed_event_attributes
+            failure = " ".join((attrs.failure.message or str(attrs.cause)).split())[:400]
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            failure = None
+    return failure

@@ -6,11 +6,13 @@ Each test names the defect of the engine issue it guards against (item numbers o
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from temporalio import activity
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from orchestrator.api.canary import CanaryInput, CanaryStatus, Phase
@@ -348,3 +350,39 @@ async def test_following_a_run_whose_status_cannot_be_read_says_so(
     assert code == canary_cli.EXIT_PENDING
     assert f"status of {handle.id} unreadable" in err and "no worker answered within 0.5 s" in err, err
     assert err.count("unreadable") == 1, "one notice, not one per poll"
+
+
+@workflow.defn(name="CanaryRollout", sandboxed=False)
+class _UnrunnableCanary:
+    """What a worker that cannot run a rollout's history does (a bad upgrade): every workflow task fails."""
+
+    @workflow.run
+    async def run(self, inp: CanaryInput) -> None:
+        raise RuntimeError("stand-in for nondeterminism: this code cannot replay that history")
+
+
+async def test_status_of_a_run_whose_workflow_task_fails_says_why(temporal_client: Client, temporal_address: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from temporalio.worker import Worker
+
+    from orchestrator.cli import follow
+    from tests.frontdoor.helpers import invoke
+
+    monkeypatch.setattr(follow, "QUERY_TIMEOUT", 1.0)  # such a run answers no query: it times out
+
+    queue = f"unrunnable-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue=queue, workflows=[_UnrunnableCanary]):
+        handle = await start_canary(temporal_client, queue, canary([{"setWeight": 25}]))
+        try:
+            for _ in range(50):  # the first workflow task has failed once it is in history
+                kinds = [e.event_type async for e in handle.fetch_history_events()]
+                if EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds:
+                    break
+                await asyncio.sleep(0.1)
+            env = {"ORCHESTRATOR_TEMPORAL_ADDRESS": temporal_address}
+            outcome = await asyncio.to_thread(invoke, ["canary", "status", handle.id], env)
+        finally:
+            await handle.terminate("test over")
+    assert outcome.code != 0, outcome
+    assert f"rollout {handle.id} exists but its status cannot be read: its workflow task fails" in outcome.err
+    assert "this code cannot replay that history" in outcome.err and "Traceback" not in outcome.err
