@@ -1,8 +1,9 @@
 """Property: whatever is done to a shipped spec, ``validate`` answers exit 0 or 2, never a traceback, fast.
 
-Hypothesis (derandomized, so the suite is repeatable) mutates every spec in examples/, examples/sandbox/
-and experiments/ -- values replaced by hostile ones, keys dropped or added, and text-level damage
-(truncation, YAML bombs, deep nesting, stray tags, duplicate keys) -- and drives the real CLI in-process
+Hypothesis (derandomized, so the suite is repeatable) mutates every spec in examples/, examples/sandbox/,
+examples/rails/ (the rails policies) and experiments/ -- values replaced by hostile ones, keys dropped or
+added, and text-level damage (truncation, YAML bombs, deep nesting, stray tags, duplicate keys) -- and
+drives the real CLI in-process
 through click's runner. A few mutations also run as real processes under an address-space limit.
 """
 
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 from tests.frontdoor.helpers import REPO, invoke, run_process
 
 SPECS = sorted(
-    p for folder in ("examples", "examples/sandbox", "experiments") for p in (REPO / folder).glob("*.yaml")
+    p
+    for folder in ("examples", "examples/sandbox", "examples/rails", "experiments")
+    for p in (REPO / folder).glob("*.yaml")
 )
 TEXTS = {p: p.read_text() for p in SPECS}
 DATA = {p: yaml.safe_load(t) for p, t in TEXTS.items()}
