@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from orchestrator.gates.judge import GRID, counts_increment, decide_counts
+from orchestrator.gates.judge import GRID, counts_increment, decide_counts, rate_upper_bound
 
 HORIZON = 8 * 3600.0
 
@@ -69,6 +70,34 @@ def detection_time(
     return sizing
 
 
+def clean_time(
+    canary_rps: float, error_rate: float, *, negligible: float, alpha: float, interval: float = 10.0,
+    horizon: float = HORIZON,
+) -> float | None:
+    """Seconds until a canary failing ``error_rate`` of its requests is shown below ``negligible`` (the judge's
+    early promotion for counts judges with ``negligibleRate``), on the look grid; None if not within the horizon.
+
+    Taken at the expected counts (a clean canary's errors are as the stable's), so it is the typical time.
+    """
+    if canary_rps <= 0 or error_rate >= negligible:
+        return None
+
+    def clean(seconds: float) -> bool:
+        requests = canary_rps * seconds
+        return rate_upper_bound(error_rate * requests, requests, alpha, negligible) <= negligible
+
+    low, high = 1, math.floor(horizon / interval)
+    if high < 1 or not clean(high * interval):
+        return None
+    while low < high:  # the first clean look: being clean only gets truer as requests accrue
+        mid = (low + high) // 2
+        if clean(mid * interval):
+            high = mid
+        else:
+            low = mid + 1
+    return high * interval
+
+
 @dataclass(frozen=True)
 class Tail:
     """A latency judge's traffic: requests per second, the share slower than ``le`` (the bucket bound nearest
@@ -96,20 +125,36 @@ class StepPlan:
     """What the judge counts, as the plan says it (errors, or the requests slower than a bucket bound)."""
     target: str = ""
     """The regression to catch, as the plan says it (default: the error ratio)."""
+    promote_after: float | None = None
+    """With ``negligibleRate``: when a canary as clean as the stable is shown below it and promoted."""
+    negligible: float | None = None
+
+    @property
+    def no_ratio(self) -> bool:
+        """The stable served no error: there is no error ratio to judge (only the negligible rate can decide)."""
+        return self.events == "errors" and self.sizing.error_rate <= 0
 
     @property
     def enough(self) -> bool:
-        return self.sizing.seconds is not None and (self.duration is None or self.sizing.seconds <= self.duration)
+        """The step lasts long enough to decide: to catch the regression, or (stable without errors) to promote."""
+        needed = self.promote_after if self.no_ratio else self.sizing.seconds
+        return needed is not None and (self.duration is None or needed <= self.duration)
 
     def line(self) -> str:
         s = self.sizing
         head = (f"step {self.step}: {self.check} at {self.weight} % weight (canary {s.canary_rps:.3g} rps vs "
                 f"{self.control} {s.control_rps:.3g} rps, {s.error_rate * 100:.2g} % {self.events})")  # fmt: skip
         target = self.target or f"a {self.tolerance:g}x error regression"
-        if s.seconds is None:
+        if self.no_ratio:
+            need = "the stable served no error: no error ratio to judge"
+        elif s.seconds is None:
             need = f"{target} is not caught within {_minutes(HORIZON)} at this traffic"
         else:
             need = f"{target} needs about {_minutes(s.seconds)} to be caught with 95 % probability"
+        if self.negligible is not None:
+            rate = f"(negligibleRate {self.negligible * 100:g} %)"
+            need += (f"; a canary as clean is promoted after about {_minutes(self.promote_after)} {rate}"
+                     if self.promote_after is not None else f"; a canary as clean is not shown negligible {rate}")
         if self.duration is None:
             return f"{head}: {need}"
         verdict = "enough" if self.enough else "WARNING: too short, expect 'not enough traffic'"
@@ -149,10 +194,15 @@ def plan(
             judge = check.judge
             if judge is None:
                 continue
-            extra: dict[str, str] = {}
+            extra: dict[str, Any] = {}
             if judge.kind is JudgeKind.COUNTS and check.name in rates:
                 rps, rate = rates[check.name]
                 ratio = judge.effective_tolerance
+                if judge.negligible_rate is not None and judge.direction.value == "higherIsWorse":
+                    extra["negligible"] = judge.negligible_rate
+                    extra["promote_after"] = clean_time(
+                        rps * weight / 100, rate, negligible=judge.negligible_rate, alpha=alpha_of[check.name],
+                        interval=check.interval.total_seconds())
             elif judge.kind is JudgeKind.LATENCY and check.name in tails:
                 tail = tails[check.name]
                 rps, rate, ratio = tail.rps, tail.share, tail.ratio

@@ -1,0 +1,48 @@
+"""``canary plan``'s arithmetic on plain numbers: what a step needs, for the cases the judge decides differently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.gates.judge import rate_upper_bound
+from orchestrator.gates.judge_plan import clean_time, plan
+from orchestrator.specs.canary import CanaryRollout
+
+REQUESTS = 'sum(x{app="{{app}}",{{track_selector}}})'
+ERRORS = 'sum(x{app="{{app}}",{{track_selector}},code="500"})'
+
+
+def rollout(judge: dict[str, Any], duration: str = "2m") -> CanaryRollout:
+    return CanaryRollout.model_validate({
+        "kind": "CanaryRollout", "metadata": {"name": "shop"},
+        "spec": {"target": {"namespace": "demo", "deployment": "shop"}, "steps": [
+            {"setWeight": 25},
+            {"analysis": {"duration": duration, "checks": [
+                {"name": "errors", "interval": "3s", "judge": {"errors": ERRORS, "requests": REQUESTS, **judge}}]}}]}})
+
+
+def test_clean_time_is_when_the_bound_on_a_clean_canary_reaches_the_negligible_rate() -> None:
+    seconds = clean_time(10.0, 0.0, negligible=0.02, alpha=0.01, interval=3.0)
+    assert seconds is not None and seconds % 3 == 0
+    assert rate_upper_bound(0, 10.0 * seconds, 0.01, 0.02) <= 0.02  # clean by then
+    assert rate_upper_bound(0, 10.0 * (seconds - 3), 0.01, 0.02) > 0.02  # and not one look earlier
+    assert clean_time(10.0, 0.03, negligible=0.02, alpha=0.01, interval=3.0) is None  # above it: never
+
+
+def test_a_stable_with_no_errors_is_planned_as_the_judge_decides_it() -> None:
+    # The sandbox's demo app fails no request: no error ratio can be judged, but with negligibleRate a
+    # clean canary is promoted early; without it the step can only end "not enough traffic".
+    with_negligible = plan(rollout({"negligibleRate": "2%"}), {"errors": (40.0, 0.0)}, alpha_of={"errors": 0.01})
+    line = with_negligible[0].line()
+    assert "the stable served no error: no error ratio to judge" in line, line
+    assert "a canary as clean is promoted after about" in line and "(negligibleRate 2 %)" in line, line
+    assert with_negligible[0].enough, line
+    without = plan(rollout({}), {"errors": (40.0, 0.0)}, alpha_of={"errors": 0.01})
+    assert "expect 'not enough traffic'" in without[0].line() and not without[0].enough
+
+
+def test_a_stable_with_errors_also_says_when_a_clean_canary_is_promoted() -> None:
+    plans = plan(rollout({"negligibleRate": "2%", "tolerance": "2x"}, "30m"), {"errors": (100.0, 0.005)},
+                 alpha_of={"errors": 0.01})
+    line = plans[0].line()
+    assert "a 2x error regression needs about" in line and "a canary as clean is promoted after about" in line, line
