@@ -3,7 +3,8 @@
 Hypothesis (derandomized, so the suite is repeatable) mutates every spec in examples/, examples/sandbox/,
 examples/rails/ (the rails policies) and experiments/ -- values replaced by hostile ones, keys dropped or
 added, and text-level damage (truncation, YAML bombs, deep nesting, stray tags, duplicate keys) -- and
-drives the real CLI in-process through click's runner. A few mutations also run as real processes under an address-space limit.
+drives the real CLI in-process through click's runner. A few mutations also run as real processes under an
+address-space limit.
 """
 
 from __future__ import annotations
