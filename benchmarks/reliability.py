@@ -105,6 +105,26 @@ class Bench:
         print(f"  {row.scenario}: {ran.outcome.phase} in {time.monotonic() - began:.0f} s, {state}", flush=True)
 
 
+# The scenarios run --repeat times each, by group (--only): (row label, scenario).
+REPEATED: dict[str, list[tuple[str, Callable[[Stage], Awaitable[Ran]]]]] = {
+    "temporal": [("Temporal server SIGKILL + restart (db file)", runs.temporal_restarted)],
+    "prom": [
+        ("Prometheus down beyond error budget",
+         lambda st: runs.prometheus_down(st, back_after=None, error_limit=1)),
+        ("Prometheus down 2 s, within budget", lambda st: runs.prometheus_down(st, back_after=2.0, error_limit=4)),
+    ],
+    "api": [
+        ("Kubernetes API 500/409/429 storms (1 s of 3)", runs.api_storm),
+        ("Kubernetes API down during rollback", runs.api_down_in_rollback),
+    ],
+    "workers": [("two workers, one SIGKILLed mid-step", runs.two_workers_one_killed)],
+    "chaos": [
+        ("chaos worker SIGKILLed mid-fault, never restarted (janitor)", chaos_runs.chaos_worker_killed_for_good),
+        ("Temporal server SIGKILL + restart mid-fault", chaos_runs.temporal_restarted_mid_fault),
+    ],
+}
+
+
 async def _kill_at(stage: Stage, *, what: str, activity: str, n: int) -> Ran:
     return await runs.worker_killed_at(stage, what, activity, n)
 
@@ -134,43 +154,14 @@ async def main(args: argparse.Namespace) -> list[Row]:
                 print(f"  boundary: {what} {name} #{n}", flush=True)
                 await bench.run(row, functools.partial(_kill_at, what=what, activity=name, n=n))
             rows.append(row)
-        if "temporal" in only:
-            row = Row("Temporal server SIGKILL + restart (db file)")
-            for _ in range(args.repeat):
-                await bench.run(row, runs.temporal_restarted)
-            rows.append(row)
-        if "prom" in only:
-            row = Row("Prometheus down beyond error budget")
-            for _ in range(args.repeat):
-                await bench.run(row, lambda st: runs.prometheus_down(st, back_after=None, error_limit=1))
-            rows.append(row)
-            row = Row("Prometheus down 2 s, within budget")
-            for _ in range(args.repeat):
-                await bench.run(row, lambda st: runs.prometheus_down(st, back_after=2.0, error_limit=4))
-            rows.append(row)
-        if "api" in only:
-            row = Row("Kubernetes API 500/409/429 storms (1 s of 3)")
-            for _ in range(args.repeat):
-                await bench.run(row, runs.api_storm)
-            rows.append(row)
-            row = Row("Kubernetes API down during rollback")
-            for _ in range(args.repeat):
-                await bench.run(row, runs.api_down_in_rollback)
-            rows.append(row)
-        if "workers" in only:
-            row = Row("two workers, one SIGKILLed mid-step")
-            for _ in range(args.repeat):
-                await bench.run(row, runs.two_workers_one_killed)
-            rows.append(row)
-        if "chaos" in only:
-            row = Row("chaos worker SIGKILLed mid-fault, never restarted (janitor)")
-            for _ in range(args.repeat):
-                await bench.run(row, chaos_runs.chaos_worker_killed_for_good)
-            rows.append(row)
-            row = Row("Temporal server SIGKILL + restart mid-fault")
-            for _ in range(args.repeat):
-                await bench.run(row, chaos_runs.temporal_restarted_mid_fault)
-            rows.append(row)
+        for group, scenarios in REPEATED.items():
+            if group not in only:
+                continue
+            for label, scenario in scenarios:
+                row = Row(label)
+                for _ in range(args.repeat):
+                    await bench.run(row, scenario)
+                rows.append(row)
     finally:
         temporal.stop()
         prom.stop()

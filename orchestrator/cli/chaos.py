@@ -252,16 +252,25 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
                 click.echo("nothing was running and no fault was in place")
             return EXIT_OK if report.clean else EXIT_FAILED
         assert name is not None
-        wid = await _resolve_id(client, name, namespace)
-        from orchestrator.client.pollers import bounded_control
-
-        answer = await bounded_control(
-            client, s, wid, "experiment", "abort", control.abort(client, wid, reason, getpass.getuser()),
-            hint="; `orchestrator chaos abort --all` reverts every fault now, without a worker")
-        click.echo(f"{wid}: {answer.message}")
-        return EXIT_OK
+        return await _control(client, s, name, namespace, "abort", reason)
 
     finish(run(main()))
+
+
+async def _control(client: Client, s: Settings, name: str, namespace: str | None, action: str,
+                   reason: str = "") -> int:  # fmt: skip
+    """Send ``action`` to experiment NAME through the bounded control path (a worker must be there to apply it)."""
+    import getpass
+
+    from orchestrator.client import chaos as control
+    from orchestrator.client.pollers import bounded_control
+
+    wid = await _resolve_id(client, name, namespace)
+    answer = await bounded_control(
+        client, s, wid, "experiment", action, control.control(client, wid, action, reason, getpass.getuser()),
+        hint="; `orchestrator chaos abort --all` reverts every fault now, without a worker")
+    click.echo(f"{wid}: {answer.message}")
+    return EXIT_OK
 
 
 @chaos.command()
@@ -271,21 +280,10 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
 @handle_errors
 def retry(ctx: click.Context, name: str, namespace: str | None) -> None:
     """Re-attempt a stuck revert of experiment NAME now (after fixing what made it fail)."""
-    import getpass
-
     s = settings(ctx)
 
     async def main() -> int:
-        from orchestrator.client import chaos as control
-        from orchestrator.client.pollers import bounded_control
-
-        client = await connect_temporal(s)
-        wid = await _resolve_id(client, name, namespace)
-        answer = await bounded_control(
-            client, s, wid, "experiment", "retry", control.retry(client, wid, getpass.getuser()),
-            hint="; `orchestrator chaos abort --all` reverts every fault now, without a worker")
-        click.echo(f"{wid}: {answer.message}")
-        return EXIT_OK
+        return await _control(await connect_temporal(s), s, name, namespace, "retry")
 
     finish(run(main()))
 

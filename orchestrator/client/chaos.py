@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from orchestrator.chaos.janitor import JanitorReport
     from orchestrator.chaos.objects import Objects
 
-__all__ = ["AbortAllReport", "abort", "abort_all", "running", "start", "status"]
+__all__ = ["AbortAllReport", "abort", "abort_all", "control", "running", "start", "status"]
 
 RUNNING_QUERY = f"WorkflowType='{WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
 
@@ -58,11 +58,6 @@ async def status(client: Client, wid: str) -> ChaosStatus:
 async def abort(client: Client, wid: str, reason: str = "", by: str = "") -> ControlResponse:
     """Stop the experiment: it reverts every fault at once."""
     return await control(client, wid, "abort", reason, by)
-
-
-async def retry(client: Client, wid: str, by: str = "") -> ControlResponse:
-    """Re-attempt a stuck revert now instead of at its next slow-timer attempt."""
-    return await control(client, wid, "retry", "", by)
 
 
 async def control(client: Client, wid: str, action: str, reason: str = "", by: str = "") -> ControlResponse:

@@ -186,13 +186,7 @@ def service_rates(
 
     Before a rollout all traffic is the stable's, so this is the traffic a plan divides between the tracks.
     """
-    selectors = {"track_selector": track_selector("stable")}
-    stable = QuerySide("stable", {**variables, "track": "stable"}, selectors=selectors)
-    first = read_look_sides(prom, check, stable, stable, JudgeState(), at - window)
-    state = JudgeState(marks=first.marks, started_at=first.at)
-    second = read_look_sides(prom, check, stable, stable, state, at)
-    if second.skipped:
-        raise MetricError(f"{second.skipped}: try again, or a longer window", retryable=False)
+    second = _stable_window(prom, check, variables, at, window)
     seconds = window.total_seconds()
     requests, errors = second.canary.requests, second.canary.errors
     return requests / seconds, (errors / requests if requests > 0 else 0.0)
@@ -205,6 +199,19 @@ def service_tail(
     nearest its ``quantile``, that bound (None when the histogram has no request above a finite bucket), and
     the ratio of slow shares the judge's tolerance makes (see ``judge.tail_bound``), over ``window``."""
     judge = _judge(check)
+    histogram = _stable_window(prom, check, variables, at, window).canary.buckets
+    total = histogram[-1][1] if histogram else 0.0
+    le, ratio = tail_bound(histogram, judge.quantile, judge.effective_tolerance)
+    below = next((count for bound, count in histogram if bound == le), total)
+    share = (total - below) / total if total > 0 and le is not None else 0.0
+    return total / window.total_seconds(), share, le, ratio
+
+
+def _stable_window(
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], at: datetime, window: timedelta
+) -> JudgeLook:
+    """The stable side's increments over ``window`` before ``at`` (in the look's ``canary`` side), as a judge
+    reads them: two looks ``window`` apart."""
     selectors = {"track_selector": track_selector("stable")}
     stable = QuerySide("stable", {**variables, "track": "stable"}, selectors=selectors)
     first = read_look_sides(prom, check, stable, stable, JudgeState(), at - window)
@@ -212,9 +219,4 @@ def service_tail(
     second = read_look_sides(prom, check, stable, stable, state, at)
     if second.skipped:
         raise MetricError(f"{second.skipped}: try again, or a longer window", retryable=False)
-    histogram = second.canary.buckets
-    total = histogram[-1][1] if histogram else 0.0
-    le, ratio = tail_bound(histogram, judge.quantile, judge.effective_tolerance)
-    below = next((count for bound, count in histogram if bound == le), total)
-    share = (total - below) / total if total > 0 and le is not None else 0.0
-    return total / window.total_seconds(), share, le, ratio
+    return second
