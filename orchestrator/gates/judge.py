@@ -548,7 +548,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     if latency and state.tail_le is not None:
         side = f"share slower than {_num(state.tail_le)} s (the {judge.compare_to}'s p{_q(judge.quantile)}): " + side
         side += _quantiles(judge, state)
-    cs = f"{_pct(1 - alpha, 0)} confidence sequence {_num(lower)}–{_num(upper)}"  # noqa: RUF001
+    cs = f"{_confidence(alpha)} confidence sequence {_num(lower)}–{_num(upper)}"  # noqa: RUF001
     threshold = 1 / alpha
     evidence_text = f"evidence {_num(e_value)} {'>=' if failed else '<'} {_num(threshold)}"
     tol = f"tolerance {_num(tolerance)}x"
@@ -561,7 +561,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         outcome, why, decision = Outcome.SUCCESSFUL, "within-tolerance", f"upper bound <= {tol} -> promote"
     elif clean:
         outcome, why = Outcome.SUCCESSFUL, "negligible-errors"
-        decision = (f"the canary's error rate is below {_rate(canary_upper)} with {_pct(1 - alpha, 0)} confidence, "
+        decision = (f"the canary's error rate is below {_rate(canary_upper)} with {_confidence(alpha)} confidence, "
                     f"within the negligible rate {_rate(negligible)} -> promote")  # fmt: skip
     else:
         outcome, why, decision = Outcome.RUNNING, reason or "collecting", f"undecided ({tol})"
@@ -639,7 +639,7 @@ def _gauge_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, 
         failed, within = upper < 0, lower >= -tol
     side = (f"canary mean {_num(state.canary_gauge)} vs {judge.compare_to} {_num(state.control_gauge)} "
             f"(last look); difference {_signed_pct(state.gauge_mean)} over {n} looks")
-    cs = (f"{_pct(1 - alpha, 0)} confidence sequence {_signed_pct(lower)} to {_signed_pct(upper)}"
+    cs = (f"{_confidence(alpha)} confidence sequence {_signed_pct(lower)} to {_signed_pct(upper)}"
           if math.isfinite(radius) else f"confidence sequence after {MIN_GAUGE_LOOKS} looks")
     if failed:
         outcome, why, decision = Outcome.FAILED, "regression", "excludes 0 -> rollback"
@@ -688,6 +688,11 @@ def _rate(x: float | None) -> str:
         return "n/a"
     v = x * 100
     return f"{v:.2g} %" if v < 1 else f"{v:.1f} %" if v < 10 else f"{v:.3g} %"
+
+
+def _confidence(alpha: float) -> str:
+    """1 - alpha as people say it: 99 %, 99.5 %, 99.67 % (never rounded up to 100 %)."""
+    return f"{math.floor((1 - alpha) * 10000) / 100:g} %"
 
 
 def _pct(x: float, digits: int | None = None) -> str:

@@ -267,3 +267,14 @@ def test_a_clean_canary_is_promoted_below_the_negligible_rate() -> None:
     assert verdict.outcome is Outcome.SUCCESSFUL, verdict.message
     assert verdict.reason == "negligible-errors"
     assert "within the negligible rate 0.1 % -> promote" in verdict.message
+
+
+def test_the_confidence_is_said_exactly_when_the_bound_is_split() -> None:
+    # With two judge checks each gets 0.5 %: its confidence sequence is a 99.5 % one, not "100 %".
+    check = counts_check()
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.005, checks=2)
+    look = JudgeLook(at=T0 + timedelta(seconds=10), canary=Side(requests=500, errors=9),
+                     control=Side(requests=1500, errors=8))
+    _, verdict = judge_update(check, state, look, alpha=0.005, checks=2)
+    assert "99.5 % confidence sequence" in verdict.message, verdict.message
+    assert "100 %" not in verdict.message, verdict.message
