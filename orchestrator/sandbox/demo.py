@@ -227,7 +227,8 @@ def summary(results: list[tuple[str, Any, Any]], ui: str) -> str:
         gate = st.decisive_gate or (st.gates[0] if st.gates else None)
         if gate is not None and gate.last is not None:
             lines.append(f"  deciding verdict: {gate.reason}")
-            lines.append(f"  last value: {fmt_value(gate.last.value)}  query: {gate.last.query.strip()[:90]}...")
+            if gate.last.outcome is None:  # a judge's verdict gives its own counts; a threshold's, its value
+                lines.append(f"  last value: {fmt_value(gate.last.value)}  query: {gate.last.query.strip()[:90]}...")
         if st.canary_traffic_at and st.weight_zero_at:
             a = (st.weight_zero_at - st.canary_traffic_at).total_seconds()
             lines.append(f"  time to rollback: {a:.1f}s from the bad version receiving traffic to canary weight 0")
