@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.api.requests import EvaluateRequest
     from orchestrator.chaos.models import LedgerEntry, Plan
-    from orchestrator.gates.model import CheckStatus, Measurement
+    from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement
     from orchestrator.gates.model import Phase as GatePhase
     from orchestrator.specs.chaos import PodKill
     from orchestrator.specs.checks import Check
@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
 ACTIVITY_TIMEOUT = timedelta(seconds=20)
 EVIDENCE_KEPT = 1000  # measurements per check and stage kept as scoring evidence
 PHASE_BY_STOP = {"breach": ChaosPhase.BREACHED, "abort": ChaosPhase.ABORTED, "cancelled": ChaosPhase.ABORTED,
-                 "refused": ChaosPhase.REFUSED}
+                 "refused": ChaosPhase.REFUSED, "unmeasured": ChaosPhase.FAILED}
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -188,7 +188,13 @@ class ChaosExperimentWorkflow(Controls):
         raise Stop("refused", f"steady state does not hold before injection: {status.reason}", status)
 
     async def _breach(self, check: Check, status: CheckStatus) -> CheckStatus:
-        raise Stop("breach", f"steady state breached during the fault: {status.reason}", status)
+        if status.phase is CheckPhase.FAILED:
+            raise Stop("breach", f"steady state breached during the fault: {status.reason}", status)
+        # Unseen is unsafe, so the fault ends all the same; but an outage of the measurement (Prometheus, or
+        # a worker away for longer than the error limit) says nothing about the system's resilience: the run
+        # ends failed, which is recorded and not scored, rather than breached, which would dock the score.
+        raise Stop("unmeasured", f"the steady state could not be measured during the fault: {status.reason}; "
+                                 "the fault is reverted and the run is not scored", status)
 
     async def _revert(self, stop: Stop | None) -> None:
         """Every recorded fault is reverted; one failing revert never keeps the others in place."""

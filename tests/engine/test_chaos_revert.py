@@ -23,6 +23,7 @@ from orchestrator.api.chaos import ChaosInput, ChaosPhase, PlanRequest, RunRecor
 from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import LedgerEntry, ObjectRef, Plan, TargetSet
 from orchestrator.gates.model import Measurement
+from orchestrator.gates.model import Phase as GatePhase
 from orchestrator.specs.chaos import ChaosExperiment
 from tests.engine.stand_ins import World, measurement
 from tests.frontdoor.helpers import invoke
@@ -31,11 +32,11 @@ from workflows.chaos import ChaosExperimentWorkflow
 pytestmark = pytest.mark.timeout(120)
 
 
-def experiment(name: str = "two-faults") -> ChaosExperiment:
+def experiment(name: str = "two-faults", duration: str = "2s") -> ChaosExperiment:
     return ChaosExperiment.model_validate({
         "kind": "ChaosExperiment", "metadata": {"name": name},
         "spec": {"target": {"namespace": "demo", "selector": {"app": "shop"}, "mode": "all"},
-                 "fault": {"type": "scale-down", "replicas": 1}, "duration": "2s",
+                 "fault": {"type": "scale-down", "replicas": 1}, "duration": duration,
                  "steadyState": {"recoverWithin": "5s", "checks": [
                      {"name": "errors", "query": 'sum(rate(x{app="{{app}}"}[1m]))', "condition": {"max": 0.1},
                       "interval": "1s"}]}}})
@@ -114,3 +115,43 @@ async def test_one_failing_revert_does_not_keep_the_others_in_place(temporal_cli
     assert result.stuck is None and result.reverted_at is not None
     assert sorted(result.reverted) == ["Deployment demo/cart", "Deployment demo/shop"]
     assert world.calls.count(("chaos.revert", "shop")) == 1, "a landed revert is not repeated"
+
+
+async def test_a_steady_state_that_cannot_be_measured_during_the_fault_is_reverted_not_scored_a_breach(
+    temporal_client: Client,
+) -> None:
+    # Found by the reliability report: a chaos worker away for longer than the checks' error limit came back
+    # to error verdicts, and the run was recorded "breached" -- a resilience score docked for an outage of
+    # the orchestrator, not of the system under test. The fault is still reverted at once (unseen is unsafe).
+    world = World()
+    queue = f"chaos-{uuid.uuid4().hex[:8]}"
+    activities = chaos_activities(world, set())
+    injected = False
+
+    @activity.defn(name="chaos.inject")
+    async def inject(e: LedgerEntry) -> str:
+        nonlocal injected
+        injected = True
+        world.calls.append(("chaos.inject", e.object.name))
+        return f"scaled {e.object.name}"
+
+    @activity.defn(name="chaos.evaluate_check")
+    async def evaluate(req: EvaluateRequest) -> Measurement:
+        world.calls.append(("chaos.evaluate_check", req.check.name))
+        if injected:
+            return measurement(req.check.name, GatePhase.ERROR, no_data=True, message="Prometheus unreachable")
+        return measurement(req.check.name)
+
+    replaced = {"chaos.inject": inject, "chaos.evaluate_check": evaluate}
+    activities = [replaced.get(activity._Definition.must_from_callable(a).name, a) for a in activities]
+    exp = experiment(duration="5s")
+    async with Worker(temporal_client, task_queue=queue, workflows=[ChaosExperimentWorkflow],
+                      activities=activities + [a for a in world.activities() if a.__name__ in ("notify", "stuck")]):
+        handle = await temporal_client.start_workflow(
+            ChaosExperimentWorkflow.run, ChaosInput(experiment=exp), id=f"chaos-{queue}", task_queue=queue)
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.phase is ChaosPhase.FAILED, (result.phase, result.reason)
+    assert "could not be measured" in (result.reason or ""), result.reason
+    assert sorted(result.reverted) == ["Deployment demo/cart", "Deployment demo/shop"]
+    saved = [phase for name, phase in world.calls if name == "chaos.save_run"]
+    assert saved == [ChaosPhase.FAILED], saved  # recorded, and not as a breach
