@@ -230,7 +230,7 @@ def alpha_note(rollout: float, n_checks: int) -> str:
     if n_checks <= 1:
         return f"false-rollback bound {_pct(rollout)}"
     return (f"false-rollback bound {_pct(rollout)} for the rollout, split over {n_checks} judge checks "
-            f"({_pct(rollout / n_checks)} each)")
+            f"({rollout / n_checks * 100:.3g} % each)")
 
 
 # -- vectorised statistics ---------------------------------------------------------------------------

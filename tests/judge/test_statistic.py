@@ -17,6 +17,7 @@ from orchestrator.gates.judge import (
     JudgeState,
     Outcome,
     Side,
+    alpha_note,
     alpha_per_check,
     bounds,
     counts_increment,
@@ -278,3 +279,7 @@ def test_the_confidence_is_said_exactly_when_the_bound_is_split() -> None:
     _, verdict = judge_update(check, state, look, alpha=0.005, checks=2)
     assert "99.5 % confidence sequence" in verdict.message, verdict.message
     assert "100 %" not in verdict.message, verdict.message
+
+
+def test_a_bound_split_in_three_is_said_in_plain_figures() -> None:
+    assert alpha_note(0.01, 3) == "false-rollback bound 1 % for the rollout, split over 3 judge checks (0.333 % each)"
