@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -415,3 +416,10 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], router: Router) -> None:
         super().__init__(address, Handler)
         self.router = router
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-request (a worker killed, a timeout) is not the server's error: a real
+        # API server carries on without a traceback. Anything else is still printed.
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)

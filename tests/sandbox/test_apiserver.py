@@ -670,3 +670,24 @@ def test_runtime_paces_a_rolling_update_and_restarts_dead_pods(tmp_path: Path) -
         assert victim not in {p.metadata.name for p in new}
         assert victim in runtime.stopped
         api_client.close()
+
+
+def test_a_client_that_drops_its_connection_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    # A worker SIGKILLed mid-request resets its connection: a real API server carries on without a word; the
+    # sandbox printed a socketserver traceback into the reliability report's output.
+    import socket
+    import struct
+    import time
+
+    server = ApiServer().start()
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n")  # never finished
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        time.sleep(0.5)
+        with urllib.request.urlopen(f"{server.url}/version", timeout=5) as answer:  # still serving
+            assert answer.status == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in capfd.readouterr().err
