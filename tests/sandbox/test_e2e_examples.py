@@ -2,9 +2,9 @@
 
 Given ``orchestrator sandbox up`` in an empty directory (no kubeconfig, no ~/.kube/config, no
 ORCHESTRATOR_* settings), the CLI finds the sandbox by itself and names it first; every spec in
-examples/sandbox/ then does what its comment says: the healthy canary is promoted, the broken one
-rolled back, the flag ramp reaches 100 % and the kill switch turns it off, the pod-kill experiment
-recovers. Without a worker on the task queue, commands say so at once instead of waiting.
+examples/sandbox/ then does what its comment says: the healthy canary is promoted (the judged one early, with
+its plan), the broken one rolled back, the flag ramp reaches 100 % and the kill switch turns it off, the
+pod-kill experiment recovers. Without a worker on the task queue, commands say so at once instead of waiting.
 
 Everything goes through the ``orchestrator`` executable, as a newcomer types it.
 """
@@ -118,6 +118,21 @@ def test_canary_examples_promote_the_healthy_release_and_roll_back_the_broken_on
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "result: rolled-back" in broken.stdout
     assert "error-rate failed" in broken.stdout
+
+
+def test_the_judged_canary_example_is_planned_and_promoted_early_by_the_judge(sandbox: Sandbox) -> None:
+    spec = str(EXAMPLES / "canary-judged.yaml")
+    plan = sandbox.cli("canary", "plan", spec, "--window", "30s")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    # The demo app fails no request: the plan says so, and when a clean canary is shown negligible.
+    assert "the stable served no error: no error ratio to judge" in plan.stdout, plan.stdout
+    assert "a canary as clean is promoted after about" in plan.stdout, plan.stdout
+    assert "p95-vs-stable at 25 % weight" in plan.stdout and "slower than" in plan.stdout, plan.stdout
+
+    run = sandbox.cli("canary", "run", spec, "--wait")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "result: promoted" in run.stdout
+    assert "within the negligible rate 2.0 % -> promote" in run.stdout
 
 
 def test_flag_ramp_example_reaches_100_percent_and_the_kill_switch_turns_it_off(sandbox: Sandbox) -> None:
