@@ -65,12 +65,17 @@ async def test_healthy_canary_promoted_and_bad_canary_rolled_back(sandbox: manag
             results.append(status)
 
     good, bad = results
+    # The demo's canaries are judged against the stable side (demo.rollout_spec): the healthy one is shown
+    # below the negligible error rate at each step, the 10 % one rolled back on the judge's evidence.
     assert good.phase.value == "promoted", good.reason
-    assert all(g.phase.value == "successful" for g in good.gates if g.check.startswith("error-rate"))
+    judged = [g for g in good.gates if g.check.startswith("errors-vs-stable")]
+    assert len(judged) == 2 and all(g.phase.value == "successful" for g in judged), judged
     assert bad.phase.value == "rolled-back", bad.reason
-    assert bad.decisive_gate is not None and bad.decisive_gate.check == "error-rate", bad.model_dump_json(indent=1)
-    last = bad.decisive_gate.last
-    assert last is not None and last.value is not None and last.value > 0.02, last
+    gate = bad.decisive_gate
+    assert gate is not None and gate.check == "errors-vs-stable", bad.model_dump_json(indent=1)
+    assert gate.last is not None and gate.last.outcome == "failed", gate.last
+    assert gate.last.value is not None and gate.last.value > 0.02, gate.last  # the canary's error rate
+    assert "-> rollback" in gate.reason and "false-rollback bound 1 %" in gate.reason, gate.reason
     apps = k8s.AppsV1Api(api_client)
     stable = apps.read_namespaced_deployment(demo.APP, demo.NAMESPACE)
     assert stable.spec.template.spec.containers[0].image == "registry.local/shop:v2"
