@@ -32,9 +32,8 @@ def query_failure(exc: BaseException) -> str:
 class Follower:
     """Prints what is new in each status it is given, and notices about the ones it could not read."""
 
-    def __init__(self, run_id: str, *, live: bool, echo: Callable[[str], None] = click.echo,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self.run_id, self.live, self.echo, self.clock = run_id, live, echo, clock
+    def __init__(self, run_id: str, *, live: bool, echo: Callable[[str], None] = click.echo) -> None:
+        self.run_id, self.live, self.echo = run_id, live, echo
         self.seen = 0
         self.failing_since: float | None = None
         self.noticed_at: float | None = None
@@ -51,7 +50,7 @@ class Follower:
 
     def unreadable(self, why: str) -> None:
         """The status could not be read this time: say so once it has lasted, then now and again."""
-        now = self.clock()
+        now = time.monotonic()
         if self.failing_since is None:
             self.failing_since = now
         waited = now - self.failing_since

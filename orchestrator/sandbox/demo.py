@@ -178,13 +178,12 @@ def wait_for_metrics(prometheus_url: str, timeout: float = 90.0) -> None:
 async def follow(handle: Any, query: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
                  echo: Callable[[str], None]) -> Any:
     """Print a run's events as they happen until ``done(status)``; returns that last status."""
-    seen = 0
+    from orchestrator.cli.follow import Follower
+
+    follower = Follower(handle.id, live=True, echo=echo)
     while True:
         status = await query()
-        # The status keeps the last events only: count from the start of the log, not the window.
-        for event in status.events[max(0, seen - status.events_dropped):]:
-            echo(f"  {event.at:%H:%M:%S}  {event.message}")
-        seen = status.events_dropped + len(status.events)
+        follower.new_events(status, indent="  ")
         if done(status):
             return status
         await asyncio.sleep(0.5)
