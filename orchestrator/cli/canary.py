@@ -324,7 +324,7 @@ def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, ou
 
     from orchestrator.gates.counts import service_rates, service_tail
     from orchestrator.gates.judge import alpha_per_check, rollout_alpha
-    from orchestrator.gates.judge_plan import Tail, plan
+    from orchestrator.gates.judge_plan import plan
     from orchestrator.gates.prometheus import PrometheusProvider
     from orchestrator.specs.canary import CanaryRollout
     from orchestrator.specs.duration import parse_duration
@@ -344,7 +344,7 @@ def plan_cmd(ctx: click.Context, file: str, window: str, at_text: str | None, ou
     bound, n = rollout_alpha(checks)
     variables = {"namespace": rollout.spec.target.namespace, "app": rollout.spec.target.deployment}
     rates = {c.name: service_rates(prom, c, variables, now, span) for c in checks if c.judge and c.judge.errors}
-    tails = {c.name: Tail(*service_tail(prom, c, variables, now, span)) for c in checks if c.judge and c.judge.latency}
+    tails = {c.name: service_tail(prom, c, variables, now, span) for c in checks if c.judge and c.judge.latency}
     plans = plan(rollout, rates, alpha_of={c.name: alpha_per_check(bound, n) for c in checks}, tails=tails)
     if output == "json":
         emit_json([{"step": p.step, "weight": p.weight, "check": p.check, "duration_seconds": p.duration,

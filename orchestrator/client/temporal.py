@@ -95,9 +95,6 @@ async def list_runs(s: Settings, workflow_type: str, show_all: bool) -> list[dic
     return rows
 
 
-__all__ = ["connect_temporal", "list_runs", "send_control", "temporal_tls"]
-
-
 async def last_task_failure(handle: Any) -> str | None:
     """The failure of the run's last workflow task, when that task failed and none completed since.
 
@@ -114,3 +111,7 @@ async def last_task_failure(handle: Any) -> str | None:
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             failure = None
     return failure
+
+
+__all__ = ["connect_temporal", "last_task_failure", "list_runs", "send_control", "temporal_tls"]
+

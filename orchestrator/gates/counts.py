@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from orchestrator.errors import MetricError
 from orchestrator.gates.evaluate import Side as QuerySide
 from orchestrator.gates.judge import JudgeLook, JudgeState, Side, tail_bound
+from orchestrator.gates.judge_plan import Tail
 from orchestrator.gates.model import Sample
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render, track_selector
@@ -194,17 +195,17 @@ def service_rates(
 
 def service_tail(
     prom: MetricProvider, check: Check, variables: Mapping[str, str], at: datetime, window: timedelta
-) -> tuple[float, float, float | None, float]:
-    """For a latency judge: the stable's requests per second, the share of them slower than the bucket bound
-    nearest its ``quantile``, that bound (None when the histogram has no request above a finite bucket), and
-    the ratio of slow shares the judge's tolerance makes (see ``judge.tail_bound``), over ``window``."""
+) -> Tail:
+    """For a latency judge, over ``window``: the stable's requests per second, the share of them slower than
+    the bucket bound nearest its ``quantile``, that bound (None when the histogram has no request above a
+    finite bucket), and the ratio of slow shares the judge's tolerance makes (see ``judge.tail_bound``)."""
     judge = _judge(check)
     histogram = _stable_window(prom, check, variables, at, window).canary.buckets
     total = histogram[-1][1] if histogram else 0.0
     le, ratio = tail_bound(histogram, judge.quantile, judge.effective_tolerance)
     below = next((count for bound, count in histogram if bound == le), total)
     share = (total - below) / total if total > 0 and le is not None else 0.0
-    return total / window.total_seconds(), share, le, ratio
+    return Tail(total / window.total_seconds(), share, le, ratio)
 
 
 def _stable_window(

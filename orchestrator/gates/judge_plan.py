@@ -174,10 +174,10 @@ def plan(
     judge, its ``Tail`` now; ``alpha_of``: the alpha each check gets (its share of the rollout's bound).
     Gauge judges are not sized: their looks are per-pod readings, not counts of events.
     """
-    tails = tails or {}
     from orchestrator.specs.canary import AnalysisStep, CanaryRollout, SetWeightStep
-    from orchestrator.specs.judge import JudgeKind
+    from orchestrator.specs.judge import Direction, JudgeKind
 
+    tails = tails or {}
     assert isinstance(rollout, CanaryRollout)
     spec = rollout.spec
     out: list[StepPlan] = []
@@ -198,7 +198,7 @@ def plan(
             if judge.kind is JudgeKind.COUNTS and check.name in rates:
                 rps, rate = rates[check.name]
                 ratio = judge.effective_tolerance
-                if judge.negligible_rate is not None and judge.direction.value == "higherIsWorse":
+                if judge.negligible_rate is not None and judge.direction is Direction.HIGHER_IS_WORSE:
                     extra["negligible"] = judge.negligible_rate
                     extra["promote_after"] = clean_time(
                         rps * weight / 100, rate, negligible=judge.negligible_rate, alpha=alpha_of[check.name],

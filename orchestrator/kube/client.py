@@ -67,6 +67,7 @@ class TimedApiClient(k8s.ApiClient):  # type: ignore[misc]  # the client is unty
             kwargs["_request_timeout"] = self.request_timeout
         return super().call_api(*args, **kwargs)
 
+
 class _Retry(urllib3.util.Retry):
     """One retry for a dropped keep-alive, none for a read timeout: a server that hangs once hangs again,
     and retrying it doubled the wait (2 x 15 s) before the caller heard that it is unreachable."""
