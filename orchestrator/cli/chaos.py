@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def chaos() -> None:
-    """Chaos experiments with safety rails: run, abort (--all is the big red button), schedule, janitor."""
+    """Chaos experiments with safety rails: run, abort (--all is the big red button), retry, schedule, janitor."""
 
 
 def _load(file: str) -> ChaosExperiment:
