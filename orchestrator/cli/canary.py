@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +25,14 @@ from orchestrator.cli.common import (
     settings,
 )
 from orchestrator.cli.follow import Follower, query_failure
-from orchestrator.client.temporal import connect_temporal, last_task_failure, list_runs
-from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
 
 if TYPE_CHECKING:
+    # Temporal's client and the pydantic models load inside the commands, so ``canary --help`` stays fast.
     from temporalio.client import Client, WorkflowHandle
 
     from orchestrator.api.canary import CanaryStatus
+    from orchestrator.config import Settings
     from orchestrator.specs.canary import CanaryRollout
 
 
@@ -125,6 +124,7 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
     async def main() -> int:
         from orchestrator.client import canary as canary_client
         from orchestrator.client.pollers import require_worker
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
@@ -153,6 +153,8 @@ async def _dry_run(s: Settings, rollout: CanaryRollout, policy_path: str | None,
 
 async def follow(client: Client, handle: WorkflowHandle[Any, Any], output: str, timeout: float | None,
                  exit_on_pause: bool, s: Settings) -> int:
+    import asyncio
+
     from orchestrator.api.canary import FINAL_PHASES, Phase
     from orchestrator.cli.render import gate_line, render
 
@@ -197,10 +199,13 @@ async def query_status(handle: WorkflowHandle[Any, Any]) -> CanaryStatus | None:
 
 async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[CanaryStatus | None, str]:
     """``query_status`` and, when there is none, why (for the follower's notice)."""
+    import asyncio
+
     from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
     from temporalio.service import RPCError
 
     from orchestrator.api.canary import CanaryStatus
+    from orchestrator.client.temporal import last_task_failure
     from workflows.canary import CanaryWorkflow
 
     try:
@@ -252,6 +257,7 @@ namespace_option = click.option("--namespace", "-n", default="default", show_def
 def status(ctx: click.Context, name: str, namespace: str, watch: bool, output: str) -> None:
     """Show a rollout: NAME is NAMESPACE/DEPLOYMENT, a Deployment with -n, or a workflow id."""
     from orchestrator.cli.render import render
+    from orchestrator.client.temporal import connect_temporal
 
     s = settings(ctx)
 
@@ -306,6 +312,8 @@ for _name, _help in (
 @handle_errors
 def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
     """List canary rollouts (running ones by default)."""
+    from orchestrator.client.temporal import list_runs
+
     s = settings(ctx)
     print_runs(run(list_runs(s, "CanaryRollout", show_all)), output, "canary rollouts", show_all)
     finish(EXIT_OK)

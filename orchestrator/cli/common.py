@@ -7,7 +7,6 @@ waiting for a manual approval.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import math
@@ -18,11 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, SpecError
 
 if TYPE_CHECKING:
-    pass
+    # Imported where used: every command module imports this one, and ``--help`` should not pay for pydantic.
+    from orchestrator.config import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -101,6 +100,8 @@ def handle_errors(fn: F) -> F:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -110,6 +111,8 @@ ORIGINS = "orchestrator.origins"
 
 
 def settings(ctx: click.Context) -> Settings:
+    from orchestrator.config import Settings
+
     root = ctx.find_root()
     obj = root.obj
     if not isinstance(obj, Settings):

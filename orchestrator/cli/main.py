@@ -1,42 +1,100 @@
-"""Entry point: ``orchestrator``. Sub-command modules are imported only when used."""
+"""Entry point: ``orchestrator``. Sub-command modules are imported only when used.
+
+``orchestrator --help`` and shell completion list every command with its short help. Importing a command's
+module to read that help would pull in its clients (Temporal, Kubernetes, SQLAlchemy, pydantic models) and
+cost a second on a busy machine, so the short help is declared here, beside the module's name, and a test
+(``tests/test_cli_imports.py``) checks that it equals what the command itself carries.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.util
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
 from orchestrator.cli.common import ORIGINS, OVERRIDES
 
-# name -> (module, attribute); one line per command group.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("orchestrator.cli.specs", "validate"),
-    "schema": ("orchestrator.cli.specs", "schema"),
-    "canary": ("orchestrator.cli.canary", "canary"),
-    "worker": ("orchestrator.cli.worker", "worker"),
-    "sandbox": ("orchestrator.cli.sandbox", "sandbox"),
-    "flag": ("orchestrator.cli.flag", "flag"),
-    "chaos": ("orchestrator.cli.chaos", "chaos"),
-    "score": ("orchestrator.cli.score", "score"),
-    "replay": ("orchestrator.cli.replay", "replay"),
-    "import": ("orchestrator.cli.importers", "import_"),
-    "completion": ("orchestrator.cli.completion", "completion"),
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+
+class Entry(NamedTuple):
+    module: str
+    attribute: str
+    short_help: str  # the command's first sentence: ``get_short_help_str`` of the real command, untruncated
+
+
+# One line per command group.
+COMMANDS: dict[str, Entry] = {
+    "validate": Entry("orchestrator.cli.specs", "validate",
+                      "Check spec files; print each mistake as file:line: field: message (exit 2 if any)."),
+    "schema": Entry("orchestrator.cli.specs", "schema",
+                    "Print the JSON Schema of a spec KIND (CanaryRollout, FlagRamp, ChaosExperiment, GameDay, "
+                    "RailsPolicy), or of Result: the output of `canary run|status -o json`."),
+    "canary": Entry("orchestrator.cli.canary", "canary",
+                    "Canary rollouts: run, status, pause, resume, promote, abort, approve, retry, list."),
+    "worker": Entry("orchestrator.cli.worker", "worker", "Run the worker (graceful shutdown on SIGTERM/SIGINT)."),
+    "sandbox": Entry("orchestrator.cli.sandbox", "sandbox",
+                     "A local sandbox: Temporal, a Kubernetes API whose pods are local processes, traffic, "
+                     "Prometheus."),
+    "flag": Entry("orchestrator.cli.flag", "flag",
+                  "Feature-flag ramps: ramp, status, pause, resume, promote, abort, retry, list, kill."),
+    "chaos": Entry("orchestrator.cli.chaos", "chaos",
+                   "Chaos experiments with safety rails: run, abort (--all is the big red button), retry, "
+                   "schedule, janitor."),
+    "score": Entry("orchestrator.cli.score", "score",
+                   "Resilience score of SERVICE (namespace/app), or of every service in the store."),
+    "replay": Entry("orchestrator.cli.replay", "replay",
+                    "Evaluate FILE's checks at the times they would have run between --from and --to."),
+    "import": Entry("orchestrator.cli.importers", "import_", "Convert other tools' analysis definitions into checks."),
+    "completion": Entry("orchestrator.cli.completion", "completion", "Print the completion script for SHELL."),
 }
+
+
+def installed(name: str) -> bool:
+    """Whether the command's module is part of this installation (found without importing it)."""
+    return importlib.util.find_spec(COMMANDS[name].module) is not None
+
+
+def summary(name: str) -> click.Command:
+    """A stand-in carrying only the declared help, so click shortens it exactly as it would the real one's."""
+    return click.Command(name, help=COMMANDS[name].short_help)
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self._load(name) is not None)
+        return sorted(name for name in COMMANDS if installed(name))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own layout (column, width, truncation), fed with stand-ins instead of imported commands.
+        rows = [(name, summary(name)) for name in self.list_commands(ctx)]
+        if not rows:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in rows])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        commands = [
+            CompletionItem(name, help=summary(name).get_short_help_str())
+            for name in self.list_commands(ctx)
+            if name.startswith(incomplete)
+        ]
+        # The group's options: what ``click.Command.shell_complete`` offers after a dash.
+        return commands + click.Command.shell_complete(self, ctx, incomplete)
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module, attr = COMMANDS[name]
+        module, attr, _ = COMMANDS[name]
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator.cli.common import EXIT_FAILED, EXIT_OK, emit_json
-from orchestrator.client.temporal import connect_temporal
-from orchestrator.config import Settings
 
 if TYPE_CHECKING:
     from orchestrator.chaos.models import Plan
+    from orchestrator.config import Settings
     from orchestrator.rails.models import RailsReport, RailsRequest
     from orchestrator.specs.policy import RailsPolicy
 
@@ -31,6 +30,7 @@ policy_option = click.option(
 
 
 async def check(s: Settings, req: RailsRequest, policy: RailsPolicy, plan: Plan | None = None) -> RailsReport:
+    from orchestrator.client.temporal import connect_temporal
     from orchestrator.gates.prometheus import PrometheusProvider
     from orchestrator.kube.client import load_api_client
     from orchestrator.rails.active import TemporalActiveWork
