@@ -137,8 +137,9 @@ class ChaosExperimentWorkflow(Controls):
         self._status.budget_before = plan.budget
         for line in plan.lines:
             self.engine.log(f"plan: {line}")
-        if plan.skipped:
-            raise Stop("refused", f"nothing to inject: {plan.skipped}")
+        refusal = plan.refusal()
+        if refusal is not None:
+            raise Stop("refused", refusal)
 
     async def _verify_before(self) -> None:
         self._status.phase = ChaosPhase.VERIFYING

@@ -157,6 +157,13 @@ class Plan(BaseModel):
     def describe(self) -> str:
         return "\n".join(self.lines)
 
+    def refusal(self) -> str | None:
+        """Why a run with this as its first plan is refused (nothing to inject), else None.
+
+        One sentence for the workflow and ``chaos run --dry-run``, so the dry run answers as the run would.
+        """
+        return f"nothing to inject: {self.skipped}" if self.skipped else None
+
 
 class JanitorResult(BaseModel):
     """One janitor sweep, as the scheduled janitor workflow returns it (and ``chaos list`` shows it)."""

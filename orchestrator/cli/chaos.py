@@ -172,19 +172,23 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
 
         await chaos_preflight(api_client=objects.api_client, metrics=metrics, active=active, chaos_policy=policy,
                               rails_policy=rails_policy, experiment=exp, plan=plan, workflow_id=None, now=now)
+    # The run refuses a first round that injects nothing (a floor would be crossed): so does its dry run.
+    refusal = plan.refusal()
+    code = EXIT_OK if refusal is None else EXIT_FAILED
     if output == "json":
-        emit_json(plan.model_dump(mode="json"))
-        return EXIT_OK
+        emit_json({**plan.model_dump(mode="json"), "refused": refusal})
+        return code
     t = plan.targets
-    click.echo(f"dry run of {exp.metadata.name}: every safety rail passed; nothing was changed")
+    if refusal is None:
+        click.echo(f"dry run of {exp.metadata.name}: every safety rail passed; nothing was changed")
+    else:
+        click.echo(f"dry run of {exp.metadata.name}: the run would be REFUSED: {refusal}; nothing was changed")
     not_ready = len(t.candidates) - len(t.ready)
     click.echo(f"targets: {len(t.chosen)} of {len(t.ready)} ready pod(s) matching {t.selector} in {t.namespace} "
                f"(seed {t.seed}): {', '.join(p.name for p in t.chosen) or '-'}"
                + (f"; {not_ready} more not ready (never picked)" if not_ready else ""))
     click.echo(f"blast radius: {plan.affected_pods} of {plan.total_pods} ready pods "
                f"(limit {exp.spec.blast_radius.max_pods_percent}% per workload and overall)")
-    if plan.skipped:
-        click.echo(f"this round would be SKIPPED: {plan.skipped}")
     for line in plan.lines:
         click.echo(f"plan: {line}")
     for pod in plan.hits:
@@ -194,7 +198,9 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
         click.echo(f"touches: {obj}")
     if exp.spec.target.seed is None:
         click.echo("note: no target.seed in the spec, so a real run may pick other pods")
-    return EXIT_OK
+    if refusal is not None:
+        click.echo(f"refused: {refusal}", err=True)
+    return code
 
 
 async def _follow(client: Client, wid: str, output: str) -> ChaosStatus:

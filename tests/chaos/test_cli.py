@@ -241,9 +241,47 @@ def test_dry_run_says_when_a_round_would_be_skipped(kube: KubeTestEnv, settings:
         "blast_radius": exp.spec.blast_radius.model_copy(update={"max_unavailable": 0})})})
     path = _write(tmp_path, "exp.yaml", exp.model_dump(mode="json", by_alias=True))
     result = orchestrator("chaos", "run", path, "--dry-run", env=_env(kube, settings, prom_rules))
-    assert result.returncode == 0, result.stderr
-    assert "this round would be SKIPPED: round skipped: Deployment" in result.stdout
+    # A first round with nothing to inject is a refused run, so the dry run exits as the run would.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the run would be REFUSED: nothing to inject: round skipped: Deployment" in result.stdout
+    assert "every safety rail passed" not in result.stdout
     assert "below its floor of 4" in result.stdout and "experiment maxUnavailable 0 -> 4" in result.stdout
+
+
+@pytest.mark.usefixtures("worker")
+async def test_dry_run_of_a_drain_below_a_pdb_floor_exits_as_the_run_does(
+        kube: KubeTestEnv, settings: Settings, prom_rules: PromRules, tmp_path: Path, objects: Objects,
+        temporal_client: Client, task_queue: str) -> None:
+    from orchestrator.chaos.models import ALLOW_ANNOTATION
+    from orchestrator.specs.chaos import ChaosExperiment
+    from tests.chaos.test_radius import _seed_on, _unannotate
+
+    deploy(kube, replicas=4)
+    nodes = [p["spec"]["nodeName"] for p in kube.pods("app=web")]
+    node = max(set(nodes), key=nodes.count)
+    assert nodes.count(node) == 2, nodes
+    kube.policy.create_namespaced_pod_disruption_budget(kube.namespace, {
+        "metadata": {"name": "web"}, "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "web"}}}})
+    # The shipped experiment, pointed at this namespace, with checks this Prometheus can answer.
+    doc = yaml.safe_load((ROOT / "experiments" / "node-drain.yaml").read_text())
+    doc["spec"]["target"].update({"namespace": kube.namespace, "selector": {"app": "web"}})
+    doc["spec"]["steadyState"]["checks"] = [{"name": "up", "query": "vector(1)", "condition": {"min": 1},
+                                             "interval": "1s", "count": 1}]
+    doc["spec"]["blastRadius"]["maxPodsPercent"] = 100
+    exp = _seed_on(objects, ChaosExperiment.model_validate(doc), node)
+    path = _write(tmp_path, "node-drain.yaml", exp.model_dump(mode="json", by_alias=True, exclude_none=True))
+    kube.core.patch_node(node, {"metadata": {"annotations": {ALLOW_ANNOTATION: "true"}}})
+    try:
+        dry = await asyncio.to_thread(orchestrator, "chaos", "run", path, "--dry-run",
+                                      env=_env(kube, settings, prom_rules))
+        run = await (await control.start(temporal_client, ChaosInput(experiment=exp), task_queue)).result()
+    finally:
+        _unannotate(kube, node)
+    assert run.phase is ChaosPhase.REFUSED, run.reason
+    assert "would keep 2 ready pod(s), below its floor of 3" in (run.reason or "")
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    assert "every safety rail passed" not in dry.stdout
+    assert dry.stderr.strip() == f"refused: {run.reason}"
 
 
 def test_dry_run_with_a_policy_prints_every_rail_and_refuses_in_a_freeze(kube: KubeTestEnv, settings: Settings,
