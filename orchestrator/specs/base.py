@@ -8,7 +8,6 @@ Temporal SDK reads exactly (2**53). Field-specific bounds stay with their fields
 
 from __future__ import annotations
 
-import re
 import types
 from collections.abc import Hashable, Iterable
 from functools import cache
@@ -24,12 +23,12 @@ MAX_STEPS = 100
 MAX_CHECKS = 50
 MAX_NAMES = 1000  # lists of names (nodes, namespaces, labels) a policy or fault may name
 
-# RFC 1123 label, as Kubernetes requires for names and namespaces.
+# RFC 1123 label, as Kubernetes requires for names and namespaces. A ``pattern=`` runs on pydantic's Rust
+# engine, where ``$`` is the end of the text ("web\n" fails) and ``\Z`` does not compile; a Python ``re``
+# check must use ``fullmatch`` instead, since its ``$`` also matches before a final newline.
 K8sName = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
 ]
-
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 H = TypeVar("H", bound=Hashable)
 

@@ -30,17 +30,18 @@ from orchestrator.specs.duration import Duration
 from orchestrator.specs.scoring import ScoringQueries
 
 # Label keys and values as Kubernetes accepts them (prefix/name and a value of at most 63 characters).
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# Always ``fullmatch``: with ``match``, ``$`` also matches before a final newline, so "web\n" would pass.
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 # Prometheus label names, for the ALERTS selector.
-_PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_PROM_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def _labels(value: dict[str, str], what: str) -> dict[str, str]:
     for key, val in value.items():
-        if not _LABEL_KEY.match(key) or len(key) > 253:
+        if not _LABEL_KEY.fullmatch(key) or len(key) > 253:
             raise ValueError(f"{what}: {key!r} is not a valid label key")
-        if not _LABEL_VALUE.match(val) or len(val) > 63:
+        if not _LABEL_VALUE.fullmatch(val) or len(val) > 63:
             raise ValueError(f"{what}: {val!r} is not a valid label value")
     return value
 
@@ -347,7 +348,7 @@ class Alerts(Strict):
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _PROM_LABEL.match(key):
+            if not _PROM_LABEL.fullmatch(key):
                 raise ValueError(f"{key!r} is not a Prometheus label name")
         return value
 

@@ -2,7 +2,8 @@
 
 Every duration is bounded by ``MAX_DURATION``: ``timedelta`` overflows near 2.7 million years and
 workflow timers have their own limits, so a typo such as ``1000000000d`` is refused here, with the
-spec's line, instead of failing later with an ``OverflowError``.
+spec's line, instead of failing later with an ``OverflowError``. An integer is compared with the bound
+before it becomes a float, because a 400-digit integer does not fit in one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if isinstance(value, int) and value > MAX_DURATION.total_seconds():
+            raise ValueError(f"{_shown(value)} is longer than the longest duration allowed ({MAX_DURATION.days}d)")
         return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError("a duration is a string such as 30s, 5m or 1h")
@@ -38,7 +41,7 @@ def parse_duration(value: Any) -> timedelta:
         try:
             parsed = TypeAdapter(timedelta).validate_python(text)
         except ValidationError:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)") from None
+            raise ValueError(f"{_shown(value)} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)") from None
         return _bounded(parsed.total_seconds(), value)
     pos = 0
     seconds = 0.0
@@ -48,17 +51,22 @@ def parse_duration(value: Any) -> timedelta:
         seconds += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
+        raise ValueError(f"{_shown(value)} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
     return _bounded(seconds, value)
+
+
+def _shown(written: Any) -> str:
+    text = repr(written)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _bounded(seconds: float, written: Any) -> timedelta:
     if not math.isfinite(seconds):
-        raise ValueError(f"{written!r} is not a finite duration")
+        raise ValueError(f"{_shown(written)} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"{written!r} is longer than the longest duration allowed ({MAX_DURATION.days}d)")
+        raise ValueError(f"{_shown(written)} is longer than the longest duration allowed ({MAX_DURATION.days}d)")
     return timedelta(seconds=seconds)
 
 

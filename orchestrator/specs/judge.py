@@ -82,8 +82,8 @@ def parse_objective(value: Any) -> float:
 
 Fraction = Annotated[float, BeforeValidator(parse_fraction), PlainSerializer(_format_fraction, return_type=str)]
 
-_FACTOR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*x\s*$")
-_PERCENT = re.compile(r"^\s*\+?\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_FACTOR = re.compile(r"\s*(\d+(?:\.\d+)?)\s*x\s*")
+_PERCENT = re.compile(r"\s*\+?\s*(\d+(?:\.\d+)?)\s*%\s*")
 
 
 def parse_tolerance(value: Any) -> float:
@@ -94,9 +94,9 @@ def parse_tolerance(value: Any) -> float:
     if isinstance(value, int | float):
         factor = float(value)
     elif isinstance(value, str):
-        if m := _FACTOR.match(value):
+        if m := _FACTOR.fullmatch(value):
             factor = float(m.group(1))
-        elif m := _PERCENT.match(value):
+        elif m := _PERCENT.fullmatch(value):
             factor = 1 + float(m.group(1)) / 100
     if factor is None:
         raise ValueError(f"{value!r} is not a tolerance: write a factor (1.2x) or a percentage (+10%)")
@@ -227,7 +227,7 @@ class Judge(Strict):
 
 
 # A selector: a metric name with optional matchers; the burn-rate check builds the ranges around it.
-_SELECTOR = re.compile(r"^\s*[A-Za-z_:][A-Za-z0-9_:]*\s*(\{.*\})?\s*$", re.S)
+_SELECTOR = re.compile(r"\s*[A-Za-z_:][A-Za-z0-9_:]*\s*(\{.*\})?\s*", re.S)
 
 
 class BurnWindow(Strict):
@@ -264,7 +264,7 @@ class BurnRate(Strict):
     def _selector(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _SELECTOR.match(value):
+        if not _SELECTOR.fullmatch(value):
             raise ValueError(
                 "give the counter as a selector, e.g. http_requests_total{app=\"{{app}}\",code=~\"5..\"}; "
                 "the burn-rate check builds sum(increase(...[window])) for each window itself"

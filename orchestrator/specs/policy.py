@@ -27,17 +27,30 @@ working). Shape::
         end: "17:00"
 
 Errors read ``file:line: field: message`` and exit 2, exactly as spec files, because the same
-YAML reader (``orchestrator.specs.loader``) reports them.
+YAML reader (``orchestrator.specs.loader``) reports them. What ``validate`` refuses, so that no rail
+can fail later for a reason the file already shows:
+
+* alert labels (``incidents.matchLabels``) become ``name="value"`` matchers: a name is a Prometheus
+  label name (not a reserved ``__`` one) and a value is the placeholder-safe charset of
+  ``orchestrator.specs.promql`` around its placeholders, so no value can leave its quotes;
+* placeholders in alert labels and health queries are the ones a rail can fill (``POLICY_VARIABLES``):
+  a misspelt ``{{namspace}}`` would otherwise make the rail ``skipped`` for every target. Health
+  queries get the full template check of a gate's query (closed ``{{...}}``, value placeholders only
+  inside quoted label values);
+* staffed hours are local times of day without an offset (the zone is ``timezone``, an IANA key such
+  as ``Europe/Berlin``, never a path the zone loader would open).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -46,9 +59,11 @@ from orchestrator.specs.base import MAX_CHECKS, MAX_NAMES, K8sName, Metadata, St
 from orchestrator.specs.checks import NoDataPolicy
 from orchestrator.specs.duration import Duration
 from orchestrator.specs.loader import format_errors, parse_yaml, read_spec_text
+from orchestrator.specs.promql import TEMPLATE_VAR, placeholders, unsafe_value
 
 __all__ = [
     "ENV_VAR",
+    "POLICY_VARIABLES",
     "Freeze",
     "HealthQuery",
     "Kind",
@@ -66,6 +81,33 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_KINDS: list[Kind] = ["canary", "flag", "chaos"]
 
+# What a rail knows about its target (orchestrator.rails.signals.variables): nothing else can be filled in.
+POLICY_VARIABLES = frozenset({"namespace", "app"})
+_PROM_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# An IANA key: letters, digits and _+- in /-separated parts; never '.', so never a relative path.
+_ZONE_KEY = re.compile(r"[A-Za-z0-9_+-]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,3}")
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
+def _known_placeholders(text: str) -> None:
+    """Every ``{{...}}`` of ``text`` is closed and names a variable the rails can fill."""
+    if "{{" in TEMPLATE_VAR.sub("", text):
+        raise ValueError("malformed template: every '{{' must be closed as {{name}}")
+    unknown = sorted(set(TEMPLATE_VAR.findall(text)) - POLICY_VARIABLES)
+    if unknown:
+        raise ValueError(
+            f"unknown template variable {{{{{unknown[0]}}}}} (known: {', '.join(sorted(POLICY_VARIABLES))})"
+        )
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
 
 def _chaos_only() -> list[Kind]:
     return ["chaos"]
@@ -80,11 +122,9 @@ class Namespaces(Strict):
     @field_validator("allowed")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        import re
-
         for name in value:
-            if name != "*" and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name):
-                raise ValueError(f"{name!r} is not a namespace name (or \"*\" for any unprotected namespace)")
+            if name != "*" and (len(name) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)):
+                raise ValueError(f"{_shown(name)} is not a namespace name (or \"*\" for any unprotected namespace)")
         return value
 
 
@@ -100,9 +140,26 @@ class Incidents(Strict):
     """
 
     match_labels: dict[str, str] = Field(
-        default_factory=lambda: {"severity": "critical", "namespace": "{{namespace}}"}, alias="matchLabels"
+        default_factory=lambda: {"severity": "critical", "namespace": "{{namespace}}"}, alias="matchLabels",
+        max_length=MAX_NAMES,
     )
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+    @field_validator("match_labels")
+    @classmethod
+    def _matchers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _PROM_LABEL.fullmatch(name) or name.startswith("__"):
+                raise ValueError(f"{_shown(name)} is not a Prometheus label name (or is a reserved __ one)")
+            try:
+                _known_placeholders(text)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            # The literal text around the placeholders lands inside the quotes too: the same charset.
+            problem = unsafe_value(TEMPLATE_VAR.sub("x", text))
+            if problem is not None:
+                raise ValueError(f"{name}: {problem.replace(repr('x'), repr(text))}")
+        return value
 
 
 class AppliesTo(Strict):
@@ -120,6 +177,14 @@ class HealthQuery(Strict):
     no_data: NoDataPolicy = Field(default=NoDataPolicy.FAIL, alias="noData")
     applies_to: list[AppliesTo] = Field(default_factory=list, alias="appliesTo", max_length=MAX_NAMES)  # empty: all
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+    @field_validator("query")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        # The same rules a gate's query obeys, so the rail can never refuse to render it later.
+        _known_placeholders(value)
+        placeholders(value)
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> HealthQuery:
@@ -165,10 +230,32 @@ class StaffedHours(Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
+        unknown = ValueError(f"unknown timezone {_shown(value)} (an IANA name such as Europe/Berlin)")
+        # The zone loader opens files named by the key: only a well-formed key that the zone database lists.
+        zones = _zones()
+        if not _ZONE_KEY.fullmatch(value) or (zones and value not in zones):
+            raise unknown
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise unknown from None
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _written_time(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float):
+            # Unquoted, YAML 1.1 reads 10:00 as the sexagesimal number 600.
+            raise ValueError(f"{_shown(value)} is not a time of day: write it in quotes, e.g. \"09:00\"")
+        if not isinstance(value, str | time):
+            raise ValueError("expected a time of day such as \"09:00\"")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("write the local time without an offset (e.g. \"10:00\"); the zone is timezone")
         return value
 
     @model_validator(mode="after")

@@ -217,3 +217,39 @@ def test_a_huge_policy_file_is_refused_before_it_is_read(tmp_path: Path) -> None
     path.write_text("# " + "x" * (MAX_FILE_BYTES + 10) + "\n")
     with pytest.raises(SpecError, match=r":0: \(file\): larger than"):
         load_policy(path)
+
+
+# A trailing newline must not slip through a check whose pattern ends in ``$`` (``re.match`` lets
+# "web\n" pass ``^...$``); each line is (id, old text in experiments/pod-kill.yaml, new text, line, field).
+NEWLINES = [
+    ("selector-value", "selector: {app: shop}", 'selector: {app: "shop\\n"}', 10, "spec.target.selector"),
+    ("selector-key", "selector: {app: shop}", 'selector: {"app\\n": shop}', 10, "spec.target.selector"),
+    ("alert-label", "matchLabels: {namespace: demo", 'matchLabels: {"namespace\\n": demo', 40,
+     "spec.safety.alerts.matchLabels"),
+    ("namespace", "namespace: demo", 'namespace: "demo\\n"', 9, "spec.target.namespace"),
+    ("metadata-name", "name: pod-kill", 'name: "pod-kill\\n"', 5, "metadata.name"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field"), [c[1:] for c in NEWLINES], ids=[c[0] for c in NEWLINES])
+def test_a_value_ending_in_a_newline_is_refused(tmp_path: Path, old: str, new: str, line: int, field: str) -> None:
+    exp = (Path(__file__).resolve().parents[2] / "experiments" / "pod-kill.yaml").read_text()
+    assert old in exp, old
+    outcome, path = validate_text(tmp_path, exp.replace(old, new, 1))
+    assert_one_line(outcome, 2, rf"^{re.escape(path)}:{line}: {re.escape(field)}[.:]")
+
+
+def test_tolerances_and_burn_rate_selectors_refuse_a_trailing_newline() -> None:
+    from orchestrator.specs.judge import BurnRate, parse_tolerance
+
+    assert parse_tolerance(" 1.2x ") == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="is not a tolerance"):
+        parse_tolerance("1.2x\nx")
+    with pytest.raises(ValueError, match="give the counter as a selector"):
+        BurnRate.model_validate({"objective": "99.9%", "total": 'http_requests_total{app="a"}\nor vector(1)'})
+
+
+def test_a_duration_written_as_a_huge_integer_is_refused_at_its_line(tmp_path: Path) -> None:
+    outcome, path = validate_text(tmp_path, _sub("progressDeadline: 10m", "progressDeadline: " + "9" * 400))
+    line = assert_one_line(outcome, 2, rf"^{re.escape(path)}:21: spec\.progressDeadline: ")
+    assert "longer than the longest duration" in line and len(line) < 300

@@ -89,7 +89,7 @@ def test_a_bad_policy_is_exit_2_from_the_cli(tmp_path: Path) -> None:
     bad.write_text(BAD)
     spec = tmp_path / "ramp.yaml"
     spec.write_text("apiVersion: orchestrator.dev/v1\nkind: FlagRamp\nmetadata: {name: r}\nspec:\n"
-                    "  provider: {type: flagd, file: /nonexistent.json}\n  flag: f\n  stages: [{percent: 100}]\n")
+                    "  provider: {type: flagd, name: main}\n  flag: f\n  stages: [{percent: 100}]\n")
     out = subprocess.run([sys.executable, "-m", "orchestrator", "flag", "ramp", str(spec), "--dry-run",
                           "--policy", str(bad)], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2, out.stderr
@@ -120,3 +120,73 @@ def test_a_worker_with_a_bad_policy_stops_at_start_with_exit_2(tmp_path: Path, t
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"{bad}:7: spec.freezes.0.start: give a timezone" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --- hostile or careless policies: one `file:line: field: message` line, exit 2, at `validate` -----------
+
+HEAD = "apiVersion: orchestrator.dev/v1\nkind: RailsPolicy\nmetadata: {name: p}\nspec:\n"
+INJECTION = 'critical"} and on() vector(0) > 1 or ALERTS{x="'
+
+# (id, the lines under spec:, line, field, a fragment of the message)
+REFUSED = [
+    ("alert-label-injection", f"  incidents: {{matchLabels: {{severity: '{INJECTION}'}}}}\n", 5,
+     "spec.incidents.matchLabels", "unsafe value"),
+    ("alert-label-empty", "  incidents: {matchLabels: {severity: ''}}\n", 5, "spec.incidents.matchLabels",
+     "unsafe value"),
+    ("alert-label-name", "  incidents: {matchLabels: {'a-b': x}}\n", 5, "spec.incidents.matchLabels",
+     "not a Prometheus label name"),
+    ("alert-misspelt-placeholder", "  incidents: {matchLabels: {namespace: '{{namspace}}'}}\n", 5,
+     "spec.incidents.matchLabels", "unknown template variable {{namspace}} (known: app, namespace)"),
+    ("alert-open-placeholder", "  incidents: {matchLabels: {namespace: '{{namespace'}}\n", 5,
+     "spec.incidents.matchLabels", "malformed template"),
+    ("health-misspelt-placeholder", "  health: [{name: x, query: 'up{app=\"{{ap}}\"}', max: 1}]\n", 5,
+     "spec.health.0.query", "unknown template variable {{ap}}"),
+    ("health-selector-placeholder", "  health: [{name: x, query: 'up{ {{track_selector}} }', max: 1}]\n", 5,
+     "spec.health.0.query", "unknown template variable {{track_selector}}"),
+    ("health-value-outside-quotes", "  health: [{name: x, query: 'up > {{app}}', max: 1}]\n", 5,
+     "spec.health.0.query", "may only appear inside a quoted label value"),
+    ("health-unclosed", "  health: [{name: x, query: 'up{app=\"{{ app-x }}\"}', max: 1}]\n", 5,
+     "spec.health.0.query", "malformed template"),
+    ("staffed-start-seconds", '  staffedHours: {timezone: Europe/Berlin, start: 36000, end: "17:00"}\n', 5,
+     "spec.staffedHours.start", "a time of day"),
+    ("staffed-start-sexagesimal", "  staffedHours: {timezone: Europe/Berlin, start: 10:00, end: '17:00'}\n", 5,
+     "spec.staffedHours.start", "in quotes"),
+    ("staffed-start-aware", '  staffedHours: {timezone: Europe/Berlin, start: "10:00+05:00", end: "17:00"}\n', 5,
+     "spec.staffedHours.start", "without an offset"),
+    ("timezone-directory", '  staffedHours: {timezone: Europe, start: "10:00", end: "17:00"}\n', 5,
+     "spec.staffedHours.timezone", "unknown timezone 'Europe'"),
+    ("timezone-long", f'  staffedHours: {{timezone: {"a" * 5000}, start: "10:00", end: "17:00"}}\n', 5,
+     "spec.staffedHours.timezone", "unknown timezone"),
+    ("timezone-path", '  staffedHours: {timezone: ../../../etc/passwd, start: "10:00", end: "17:00"}\n', 5,
+     "spec.staffedHours.timezone", "unknown timezone"),
+    ("duration-400-digits", f"  recentDeployments: {{quietPeriod: {'9' * 400}}}\n", 5,
+     "spec.recentDeployments.quietPeriod", "longer than the longest duration"),
+    ("protected-newline", '  namespaces: {protected: ["payments\\n"]}\n', 5, "spec.namespaces.protected.0",
+     "String should match"),
+    ("allowed-newline", '  namespaces: {allowed: ["shop\\n"]}\n', 5, "spec.namespaces.allowed",
+     "is not a namespace name"),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "field", "message"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_a_hostile_policy_is_one_line_exit_2_at_validate(
+    tmp_path: Path, body: str, line: int, field: str, message: str
+) -> None:
+    import re
+
+    from tests.frontdoor.helpers import assert_one_line, validate_text
+
+    outcome, path = validate_text(tmp_path, HEAD + body, "policy.yaml")
+    found = assert_one_line(outcome, 2, rf"^{re.escape(path)}:{line}: {re.escape(field)}[.:]")
+    assert message in found, found
+
+
+def test_placeholders_and_safe_values_still_validate(tmp_path: Path) -> None:
+    from tests.frontdoor.helpers import validate_text
+
+    body = ("  incidents: {matchLabels: {severity: critical, namespace: '{{namespace}}', team: 'shop-{{app}}'}}\n"
+            "  health: [{name: x, query: 'up{app=~\"{{ app }}\",namespace=\"{{namespace}}\"}', max: 1}]\n"
+            "  staffedHours: {timezone: America/Argentina/Buenos_Aires, start: '09:30', end: '17:00:30'}\n"
+            "  recentDeployments: {quietPeriod: 1800}\n")
+    outcome, _ = validate_text(tmp_path, HEAD + body, "policy.yaml")
+    assert outcome.code == 0, outcome.err
