@@ -7,6 +7,7 @@ Each rail is a function that returns nothing or raises ``RefusedError`` with one
 which rail refused and why. ``check_all`` runs them in order from cheapest to most remote::
 
     protected namespace   kube-system & co. and the orchestrator's own: never, whatever the spec says
+                          (``check_protected``; the rails apply it to canaries and flag ramps too)
     allowed namespaces    the operator's list (``ChaosPolicy.allowed_namespaces``); empty allows none
     opt-in                chaos.orchestrator.dev/allow: "true" on the namespace, or on every touched
                           workload (the pod or its Deployment, the VirtualService, the node)
@@ -52,6 +53,8 @@ __all__ = [
     "check_error_budget",
     "check_namespace",
     "check_opt_in",
+    "check_protected",
+    "own_namespace",
     "read_error_budget",
     "selectors_overlap",
 ]
@@ -84,19 +87,35 @@ class ChaosPolicy:
 
     @classmethod
     def from_policy(cls, rails: RailsPolicy, env: Mapping[str, str] | None = None) -> ChaosPolicy:
-        e = os.environ if env is None else env
         allowed = set(rails.spec.namespaces.allowed)
-        own = e.get("ORCHESTRATOR_NAMESPACE", "")
-        if not own and os.path.exists(_SA_NAMESPACE):
-            with open(_SA_NAMESPACE, encoding="utf-8") as fh:
-                own = fh.read().strip()
         extra = set(rails.spec.namespaces.protected)
         return cls(
             allowed_namespaces=frozenset(allowed - {"*"}),
             allow_any_namespace="*" in allowed,
-            own_namespace=own or "orchestrator",
+            own_namespace=own_namespace(env),
             extra_protected=frozenset(extra),
         )
+
+
+def own_namespace(env: Mapping[str, str] | None = None) -> str:
+    """The orchestrator's own namespace: ``ORCHESTRATOR_NAMESPACE`` (the chart sets it from the pod), else the
+    service account's namespace file, else ``orchestrator``."""
+    e = os.environ if env is None else env
+    own = e.get("ORCHESTRATOR_NAMESPACE", "").strip()
+    if not own:
+        try:
+            with open(_SA_NAMESPACE, encoding="utf-8") as fh:
+                own = fh.read(256).strip()  # a namespace name is at most 63 characters
+        except (OSError, UnicodeDecodeError):
+            own = ""
+    return own or "orchestrator"
+
+
+def check_protected(namespace: str, own: str) -> None:
+    """Refuse kube-system & co. and the orchestrator's own namespace: for every kind of change, not only chaos."""
+    if namespace in ALWAYS_PROTECTED or namespace == own:
+        why = "the orchestrator's own namespace" if namespace == own else "a system namespace"
+        raise RefusedError(f"refused: namespace {namespace} is protected ({why}): nothing changes there")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ CLIs' ``--dry-run`` prints it. Layout (each module imports only those before it)
     cluster     read-only Kubernetes views (list/get only: a rail never writes)
     chaos       the chaos rails (namespaces, opt-in, blast radius, active work, error budget, alerts),
                 re-exported from ``orchestrator.chaos.safety`` (below the chaos planner: no import cycle)
+    protected   kube-system & co. and the orchestrator's own namespace: refused for every kind, first
     clock       change freezes, staffed hours
     signals     incidents (firing alerts), declared health queries
     rollouts    recent deployments (quiet period)

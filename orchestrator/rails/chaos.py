@@ -15,6 +15,8 @@ from orchestrator.chaos.safety import (
     check_error_budget,
     check_namespace,
     check_opt_in,
+    check_protected,
+    own_namespace,
     read_error_budget,
     selectors_overlap,
 )
@@ -33,6 +35,8 @@ __all__ = [
     "check_error_budget",
     "check_namespace",
     "check_opt_in",
+    "check_protected",
+    "own_namespace",
     "read_error_budget",
     "selectors_overlap",
 ]

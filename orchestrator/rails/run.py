@@ -3,6 +3,7 @@
 Every rail runs, even after one has refused, so a dry run shows the whole picture; the report's
 ``reason`` is the first refusal. The order goes from what costs nothing to what asks remote systems::
 
+    protected-namespace                   kube-system & co. and the orchestrator's own: alone, before the rest
     change-freeze, staffed-hours          the policy and a clock
     namespace, chaos-plan                 chaos only: protected/allowed namespaces; opt-in and blast radius
     mutual-exclusion                      Temporal: a canary, ramp or experiment already on the target
@@ -27,9 +28,17 @@ from orchestrator.errors import RefusedError
 from orchestrator.rails import active as active_rail
 from orchestrator.rails import capacity as capacity_rail
 from orchestrator.rails import clock, rollouts, signals
-from orchestrator.rails.chaos import ActiveWork, ChaosPolicy, check_alerts, check_error_budget, check_namespace
+from orchestrator.rails.chaos import (
+    ActiveWork,
+    ChaosPolicy,
+    check_alerts,
+    check_error_budget,
+    check_namespace,
+    own_namespace,
+)
 from orchestrator.rails.cluster import ClusterReader, meta, template_labels
 from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, RailTarget, Verdict
+from orchestrator.rails.protected import protected_namespace
 from orchestrator.specs.canary import CanaryRollout
 from orchestrator.specs.chaos import ChaosExperiment
 from orchestrator.specs.policy import RailsPolicy
@@ -68,8 +77,13 @@ class Rails:
         target = req.resolved_target()
         at = req.at or datetime.now(UTC)
         spec = self.policy.spec
+        own = self.chaos_policy.own_namespace if self.chaos_policy is not None else own_namespace(self.env)
+        protected = protected_namespace(target.namespace, own)
+        if protected.refused:
+            return RailsReport.of(req.kind, target.describe(), [protected])
         cluster = ClusterReader(self.api_client)
-        verdicts = [clock.freeze(spec, req.kind, target.namespace, at), clock.staffed_hours(spec, req.kind, at)]
+        verdicts = [protected, clock.freeze(spec, req.kind, target.namespace, at),
+                    clock.staffed_hours(spec, req.kind, at)]
         if isinstance(req.spec, ChaosExperiment):
             verdicts += await self._chaos_cluster(req.spec, plan, req.workflow_id, at)
         labels = await asyncio.to_thread(self._pod_labels, cluster, req, target)

@@ -43,8 +43,9 @@ async def test_rails_check_refuses_with_the_first_rails_reason(
     report = await ActivityEnvironment().run(acts.check, sent)
     assert isinstance(report, RailsReport)
     assert report.refused and report.reason.startswith("incidents: 1 alert(s) firing for the target: CheckoutDown")
-    assert [v.rail for v in report.verdicts] == ["change-freeze", "staffed-hours", "mutual-exclusion",
-                                                 "recent-deployments", "capacity", "incidents", "health"]
+    assert [v.rail for v in report.verdicts] == ["protected-namespace", "change-freeze", "staffed-hours",
+                                                 "mutual-exclusion", "recent-deployments", "capacity", "incidents",
+                                                 "health"]
 
 
 async def test_a_workflow_gets_the_report_through_temporal(
