@@ -18,12 +18,26 @@ is shared by the others in proportion. Deviation (tolerance used) and error budg
 shown as evidence rows with no weight. The weights are ``ScoringConfig``'s, which a team may set
 in a scoring config file (non-negative, summing to 1; ``load_config``).
 
+A score never claims more than was measured::
+
+    coverage = Σᵢ wᵢ                 over the factors that were measured (the weights sum to 1)
+    low      = 100 · C · min(K, Σᵢ wᵢ·sᵢ)                 the unmeasured factors scored 0
+    high     = 100 · C · min(K, Σᵢ wᵢ·sᵢ + 1 - coverage)  the unmeasured factors scored 1
+
+The score always lies in [low, high]. Its status word (RESILIENT, DEGRADED, FRAGILE) is given
+only when coverage ≥ ``min_coverage`` (default 80 %); below it the status is NOT ENOUGH EVIDENCE.
+ESCAPED is the exception: an escaped radius was measured and pins the range at 0-0, so nothing
+left unmeasured could change the verdict.
+
 Per service (``score_service``)::
 
     fᵣ = 2^(-age_r / HALF_LIFE)                                  freshness of run r
     per experiment e:  mₑ = Σ fᵣ·xᵣ / Σ fᵣ,  sdₑ = √(Σ fᵣ·(xᵣ - mₑ)² / Σ fᵣ)
                        Eₑ = max(0, mₑ - REPEATABILITY_K · sdₑ),  Wₑ = min(1, Σ fᵣ)
     service = Σ Wₑ·Eₑ / max(EVIDENCE_TARGET, Σ Wₑ)
+    coverage = Σ Wₑ·cₑ / Σ Wₑ,  cₑ = Σ fᵣ·coverageᵣ / Σ fᵣ     each run weighted as it weighs in the score
+
+The service's status word needs the same ``min_coverage`` as a run's.
 
 Refused and failed runs put no fault on the service, so they are kept and shown but not
 scored. Every score is computed from the stored record, so old runs are re-scored by the
@@ -79,6 +93,9 @@ EVIDENCE_TARGET = 1.0
 """Total freshness weight a service needs for its score to stand at full height."""
 RESILIENT_AT = 80.0
 DEGRADED_AT = 50.0
+MIN_COVERAGE = 0.8
+"""Share of the factors' weight that must be measured before a score earns a status word: below it, one
+factor in five (by the runbook's weights) unmeasured could move the score across a whole band."""
 TREND_WINDOW = 3
 """The trend direction compares the mean of the last runs with the mean of the runs before them."""
 TREND_EPSILON = 5.0
@@ -126,6 +143,7 @@ class ScoringConfig(BaseModel):
     evidence_target: float = Field(default=EVIDENCE_TARGET, gt=0, alias="evidenceTarget")
     resilient_at: float = Field(default=RESILIENT_AT, alias="resilientAt")
     degraded_at: float = Field(default=DEGRADED_AT, alias="degradedAt")
+    min_coverage: float = Field(default=MIN_COVERAGE, ge=0, le=1, allow_inf_nan=False, alias="minCoverage")
     trend_window: int = Field(default=TREND_WINDOW, ge=1, alias="trendWindow")
     trend_epsilon: float = Field(default=TREND_EPSILON, ge=0, alias="trendEpsilon")
 
@@ -149,6 +167,7 @@ class Status(StrEnum):
     DEGRADED = "DEGRADED"
     FRAGILE = "FRAGILE"
     ESCAPED = "ESCAPED"
+    NOT_ENOUGH_EVIDENCE = "NOT ENOUGH EVIDENCE"
     UNSCORED = "UNSCORED"
 
 
@@ -182,6 +201,12 @@ class RunScore(_Result):
     subscores: list[SubScore]
     cap: str | None = None
     """Why the weighted sum was cut (containment gate, never recovered), if it was."""
+    coverage: float = 0.0
+    """Share of the factors' weight that was measured, 0-1 (0 for a run that is not scored)."""
+    low: float | None = None
+    """The score had every unmeasured factor scored 0 (None when not scored)."""
+    high: float | None = None
+    """The score had every unmeasured factor scored 1 (None when not scored)."""
 
 
 class ExperimentScore(_Result):
@@ -195,6 +220,8 @@ class ExperimentScore(_Result):
     """min(1, Σ freshness): how much this experiment counts in the service score."""
     latest_run_id: str
     latest_score: float
+    coverage: float = 0.0
+    """Freshness-weighted mean coverage of the experiment's scored runs."""
 
 
 class TrendPoint(_Result):
@@ -217,6 +244,8 @@ class ServiceScore(_Result):
     """improving, declining, steady, or "too few runs"."""
     evidence: float
     """Σ Wₑ: below EVIDENCE_TARGET the score is scaled down for staleness."""
+    coverage: float = 0.0
+    """Σ Wₑ·cₑ / Σ Wₑ: the runs' coverage, each run weighted as it weighs in the score (0 with no scored run)."""
 
 
 # -- sub-scores --------------------------------------------------------------------------------------------
@@ -412,9 +441,16 @@ def impact_subscore(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> t
 # -- run score ---------------------------------------------------------------------------------------------
 
 
-def status_for(score: float | None, config: ScoringConfig = DEFAULT_CONFIG) -> Status:
+def covered(coverage: float, config: ScoringConfig = DEFAULT_CONFIG) -> bool:
+    """Whether enough of the weight was measured for a status word."""
+    return round(coverage, 9) >= config.min_coverage
+
+
+def status_for(score: float | None, config: ScoringConfig = DEFAULT_CONFIG, coverage: float = 1.0) -> Status:
     if score is None:
         return Status.UNSCORED
+    if not covered(coverage, config):
+        return Status.NOT_ENOUGH_EVIDENCE
     if score >= config.resilient_at:
         return Status.RESILIENT
     if score >= config.degraded_at:
@@ -445,6 +481,8 @@ def score_run(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> RunScor
     total_weight = sum(config.weight(name) for name, value, _ in raw if value is not None)
     subscores: list[SubScore] = []
     weighted = 0.0
+    # The same sum over the runbook's weights as they stand, unmeasured factors counted as 0: the low end.
+    measured = sum(config.weight(name) * value for name, value, _ in raw if value is not None)
     for name, value, why in raw:
         if value is None or total_weight <= 0:
             subscores.append(SubScore(name=name, value=value, weight=None, why=why))
@@ -458,15 +496,21 @@ def score_run(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> RunScor
     if total_weight <= 0:
         return _unscored(run, "no weighted factor has evidence for this run", subscores)
 
+    # Rounded so that five weights summing to 1 in floating point read as 1, not 0.9999999999999999.
+    coverage = round(min(1.0, total_weight), 9)
+    low, high = measured, measured + (1.0 - coverage)
     cap: str | None = None
     why_escaped = escaped(run)
     if why_escaped:
-        weighted, cap = 0.0, "blast radius escaped: the run scores 0"
-    elif run.recovery_time is None and weighted > config.never_recovered_cap:
-        weighted = config.never_recovered_cap
-        cap = f"never recovered: capped at {config.never_recovered_cap * 100:g}"
+        weighted, low, high, cap = 0.0, 0.0, 0.0, "blast radius escaped: the run scores 0"
+    elif run.recovery_time is None:
+        # The cap bounds every value the unmeasured factors could take, so it bounds both ends too.
+        low, high = min(low, config.never_recovered_cap), min(high, config.never_recovered_cap)
+        if weighted > config.never_recovered_cap:
+            weighted = config.never_recovered_cap
+            cap = f"never recovered: capped at {config.never_recovered_cap * 100:g}"
     score = 100.0 * weighted
-    status = Status.ESCAPED if why_escaped else status_for(score, config)
+    status = Status.ESCAPED if why_escaped else status_for(score, config, coverage)
     return RunScore(
         run_id=run.run_id,
         experiment=run.experiment,
@@ -477,6 +521,9 @@ def score_run(run: RunRecord, config: ScoringConfig = DEFAULT_CONFIG) -> RunScor
         status=status,
         subscores=subscores,
         cap=cap,
+        coverage=coverage,
+        low=100.0 * low,
+        high=100.0 * high,
     )
 
 
@@ -507,6 +554,7 @@ def score_experiment(
         raise ValueError(f"experiment {experiment} has no scored run")
     points = [(freshness(now - s.at, config), float(s.score or 0.0)) for s in scored]
     mean, sd = _weighted_mean_sd(points)
+    coverage, _ = _weighted_mean_sd([(w, s.coverage) for (w, _), s in zip(points, scored, strict=True)])
     latest = scored[-1]
     return ExperimentScore(
         experiment=experiment,
@@ -517,6 +565,7 @@ def score_experiment(
         weight=min(1.0, sum(w for w, _ in points)),
         latest_run_id=latest.run_id,
         latest_score=float(latest.score or 0.0),
+        coverage=coverage,
     )
 
 
@@ -548,6 +597,8 @@ def score_service(
     score = (
         sum(e.weight * e.score for e in experiments) / max(config.evidence_target, evidence) if experiments else None
     )
+    # Weighted as each run weighs in the score: Wₑ per experiment, freshness within it.
+    coverage = sum(e.weight * e.coverage for e in experiments) / evidence if evidence > 0 else 0.0
     trend = [
         TrendPoint(at=s.at, run_id=s.run_id, experiment=s.experiment, score=s.score)
         for s in run_scores
@@ -557,12 +608,13 @@ def score_service(
         service=service,
         as_of=now,
         score=score,
-        status=status_for(score, config),
+        status=status_for(score, config, coverage),
         experiments=experiments,
         runs=run_scores,
         trend=trend,
         direction=trend_direction(trend, config),
         evidence=evidence,
+        coverage=coverage,
     )
 
 

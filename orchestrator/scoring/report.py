@@ -7,6 +7,11 @@ run with its full evidence, and is strict JSON: non-finite numbers (no data) bec
 ``null``. HTML needs no network: styles are inline and the charts are hand-drawn SVG
 (the steady-state metrics through each run with the fault window shaded, and the score
 trend), so the page can be attached to a CI run as it is.
+
+Every score is shown with its coverage, in every format, beside the number and never only in
+a footnote: a service with "60 % of the weight measured", a run with the range its unmeasured
+factors leave open ("range 60-100, 60 % of the weight measured") and which factors those are.
+A reviewer who reads only the headline still learns how much of it was measured.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from orchestrator.errors import SpecError
 from orchestrator.scoring.formula import (
     DEFAULT_CONFIG,
+    FACTORS,
     RunScore,
     ScoringConfig,
     ServiceScore,
@@ -107,6 +113,42 @@ EVIDENCE_ROWS = ("deviation", "budget")
 """Rows shown beside the weighted factors, as evidence: they carry no weight."""
 
 
+def _points(value: float) -> str:
+    """A range end: whole points stay whole (60, not 60.0)."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _measured(coverage: float) -> str:
+    return f"{coverage * 100:.0f} % of the weight measured"
+
+
+def _run_coverage(run: RunScore) -> str:
+    """``range 60-100, 60 % of the weight measured``; the range only when something was left open."""
+    if run.score is None or run.low is None or run.high is None:
+        return "nothing measured"
+    if round(run.high - run.low, 1) == 0:
+        return _measured(run.coverage)
+    return f"range {_points(run.low)}-{_points(run.high)}, {_measured(run.coverage)}"
+
+
+def _unmeasured_line(run: RunScore, config: ScoringConfig) -> str | None:
+    """Which factors were not measured, and what that leaves open; None when nothing was left out."""
+    if run.score is None or run.low is None or run.high is None:
+        return None
+    missing = [s.name for s in run.subscores if s.name in FACTORS and s.value is None]
+    if not missing:
+        return None
+    label = (
+        f"below the {config.min_coverage * 100:g} % needed for a status word"
+        if run.status.name == "NOT_ENOUGH_EVIDENCE"
+        else f"at least the {config.min_coverage * 100:g} % needed for a status word"
+    )
+    return (
+        f"Not measured: {', '.join(missing)}. Scored 0 they give {_points(run.low)}, scored 1 they give "
+        f"{_points(run.high)}; {_measured(run.coverage)}, {label}."
+    )
+
+
 def _sub_value(sub: SubScore) -> str:
     return "n/a" if sub.value is None else f"{sub.value:.2f}"
 
@@ -159,22 +201,28 @@ def _text(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
     out: list[str] = []
     for view in views:
         s = view.summary
-        out.append(f"{s.service}: {_score(s.score)}/100 {s.status.value}")
+        out.append(f"{s.service}: {_score(s.score)}/100 {s.status.value} ({_measured(s.coverage)})")
         out.append(f"  {_headline(view)}")
         out.append(f"  trend: {_trend_line(s.trend)}")
         if s.experiments:
-            out.append(f"  {'experiment':<24} {'runs':>4} {'mean':>6} {'sd':>6} {'score':>6} {'weight':>6}")
+            out.append(
+                f"  {'experiment':<24} {'runs':>4} {'mean':>6} {'sd':>6} {'score':>6} {'weight':>6} {'measured':>8}"
+            )
             for e in s.experiments:
                 out.append(
                     f"  {e.experiment:<24} {e.runs:>4} {e.mean:>6.1f} {e.stddev:>6.1f} {e.score:>6.1f} {e.weight:>6.2f}"
+                    f" {e.coverage * 100:>6.0f} %"
                 )
         for run in view.details:
             out.append(
                 f"  run {run.run_id} ({run.experiment}, {run.outcome.value}, {_when(run.at)}): "
-                f"{_score(run.score)} {run.status.value}"
+                f"{_score(run.score)} {run.status.value} ({_run_coverage(run)})"
             )
             if run.cap:
                 out.append(f"    cap: {run.cap}")
+            unmeasured = _unmeasured_line(run, config)
+            if unmeasured:
+                out.append(f"    {unmeasured}")
             for sub in run.subscores:
                 out.append(f"    {sub.name:<13} {_sub_value(sub):>5} {_sub_weight(sub):>8}  {sub.why}")
             out.append(f"    evidence: {_evidence_line(view.records.get(run.run_id), run, md=False)}")
@@ -197,27 +245,36 @@ def _markdown(views: list[ServiceView], as_of: datetime, config: ScoringConfig) 
         return "### Resilience score\n\nNo experiment runs recorded.\n"
     for view in views:
         s = view.summary
-        out.append(f"### Resilience score for `{s.service}`: {_score(s.score)} / 100 ({s.status.value})")
+        out.append(
+            f"### Resilience score for `{s.service}`: {_score(s.score)} / 100 ({s.status.value}), "
+            f"{_measured(s.coverage)}"
+        )
         out.append("")
         out.append(_headline(view))
         out.append("")
         if s.experiments:
-            out.append("| experiment | runs | mean | spread (sd) | score | weight | latest run |")
-            out.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+            out.append("| experiment | runs | mean | spread (sd) | score | weight | measured | latest run |")
+            out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
             for e in s.experiments:
                 out.append(
                     f"| {_cell(e.experiment)} | {e.runs} | {e.mean:.1f} | {e.stddev:.1f} | {e.score:.1f} "
-                    f"| {e.weight:.2f} | `{e.latest_run_id}` ({e.latest_score:.1f}) |"
+                    f"| {e.weight:.2f} | {e.coverage * 100:.0f} % | `{e.latest_run_id}` ({e.latest_score:.1f}) |"
                 )
             out.append("")
         for run in view.details:
             record = view.records.get(run.run_id)
             fault = f", fault {record.fault}" if record else ""
-            out.append(f"#### {_cell(run.experiment)}, run `{run.run_id}`: {_score(run.score)} ({run.status.value})")
+            out.append(
+                f"#### {_cell(run.experiment)}, run `{run.run_id}`: {_score(run.score)} ({run.status.value}), "
+                f"{_run_coverage(run)}"
+            )
             out.append("")
             out.append(f"Outcome {run.outcome.value}{fault}, ended {_when(run.at)}.")
             if run.cap:
                 out.append(f"**Cap:** {run.cap}.")
+            unmeasured = _unmeasured_line(run, config)
+            if unmeasured:
+                out.append(f"**{_cell(unmeasured)}**")
             out.append("")
             out.append("| sub-score | value | weight | why |")
             out.append("| --- | ---: | ---: | --- |")
@@ -275,7 +332,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertic
 td.num { text-align: right; }
 .status { font-weight: bold; padding: 0.1em 0.5em; border: 1px solid; }
 .RESILIENT { color: #1a7f37; } .DEGRADED { color: #9a6700; } .FRAGILE, .ESCAPED { color: #cf222e; }
-.UNSCORED { color: #666; }
+.UNSCORED, .NOT_ENOUGH_EVIDENCE { color: #666; }
 svg { background: #fafafa; border: 1px solid #ddd; margin: 0.25em 0; }
 """
 
@@ -399,19 +456,21 @@ def _html(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
         s = view.summary
         body.append(
             f"<h2>{_e(s.service)}: {_score(s.score)} / 100 "
-            f'<span class="status {s.status.value}">{s.status.value}</span></h2>'
+            f'<span class="status {s.status.name}">{_e(s.status.value)}</span> '
+            f'<span class="coverage">{_e(_measured(s.coverage))}</span></h2>'
         )
         body.append(f"<p>{_e(_headline(view))}</p>")
         if s.experiments:
             body.append(
                 "<table><tr><th>experiment</th><th>runs</th><th>mean</th><th>spread (sd)</th><th>score</th>"
-                "<th>weight</th><th>latest run</th></tr>"
+                "<th>weight</th><th>measured</th><th>latest run</th></tr>"
             )
             for e in s.experiments:
                 body.append(
                     f'<tr><td>{_e(e.experiment)}</td><td class="num">{e.runs}</td>'
                     f'<td class="num">{e.mean:.1f}</td><td class="num">{e.stddev:.1f}</td>'
                     f'<td class="num">{e.score:.1f}</td><td class="num">{e.weight:.2f}</td>'
+                    f'<td class="num">{e.coverage * 100:.0f} %</td>'
                     f"<td>{_e(e.latest_run_id)} ({e.latest_score:.1f})</td></tr>"
                 )
             body.append("</table>")
@@ -421,10 +480,14 @@ def _html(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
             record = view.records.get(run.run_id)
             body.append(
                 f"<h3>{_e(run.experiment)}: run {_e(run.run_id)} {_score(run.score)} "
-                f'<span class="status {run.status.value}">{run.status.value}</span></h3>'
+                f'<span class="status {run.status.name}">{_e(run.status.value)}</span> '
+                f'<span class="coverage">{_e(_run_coverage(run))}</span></h3>'
             )
             if run.cap:
                 body.append(f"<p><strong>Cap:</strong> {_e(run.cap)}</p>")
+            unmeasured = _unmeasured_line(run, config)
+            if unmeasured:
+                body.append(f'<p class="unmeasured"><strong>{_e(unmeasured)}</strong></p>')
             body.append("<table><tr><th>sub-score</th><th>value</th><th>weight</th><th>why</th></tr>")
             for sub in run.subscores:
                 body.append(

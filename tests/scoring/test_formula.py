@@ -27,7 +27,7 @@ from orchestrator.scoring.model import BlastRadius, CustomerImpact, ErrorBudget,
 from tests.scoring import T0, error_rate, make_run
 
 NOW = T0 + timedelta(seconds=90)
-BROKEN = [0.01, 0.09]
+BROKEN: list[float | None] = [0.01, 0.09]
 """Error rate beyond its 0.05 ceiling at the end of the fault: no recovery by itself (auto-recovery 0)."""
 
 
@@ -100,7 +100,7 @@ def test_recovered_by_itself_while_the_fault_was_active() -> None:
         "(objective 60s)"
     )
     # out from T0 to T0 + 120 s: 2x the objective -> 0.5 -> 100 - 30 * 0.5 = 85
-    slow = make_run(checks=[error_rate(during=[0.09] * 12 + [0.01])])
+    slow = make_run(checks=[error_rate(during=[0.09 if i < 12 else 0.01 for i in range(13)])])
     assert sub(slow, "auto-recovery") == pytest.approx(0.5)
     assert score_run(slow).score == pytest.approx(85.0)
 
@@ -374,3 +374,113 @@ def test_the_formula_is_deterministic() -> None:
     runs = [make_run(run_id="x", checks=[error_rate(during=[0.02, math.nan])]), make_run(run_id="y")]
     first = score_service("shop/checkout", runs, NOW).model_dump_json()
     assert score_service("shop/checkout", list(reversed(runs)), NOW).model_dump_json() == first
+
+
+# -- coverage: never claim more than was measured ----------------------------------------------------------
+
+UNDETECTED_UNMEASURED = {"detection_objective": None, "detection_time": None, "impact": None}
+"""The demo's first pod kill: every check held (nothing to detect) and no impact queries declared."""
+
+
+def test_a_run_states_its_coverage_and_the_range_the_rest_leaves_open() -> None:
+    # detection (0.2) and impact (0.2) unmeasured, the rest scores 1: measured 0.6 of the weight.
+    # low: the unmeasured at 0 -> 60; high: at 1 -> 100; the score shares their weight -> 100.
+    result = score_run(make_run(**UNDETECTED_UNMEASURED))
+    assert result.score == pytest.approx(100.0)
+    assert result.coverage == pytest.approx(0.6)
+    assert (result.low, result.high) == pytest.approx((60.0, 100.0))
+    assert result.status is Status.NOT_ENOUGH_EVIDENCE
+    full = score_run(make_run())
+    assert (full.coverage, full.low, full.high) == pytest.approx((1.0, 100.0, 100.0))
+    assert full.status is Status.RESILIENT
+
+
+def test_the_range_holds_the_score_and_what_was_measured() -> None:
+    # detection late (0.75) and impact unmeasured: measured 0.2*0.75 + 0.3 + 0.2 + 0.1 = 0.75 of 0.8
+    # -> score 0.75 / 0.8 = 93.75, low 75, high 75 + 20 = 95; 80 % measured is enough for a status word
+    result = score_run(make_run(impact=None, detection_time=timedelta(seconds=90)))
+    assert result.score == pytest.approx(93.75)
+    assert (result.low, result.high) == pytest.approx((75.0, 95.0))
+    assert result.coverage == pytest.approx(0.8)
+    assert result.status is Status.RESILIENT
+
+
+@pytest.mark.parametrize(
+    ("min_coverage", "impact_missing", "both_missing"),
+    [
+        (0.8, Status.RESILIENT, Status.NOT_ENOUGH_EVIDENCE),  # the default: 80 % is at the threshold
+        (0.6, Status.RESILIENT, Status.RESILIENT),
+        (1.0, Status.NOT_ENOUGH_EVIDENCE, Status.NOT_ENOUGH_EVIDENCE),
+        (0.0, Status.RESILIENT, Status.RESILIENT),
+    ],
+)
+def test_the_status_word_needs_the_teams_coverage(
+    min_coverage: float, impact_missing: Status, both_missing: Status
+) -> None:
+    config = ScoringConfig(min_coverage=min_coverage)
+    assert score_run(make_run(impact=None), config).status is impact_missing
+    assert score_run(make_run(**UNDETECTED_UNMEASURED), config).status is both_missing
+
+
+def test_coverage_counts_a_teams_weights() -> None:
+    # impact weighs 0.5 for this team: without it half the weight is measured
+    config = parse_config(
+        "weights:\n  detection: 0.1\n  autoRecovery: 0.2\n  containment: 0.1\n  customerImpact: 0.5\n"
+        "  recoveryTime: 0.1\nminCoverage: 0.5\n",
+        "scoring.yaml",
+    )
+    result = score_run(make_run(impact=None), config)
+    assert result.coverage == pytest.approx(0.5)
+    assert (result.low, result.high) == pytest.approx((50.0, 100.0))
+    assert result.status is Status.RESILIENT  # 50 % is this team's threshold
+
+
+def test_gates_bound_both_ends_of_the_range() -> None:
+    # never recovered with detection and impact unmeasured: 0.5 of 0.6 -> 83.3, capped at 25; so are both ends
+    capped = score_run(make_run(recovery_time=None, **UNDETECTED_UNMEASURED))
+    assert capped.score == pytest.approx(25.0)
+    assert (capped.low, capped.high) == pytest.approx((25.0, 25.0))
+    assert capped.status is Status.NOT_ENOUGH_EVIDENCE
+    # an escaped radius is measured and scores 0 whatever the rest: the gate's word stands
+    escaped = score_run(make_run(blast_radius=BlastRadius(allowed=["a"], touched=["b"]), **UNDETECTED_UNMEASURED))
+    assert (escaped.score, escaped.low, escaped.high) == (0.0, 0.0, 0.0)
+    assert escaped.status is Status.ESCAPED
+
+
+def test_an_unscored_run_measured_nothing() -> None:
+    result = score_run(make_run(outcome=Outcome.REFUSED))
+    assert (result.coverage, result.low, result.high) == (0.0, None, None)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", ".nan"])
+def test_min_coverage_is_a_share(value: str) -> None:
+    with pytest.raises(SpecError) as bad:
+        parse_config(f"halfLife: 14d\nminCoverage: {value}\n", "scoring.yaml")
+    assert bad.value.problems[0].startswith("scoring.yaml:2: minCoverage:"), bad.value.problems
+
+
+def test_service_coverage_is_weighted_as_its_runs_weigh() -> None:
+    # pod-kill: a fresh run at 100 % and one 14 days old at 60 % -> (1 * 1.0 + 0.5 * 0.6) / 1.5 = 0.8667, W = 1
+    # scale-down: one run 14 days old at 80 % (impact unmeasured) -> W = 0.5
+    # service: (1 * 0.8667 + 0.5 * 0.8) / 1.5 = 0.8444
+    runs = [
+        make_run(run_id="a"),
+        make_run(run_id="b", ended_at=NOW - timedelta(days=14), **UNDETECTED_UNMEASURED),
+        make_run(run_id="c", experiment="scale-down", ended_at=NOW - timedelta(days=14), impact=None),
+    ]
+    result = score_service("shop/checkout", runs, NOW)
+    by_name = {e.experiment: e for e in result.experiments}
+    assert by_name["pod-kill"].coverage == pytest.approx(1.3 / 1.5)
+    assert by_name["scale-down"].coverage == pytest.approx(0.8)
+    assert result.coverage == pytest.approx((1.3 / 1.5 + 0.4) / 1.5)
+    assert result.status is Status.RESILIENT
+    # the same runs with only the under-measured one fresh: it now weighs most
+    thin = score_service("shop/checkout", [make_run(run_id="b", **UNDETECTED_UNMEASURED)], NOW)
+    assert thin.score == pytest.approx(100.0)
+    assert thin.coverage == pytest.approx(0.6)
+    assert thin.status is Status.NOT_ENOUGH_EVIDENCE
+
+
+def test_a_service_without_scored_runs_has_no_coverage() -> None:
+    result = score_service("shop/checkout", [make_run(outcome=Outcome.FAILED)], NOW)
+    assert (result.coverage, result.status) == (0.0, Status.UNSCORED)

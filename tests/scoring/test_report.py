@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -77,7 +77,7 @@ def test_markdown_has_header_subscore_table_evidence_and_trend(store: RunStore) 
     text = render_report(store, "shop/checkout", "markdown", now=NOW)
     header = text.splitlines()[0]
     assert header.startswith("### Resilience score for `shop/checkout`: 25.")
-    assert header.endswith("/ 100 (FRAGILE)")
+    assert header.endswith("/ 100 (FRAGILE), 100 % of the weight measured")
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert rows["detection"].startswith("| detection | 0.00 | 20 % | fault never detected (objective 60s)")
     assert rows["auto-recovery"].startswith(
@@ -133,6 +133,7 @@ def test_html_has_metric_and_trend_charts(store: RunStore) -> None:
     assert metric[0]["nodata"] == 1
     assert metric[0]["rects"] == 1
     assert '<span class="status FRAGILE">FRAGILE</span>' in page
+    assert '<span class="coverage">100 % of the weight measured</span>' in page
 
 
 def test_unknown_service_and_format_are_spec_errors(store: RunStore) -> None:
@@ -171,3 +172,72 @@ def test_cli_scores_with_a_teams_weights_and_refuses_a_bad_config(store: RunStor
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.strip() == f"{bad}:2: weights: weights must sum to 1, these sum to 1.6"
+
+
+@pytest.fixture
+def thin_store(store_location: str) -> Iterator[RunStore]:
+    """demo/shop: one pod kill at 100 where detection and impact were not measured (60 % of the weight)."""
+    with RunStore(store_location) as s:
+        s.save(make_run(run_id="thin", service="demo/shop", detection_objective=None, detection_time=None,
+                        impact=None))
+        yield s
+
+
+THIN_RUN = "range 60-100, 60 % of the weight measured"
+THIN_WHY = ("Not measured: detection, impact. Scored 0 they give 60, scored 1 they give 100; "
+            "60 % of the weight measured, below the 80 % needed for a status word.")
+
+
+def test_text_states_coverage_range_and_withholds_the_status(thin_store: RunStore) -> None:
+    lines = render_report(thin_store, "demo/shop", "text", now=NOW).splitlines()
+    assert lines[0] == "demo/shop: 100.0/100 NOT ENOUGH EVIDENCE (60 % of the weight measured)"
+    run = next(line for line in lines if line.startswith("  run thin "))
+    assert run.endswith(f": 100.0 NOT ENOUGH EVIDENCE ({THIN_RUN})")
+    assert f"    {THIN_WHY}" in lines
+    header = next(line for line in lines if line.lstrip().startswith("experiment"))
+    row = next(line for line in lines if line.lstrip().startswith("pod-kill"))
+    assert header.split()[-1] == "measured" and row.split()[-2:] == ["60", "%"]
+
+
+def test_markdown_states_coverage_range_and_withholds_the_status(thin_store: RunStore) -> None:
+    text = render_report(thin_store, "demo/shop", "markdown", now=NOW)
+    lines = text.splitlines()
+    assert lines[0] == ("### Resilience score for `demo/shop`: 100.0 / 100 (NOT ENOUGH EVIDENCE), "
+                        "60 % of the weight measured")
+    assert f"#### pod-kill, run `thin`: 100.0 (NOT ENOUGH EVIDENCE), {THIN_RUN}" in lines
+    assert f"**{THIN_WHY}**" in lines
+    assert "| pod-kill | 1 | 100.0 | 0.0 | 100.0 | 1.00 | 60 % | `thin` (100.0) |" in lines
+
+
+def test_html_states_coverage_range_and_withholds_the_status(thin_store: RunStore) -> None:
+    page = render_report(thin_store, "demo/shop", "html", now=NOW)
+    status = '<span class="status NOT_ENOUGH_EVIDENCE">NOT ENOUGH EVIDENCE</span>'
+    assert f'100.0 / 100 {status} <span class="coverage">60 % of the weight measured</span></h2>' in page
+    assert f'100.0 {status} <span class="coverage">{THIN_RUN}</span></h3>' in page
+    assert f'<p class="unmeasured"><strong>{THIN_WHY}</strong></p>' in page
+    assert '<td class="num">60 %</td>' in page
+
+
+def test_json_carries_coverage_range_and_the_threshold(thin_store: RunStore) -> None:
+    document = json.loads(render_report(thin_store, "demo/shop", "json", now=NOW))
+    [service] = document["services"]
+    assert (service["status"], service["coverage"]) == ("NOT ENOUGH EVIDENCE", pytest.approx(0.6))
+    assert service["experiments"][0]["coverage"] == pytest.approx(0.6)
+    [run] = service["runs"]
+    assert (run["score"], run["low"], run["high"], run["coverage"]) == (
+        pytest.approx(100.0), pytest.approx(60.0), pytest.approx(100.0), pytest.approx(0.6))
+    assert document["config"]["min_coverage"] == 0.8
+
+
+def test_cli_lowers_the_threshold_from_the_teams_config(thin_store: RunStore, tmp_path: Path) -> None:
+    # The CLI scores as of now: a run that just ended, so freshness leaves its score whole.
+    thin_store.save(make_run(run_id="now", service="demo/now", ended_at=datetime.now(UTC), detection_objective=None,
+                             detection_time=None, impact=None))
+    config = tmp_path / "scoring.yaml"
+    config.write_text("minCoverage: 0.6\n")
+    runner = CliRunner()
+    default = runner.invoke(score, ["demo/now", "--db", thin_store.path])
+    assert default.stdout.splitlines()[0] == "demo/now: 100.0/100 NOT ENOUGH EVIDENCE (60 % of the weight measured)"
+    result = runner.invoke(score, ["demo/now", "--db", thin_store.path, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "demo/now: 100.0/100 RESILIENT (60 % of the weight measured)"

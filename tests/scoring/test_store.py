@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.score import score
 from orchestrator.config import Settings
+from orchestrator.scoring.formula import Status, score_service
 from orchestrator.scoring.model import Outcome, RunRecord
 from orchestrator.scoring.store import (
     DATABASE_URL_ENV,
@@ -36,6 +37,8 @@ from orchestrator.scoring.tables import metadata
 from tests.fixtures_pg import PostgresCluster
 from tests.fixtures_temporal import free_port
 from tests.scoring import T0, error_rate, make_run
+
+NOW = T0 + timedelta(seconds=90)
 
 TODAYS_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -91,6 +94,27 @@ def test_round_trip_keeps_every_piece_of_evidence(store_location: str) -> None:
     assert loaded.blast_radius.touched == ["checkout-a"]
     assert loaded.recovery_time == timedelta(seconds=30)
     assert loaded.links["history"].endswith("chaos-pod-kill-1")
+
+
+def test_a_services_aggregate_from_the_store_carries_its_runs_coverage(store_location: str) -> None:
+    # checkout: a full run now and a run 14 days old without detection or impact (60 %): weights 1 and 0.5
+    # -> (1 * 1.0 + 0.5 * 0.6) / 1.5; payments' thin run is another service's and must not count.
+    thin = {"detection_objective": None, "detection_time": None, "impact": None}
+    with RunStore(store_location) as store:
+        store.save(make_run(run_id="full", ended_at=NOW))
+        store.save(make_run(run_id="thin", ended_at=NOW - timedelta(days=14), **thin))
+        store.save(make_run(run_id="other", service="shop/payments", ended_at=NOW, **thin))
+        checkout = score_service("shop/checkout", store.runs(service="shop/checkout"), NOW)
+        payments = score_service("shop/payments", store.runs(service="shop/payments"), NOW)
+        assert checkout.coverage == pytest.approx(1.3 / 1.5)
+        assert checkout.status is Status.RESILIENT
+        assert {r.run_id: r.coverage for r in checkout.runs} == {"full": 1.0, "thin": pytest.approx(0.6)}
+        assert payments.coverage == pytest.approx(0.6)
+        assert payments.status is Status.NOT_ENOUGH_EVIDENCE
+        # A retried save that read the missing evidence replaces the record: the aggregate follows it.
+        store.save(make_run(run_id="other", service="shop/payments", ended_at=NOW))
+        again = score_service("shop/payments", store.runs(service="shop/payments"), NOW)
+        assert (again.coverage, again.status) == (1.0, Status.RESILIENT)
 
 
 def test_get_unknown_run_is_none(store_location: str) -> None:
@@ -333,5 +357,5 @@ def test_runs_stored_before_the_five_factors_are_rescored_from_their_evidence(tm
     # detection 1, auto-recovery 0 (still over the ceiling when the fault ended), containment 1, recovery 0.5;
     # impact not measured: (0.2 + 0 + 0.2 + 0.1 * 0.5) / 0.8 = 56.25
     assert subs["impact"] == (None, None)
-    assert subs["auto-recovery"] == (0.0, pytest.approx(0.375))
+    assert subs["auto-recovery"] == pytest.approx((0.0, 0.375))
     assert result.score == pytest.approx(56.25)
