@@ -8,6 +8,7 @@ the pod must run locked down, and the schema must reject bad values with a messa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "notifications": {"webhook": {"existingSecret": "slack"}},
         "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
     },
+    "network-policy": {
+        "targetNamespaces": ["shop"],
+        "temporal": {"address": "prod.abc12.tmprl.cloud:7233"},
+        "prometheus": {"url": "https://prometheus.monitoring.svc"},
+        "networkPolicy": {
+            "enabled": True,
+            "temporal": {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]},
+            "apiServer": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]},
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "providers": [{"to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}], "ports": [{"port": 4242}]}],
+            "webhooks": [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}], "ports": [{"port": 443}]}],
+        },
+    },
 }
 
 
@@ -105,9 +119,9 @@ def test_permissions_json_is_generated_from_the_code() -> None:
 
 
 def test_default_role_rules_equal_the_permission_list_exactly(chart: Chart) -> None:
-    objects = render(chart)
+    objects = render(chart, {"targetNamespaces": ["shop"]})
     role = one(objects, "Role")
-    assert role["metadata"]["namespace"] == NAMESPACE  # no targetNamespaces: the release namespace
+    assert role["metadata"]["namespace"] == "shop"
     assert role["rules"] == perms.rbac_rules("namespace")
     expected = {(p.api_group, p.resource, v) for p in perms.permissions("namespace") for v in p.verbs}
     assert perms.triples(role["rules"]) == expected
@@ -122,7 +136,9 @@ def test_default_role_rules_equal_the_permission_list_exactly(chart: Chart) -> N
 def test_no_cluster_wide_rights_by_default(chart: Chart) -> None:
     objects = render(chart)
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
-    for rule in one(objects, "Role")["rules"]:
+    # No target namespace named: no rights anywhere (the release namespace is protected, see below).
+    assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
+    for rule in one(render(chart, {"targetNamespaces": ["shop"]}), "Role")["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert not {"nodes", "customresourcedefinitions", "pods/eviction"} & set(rule["resources"])
 
@@ -209,7 +225,7 @@ def test_default_env_configures_temporal_prometheus_and_logs(chart: Chart) -> No
     assert env["ORCHESTRATOR_HEALTH_PORT"]["value"] == "9100"
     assert env["ORCHESTRATOR_HEALTH_HOST"]["value"] == "0.0.0.0"  # the kubelet probes the pod IP
     assert env["ORCHESTRATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    assert env["ORCHESTRATOR_CHAOS_NAMESPACES"]["value"] == NAMESPACE
+    assert env["ORCHESTRATOR_CHAOS_NAMESPACES"]["value"] == ""  # no target namespaces: chaos nowhere
     # No secret configured: no credential variables at all.
     assert not {k for k in env if k.endswith(("_TOKEN", "_PASSWORD", "_WEBHOOK", "_API_KEY"))}
 
@@ -326,3 +342,97 @@ def test_permission_list_is_well_formed() -> None:
     # Every feature that gates a cluster-scoped permission has its switch in values.yaml.
     chaos_values = yaml.safe_load((CHART / "values.yaml").read_text())["chaos"]
     assert all(chaos_values[c["feature"]] == {"enabled": False} for c in doc["cluster"])
+
+
+# --- protected namespaces ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("values", "namespace"),
+    [
+        ({"targetNamespaces": ["shop", "kube-system"]}, "kube-system"),
+        ({"targetNamespaces": ["kube-public"]}, "kube-public"),
+        ({"targetNamespaces": ["kube-node-lease"]}, "kube-node-lease"),
+        ({"targetNamespaces": [NAMESPACE]}, NAMESPACE),  # the release's own namespace
+        ({"targetNamespaces": ["shop"], "chaos": {"namespaces": ["kube-system"]}}, "kube-system"),
+        ({"rbac": {"clusterWide": True}, "chaos": {"namespaces": [NAMESPACE]}}, NAMESPACE),
+    ],
+)
+def test_protected_namespaces_are_refused_at_render(chart: Chart, values: dict[str, Any], namespace: str) -> None:
+    # A template `fail` (helm lint only logs those; install and template refuse).
+    with pytest.raises(helm_python.HelmRenderError, match=rf"namespace {namespace} is protected"):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+# --- the NetworkPolicy -------------------------------------------------------------------------
+
+def test_no_network_policy_by_default(chart: Chart) -> None:
+    assert of_kind(render(chart), "NetworkPolicy") == []
+
+
+def test_the_network_policy_allows_only_the_named_peers(chart: Chart) -> None:
+    objects = render(chart, COMBINATIONS["network-policy"])
+    policy = one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert spec["podSelector"]["matchLabels"].items() <= one(objects, "Deployment")["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert spec["ingress"] == [{"from": monitoring, "ports": [{"port": 8080, "protocol": "TCP"},
+                                                             {"port": 9464, "protocol": "TCP"}]}]
+    tcp = [{"port": 443, "protocol": "TCP"}]
+    assert spec["egress"] == [
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+         "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
+         "ports": [{"port": 7233, "protocol": "TCP"}]},                       # from temporal.address
+        {"to": monitoring, "ports": tcp},                                      # https without a port: 443
+        {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}],
+         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]},
+        {"to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}], "ports": [{"port": 4242}]},
+        {"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}], "ports": [{"port": 443}]},
+    ]
+    # An egress rule without peers allows every destination: none may be rendered.
+    assert all(rule["to"] for rule in spec["egress"])
+
+
+def test_the_network_policy_reads_the_prometheus_port_and_opens_ingress_without_sources(chart: Chart) -> None:
+    values = {"networkPolicy": {"enabled": True, "apiServer": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}}}
+    spec = one(render(chart, values), "NetworkPolicy")["spec"]
+    assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}, {"port": 9464, "protocol": "TCP"}]}]
+    assert spec["egress"][2]["ports"] == [{"port": 9090, "protocol": "TCP"}]  # prometheus-operated...:9090
+    assert len(spec["egress"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "networkPolicy.apiServer.to"),
+        ({"apiServer": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}, "dns": {"to": []}}, "networkPolicy.dns.to"),
+        ({"apiServer": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}, "temporal": {"to": []}},
+         "networkPolicy.temporal.to"),
+    ],
+)
+def test_the_network_policy_never_opens_egress_to_everywhere(
+    chart: Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        chart.render({"networkPolicy": {"enabled": True, **values}}, name=RELEASE, namespace=NAMESPACE,
+                     is_install=True)
+
+
+def test_the_network_policy_needs_a_rule_for_the_postgresql_store(chart: Chart) -> None:
+    values: dict[str, Any] = {"store": {"databaseUrlSecret": {"name": "db"}}, "networkPolicy": {
+        "enabled": True, "apiServer": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}}}
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape("networkPolicy.database.to")):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    values["networkPolicy"]["database"] = {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}]}
+    egress = one(render(chart, values), "NetworkPolicy")["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 5432, "protocol": "TCP"}]} in egress
+
+
+def test_the_schema_checks_network_policy_peers(chart: Chart) -> None:
+    values = {"networkPolicy": {"enabled": True, "apiServer": {"to": [{"ipBlok": {"cidr": "10.96.0.1/32"}}]}}}
+    with pytest.raises(helm_python.HelmValuesError, match="additional properties 'ipBlok' not allowed"):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)

@@ -38,15 +38,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The namespaces the worker may act on: the values list, or the release namespace. */}}
+{{/* Namespaces nothing may change, whatever the values say: the system ones and the release's own (the
+     worker's rails refuse them at run time as well). A list naming one fails the render. */}}
+{{- define "orchestrator.refuseProtected" -}}
+{{- $root := index . 0 }}
+{{- $protected := list "kube-system" "kube-public" "kube-node-lease" $root.Release.Namespace }}
+{{- range $ns := index . 2 }}
+{{- if has $ns $protected }}
+{{- fail (printf "%s: namespace %s is protected (kube-system, kube-public, kube-node-lease and the release namespace %s): the orchestrator never changes anything there" (index $ 1) $ns $root.Release.Namespace) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces the worker may act on: the values list; none when it is empty (the release namespace is
+     protected, so it is never a default). */}}
 {{- define "orchestrator.targetNamespaces" -}}
-{{- $namespaces := .Values.targetNamespaces | default (list .Release.Namespace) }}
+{{- $namespaces := .Values.targetNamespaces | default list }}
+{{- include "orchestrator.refuseProtected" (list . "targetNamespaces" $namespaces) }}
 {{- toJson $namespaces }}
 {{- end }}
 
 {{/* Chaos may only target namespaces the RBAC covers: chaos.namespaces, else the target namespaces,
      else (cluster-wide RBAC, no list) any unprotected namespace. */}}
 {{- define "orchestrator.chaosNamespaces" -}}
+{{- include "orchestrator.refuseProtected" (list . "chaos.namespaces" (.Values.chaos.namespaces | default list)) }}
 {{- if .Values.chaos.namespaces }}
 {{- join "," .Values.chaos.namespaces }}
 {{- else if and .Values.rbac.clusterWide (not .Values.targetNamespaces) }}
