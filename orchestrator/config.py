@@ -4,6 +4,12 @@ One object carries them from the CLI to the worker and its activities; nothing e
 reads the environment. Values are checked here, where their origin is still known, so a
 bad one is reported as ``<environment>:0: ORCHESTRATOR_X: ...`` or ``<command line>:0:
 --x: ...`` (exit 2) instead of surfacing later as a connection failure or a traceback.
+
+Secrets (the Prometheus token and password, the Temporal API key, the Unleash token, the
+passwords and secret parameters of configured URLs, the notification webhook) are handed to
+``orchestrator.redact.remember`` as they are read, so no output path can print them, and an error
+about one names the setting and what is wrong with it, never its value. A host name is checked
+here too (labels of 1..63 characters, 253 in all), so a malformed one is exit 2 before any lookup.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError
 
 from orchestrator.errors import SpecError
+from orchestrator.redact import redact, remember, remember_url
 
 # The longest any single call to Prometheus may take; beyond it a gate would outlive its step.
 MAX_TIMEOUT_SECONDS = 3600.0
@@ -40,11 +47,24 @@ def parse_seconds(text: str, where: str) -> float:
     return value
 
 
+def _bad_host(hostname: str) -> str | None:
+    """Why ``hostname`` cannot be looked up (a label empty or over 63 characters...), or None."""
+    if hostname.startswith("[") or ":" in hostname:
+        return None  # an IPv6 literal; urlsplit has checked its brackets
+    try:
+        encoded = hostname.rstrip(".").encode("idna")
+    except UnicodeError:
+        return "has a host name with an empty label or one longer than 63 characters"
+    if len(encoded) > 253:
+        return "has a host name longer than 253 characters"
+    return None
+
+
 def check_host_port(text: str, where: str) -> str:
     """``host:port`` as gRPC dials it (``[v6]:port`` too), port 1..65535."""
     problem = None
     if any(c.isspace() for c in text) or "/" in text or "@" in text:
-        problem = "is not host:port"
+        problem = "is not host:port" + (" (credentials belong in the API key setting)" if "@" in text else "")
     else:
         try:
             parts = urlsplit("//" + text)
@@ -52,30 +72,67 @@ def check_host_port(text: str, where: str) -> str:
                 problem = "is not host:port (both are needed, e.g. 127.0.0.1:7233)"
             elif parts.port == 0:
                 problem = "has port 0; a port is 1..65535"
+            else:
+                problem = _bad_host(parts.hostname)
         except ValueError:
             problem = "has a port outside 1..65535"
     if problem:
-        raise SpecError([f"{where}: {text!r} {problem}"])
+        raise SpecError([f"{where}: {redact(repr(text))} {problem}"])
     return text
 
 
 def check_http_url(text: str, where: str) -> str:
+    remember_url(text)
+    shown = redact(repr(text))
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise SpecError([f"{where}: {text!r} has a port outside 1..65535"]) from None
+        raise SpecError([f"{where}: {shown} has a port outside 1..65535"]) from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or any(c.isspace() for c in text):
-        raise SpecError([f"{where}: {text!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:9090)"])
+        raise SpecError([f"{where}: {shown} is not an http:// or https:// URL (e.g. http://127.0.0.1:9090)"])
+    problem = _bad_host(parts.hostname)
+    if problem:
+        raise SpecError([f"{where}: {shown} {problem}"])
     return text
+
+
+def check_credential(value: str | None, where: str, *, header: bool = True) -> str | None:
+    """A secret that travels in an HTTP header or gRPC metadata: refused, never echoed, if it cannot.
+
+    Surrounding whitespace is dropped (a secret written with ``echo`` ends in a newline); anything
+    else that a header cannot carry -- a newline or other control character inside, a character
+    outside Latin-1 (HTTP) or printable ASCII (gRPC metadata, ``header=False``) -- is exit 2.
+    """
+    if value is None:
+        return None
+    remember(value)
+    value = value.strip()
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise SpecError([f"{where}: contains a newline or another control character (value not shown)"])
+    allowed = "latin-1" if header else "ascii"
+    try:
+        value.encode(allowed)
+    except UnicodeEncodeError:
+        raise SpecError([f"{where}: contains characters outside {allowed} (value not shown)"]) from None
+    return value or None
+
+
+def db_path_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The SQLite run store's path: ``ORCHESTRATOR_DB``, else ``orchestrator.db`` in ``ORCHESTRATOR_STATE_DIR``.
+
+    On its own so that a command needing only the store (``score``) reads nothing else.
+    """
+    e = os.environ if env is None else env
+    return e.get("ORCHESTRATOR_DB") or str(Path(e.get("ORCHESTRATOR_STATE_DIR") or ".") / "orchestrator.db")
 
 
 class PrometheusSettings(BaseModel):
     url: str = "http://127.0.0.1:9090"
-    bearer_token: str | None = None
+    bearer_token: str | None = Field(default=None, repr=False)
     bearer_token_file: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     ca_file: str | None = None
     insecure_skip_verify: bool = False
     timeout_seconds: float = 10.0
@@ -90,14 +147,14 @@ class Settings(BaseModel):
     temporal_tls_key: str | None = None
     temporal_tls_ca: str | None = None
     temporal_tls_server_name: str | None = None
-    temporal_api_key: str | None = None  # Temporal Cloud API key
+    temporal_api_key: str | None = Field(default=None, repr=False)  # Temporal Cloud API key
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     kubeconfig: str | None = None
     kube_context: str | None = None
     kube_timeout: float = 15.0  # seconds one Kubernetes API request may take (``ORCHESTRATOR_KUBE_TIMEOUT``)
     state_dir: str = ".sandbox"
     db_path: str = "orchestrator.db"
-    notify_webhook: str | None = None
+    notify_webhook: str | None = Field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -118,12 +175,22 @@ class Settings(BaseModel):
         check_http_url(str(prometheus_url), _origin("prometheus_url", origins))
         timeout = get("PROMETHEUS_TIMEOUT")
         timeout_seconds = parse_seconds(timeout, _origin("prometheus_timeout", origins)) if timeout else 10.0
+        # Every secret is remembered before any check can fail, so no error line can show one.
+        remember(get("PROMETHEUS_TOKEN"), get("PROMETHEUS_PASSWORD"), get("TEMPORAL_API_KEY"),
+                 get("UNLEASH_TOKEN"), get("NOTIFY_WEBHOOK"))
+        for url in (get("PROMETHEUS_URL"), get("NOTIFY_WEBHOOK"), get("DATABASE_URL"), get("DB")):
+            remember_url(url)
+        webhook = get("NOTIFY_WEBHOOK")
+        if webhook:
+            # An incoming webhook's path is its credential.
+            remember(urlsplit(webhook).path)
+            check_http_url(webhook, _origin("notify_webhook", origins))
         prom = PrometheusSettings(
             url=str(prometheus_url),
-            bearer_token=get("PROMETHEUS_TOKEN"),
+            bearer_token=check_credential(get("PROMETHEUS_TOKEN"), _origin("prometheus_token", origins)),
             bearer_token_file=get("PROMETHEUS_TOKEN_FILE"),
-            username=get("PROMETHEUS_USERNAME"),
-            password=get("PROMETHEUS_PASSWORD"),
+            username=check_credential(get("PROMETHEUS_USERNAME"), _origin("prometheus_username", origins)),
+            password=check_credential(get("PROMETHEUS_PASSWORD"), _origin("prometheus_password", origins)),
             ca_file=get("PROMETHEUS_CA_FILE"),
             insecure_skip_verify=(get("PROMETHEUS_INSECURE") or "").lower() in ("1", "true", "yes"),
             timeout_seconds=timeout_seconds,
@@ -138,16 +205,19 @@ class Settings(BaseModel):
             "temporal_tls_key": get("TEMPORAL_TLS_KEY"),
             "temporal_tls_ca": get("TEMPORAL_TLS_CA"),
             "temporal_tls_server_name": get("TEMPORAL_TLS_SERVER_NAME"),
-            "temporal_api_key": get("TEMPORAL_API_KEY"),
+            "temporal_api_key": check_credential(
+                get("TEMPORAL_API_KEY"), _origin("temporal_api_key", origins), header=False
+            ),
             "prometheus": prom,
             "kubeconfig": get("KUBECONFIG") or e.get("KUBECONFIG") or None,
             "kube_context": get("KUBE_CONTEXT"),
             "kube_timeout": parse_seconds(kube_timeout, _origin("kube_timeout", origins)) if kube_timeout else 15.0,
             "state_dir": get("STATE_DIR") or ".sandbox",
-            "db_path": get("DB") or str(Path(get("STATE_DIR") or ".") / "orchestrator.db"),
+            "db_path": db_path_from_env(e),
             "notify_webhook": get("NOTIFY_WEBHOOK"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        remember_url(str(values["temporal_address"]))
         check_host_port(str(values["temporal_address"]), _origin("temporal_address", origins))
         try:
             return cls.model_validate(values)

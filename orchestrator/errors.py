@@ -17,9 +17,16 @@ non-retryable application errors::
 
 Client exceptions are wrapped where they occur, so code above the integration
 layer never sees ``kubernetes.client.ApiException`` or ``requests`` errors.
+
+No message carries a credential: the text of every error is passed through
+``orchestrator.redact.redact`` when it is rendered (``str``), so a URL with userinfo, a token
+parameter or a header value quoted from a client exception is masked wherever the error goes --
+the CLI, logs, activity failures in Temporal history.
 """
 
 from __future__ import annotations
+
+from orchestrator.redact import redact
 
 
 class OrchestratorError(Exception):
@@ -28,6 +35,10 @@ class OrchestratorError(Exception):
     retryable: bool = False
     exit_code: int = 1
 
+    def __str__(self) -> str:
+        # At render time, so that secrets remembered after the error was raised are masked too.
+        return redact(super().__str__())
+
 
 class SpecError(OrchestratorError):
     """A spec file or a command-line value is invalid."""
@@ -35,8 +46,8 @@ class SpecError(OrchestratorError):
     exit_code = 2
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        self.problems = [redact(problem) for problem in problems]
+        super().__init__("\n".join(self.problems))
 
 
 class UnreachableError(OrchestratorError):
@@ -47,8 +58,8 @@ class UnreachableError(OrchestratorError):
 
     def __init__(self, system: str, address: str, reason: str) -> None:
         self.system = system
-        self.address = address
-        super().__init__(f"cannot reach {system} at {address}: {reason}")
+        self.address = redact(address)
+        super().__init__(f"cannot reach {system} at {self.address}: {redact(reason)}")
 
 
 class RefusedError(OrchestratorError):

@@ -7,6 +7,10 @@ activity type/id and attempt; inside a workflow (``temporalio.workflow.in_workfl
 workflow id, run id and type. The context is read when the record is formatted, which happens
 synchronously in the logging thread, i.e. still inside the activity or workflow task.
 
+Both formatters pass every text they emit -- the message, extras, the exception and stack text
+-- through ``orchestrator.redact.redact``: a library that logs the URL it failed to reach (urllib3,
+requests, psycopg) cannot print a credential on the worker's or the CLI's stderr.
+
 The module is called ``logs`` so that ``import logging`` inside the package keeps meaning the
 standard library.
 """
@@ -20,6 +24,8 @@ import sys
 from typing import Any, Literal, TextIO
 
 from temporalio import activity, workflow
+
+from orchestrator.redact import redact
 
 LogFormat = Literal["text", "json"]
 
@@ -61,18 +67,31 @@ class JsonFormatter(logging.Formatter):
             "ts": _dt.datetime.fromtimestamp(record.created, tz=_dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         doc.update(temporal_context())
         for key, value in vars(record).items():
             if key in _STANDARD_ATTRS or key in _TEMPORAL_EXTRAS or key.startswith("_") or key in doc:
                 continue
-            doc[key] = value
+            doc[key] = _redacted(value)
         if record.exc_info:
-            doc["exc_info"] = self.formatException(record.exc_info)
+            doc["exc_info"] = redact(self.formatException(record.exc_info))
         if record.stack_info:
-            doc["stack_info"] = self.formatStack(record.stack_info)
+            doc["stack_info"] = redact(self.formatStack(record.stack_info))
         return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+def _redacted(value: Any) -> Any:
+    """An extra's value with credentials masked, keeping its JSON shape (a dict stays a dict)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    try:
+        # Masks never contain quotes or brackets, so the redacted text is still the same JSON.
+        return json.loads(redact(json.dumps(value, default=str, ensure_ascii=False)))
+    except ValueError:
+        return redact(value)
 
 
 class TextFormatter(logging.Formatter):
@@ -82,7 +101,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         ctx = temporal_context()
         if ctx:
             where = ctx["workflow_id"] + (f"/{ctx['activity']}" if "activity" in ctx else "")

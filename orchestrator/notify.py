@@ -9,6 +9,11 @@ Notification is best effort by design: it runs after (or alongside) a rollback a
 delay or fail it. ``notify`` posts from a daemon thread and waits at most ``timeout`` seconds
 in total, so neither a dead endpoint nor one that trickles its answer can hold the caller
 longer; every failure is logged (without the secret URL) and reported as ``False``, never raised.
+
+The webhook URL is a credential (an incoming webhook's path is its key): it is remembered by
+``orchestrator.redact`` and only its host is ever logged. A message carries error texts from the
+run (a rollback's failing step, a gate's error), so every text of the payload is redacted before it
+leaves: the webhook's readers are not the namespace's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
+
+from orchestrator.redact import host_of, redact, remember, remember_url
 
 if TYPE_CHECKING:
     from orchestrator.api.requests import RollbackStuckRequest
@@ -59,7 +66,12 @@ def _icon(outcome: str) -> str:
 
 
 def slack_payload(event: Outcome) -> dict[str, Any]:
-    """The Slack-compatible message for ``event``."""
+    """The Slack-compatible message for ``event``, with every credential masked."""
+    event = event.model_copy(update={
+        "reason": redact(event.reason) if event.reason is not None else None,
+        "details": {k: redact(v) for k, v in event.details.items()},
+        "target": redact(event.target) if event.target is not None else None,
+    })
     label = _KIND_LABEL[event.kind]
     summary = f"{label} {event.name}: {event.outcome.replace('_', ' ')}"
     if event.reason:
@@ -97,11 +109,14 @@ class Notifier:
             raise ValueError("the notification webhook must be an http:// or https:// URL")
         self.webhook_url = webhook_url or None
         self.timeout = timeout
+        if self.webhook_url:
+            remember(self.webhook_url, urlsplit(self.webhook_url).path)
+            remember_url(self.webhook_url)
 
     @property
     def _where(self) -> str:
-        # The URL path of an incoming webhook is its secret: log the host only.
-        return urlsplit(self.webhook_url or "").netloc
+        # The URL path of an incoming webhook is its secret, and the userinfo of any URL: log the host only.
+        return host_of(self.webhook_url or "")
 
     def notify(self, event: Outcome) -> bool:
         """Post ``event``; True when the webhook answered 2xx within the timeout. Never raises."""
@@ -165,7 +180,7 @@ def report_rollback_stuck(webhook_url: str | None, req: RollbackStuckRequest, ti
 
     news = telemetry.set_rollback_stuck(req.kind, req.workflow_id, req.step, req.stuck)
     if req.stuck:
-        log.error("rollback stuck at step %s of %s %s: %s", req.step, req.kind, req.workflow_id, req.error,
+        log.error("rollback stuck at step %s of %s %s: %s", req.step, req.kind, req.workflow_id, redact(req.error),
                   extra={"workflow_id": req.workflow_id, "step": req.step})
     else:
         log.info("rollback of %s %s completed after step %s recovered", req.kind, req.workflow_id, req.step,
@@ -178,6 +193,6 @@ def report_rollback_stuck(webhook_url: str | None, req: RollbackStuckRequest, ti
         outcome="rollback_stuck" if req.stuck else "rollback_recovered",
         reason=(f"step {req.step} keeps failing: {req.error}" if req.stuck else f"step {req.step} succeeded"),
         workflow_id=req.workflow_id,
-        details={"step": req.step} | ({"error": req.error[:500]} if req.error else {}),
+        details={"step": req.step} | ({"error": redact(req.error)[:500]} if req.error else {}),
     )
     return send_outcome(webhook_url, event, timeout)

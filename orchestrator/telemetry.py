@@ -10,6 +10,10 @@ for the clamp in ``fault_removed``. Exposition is the library's ``generate_lates
 A process-wide default ``Metrics`` backs the module functions (``record_gate``,
 ``record_rollout_started`` ...) that activities call; ``set_default_metrics`` swaps it.
 
+Label values are passed through ``orchestrator.redact.redact``: a label is scraped and kept by
+whoever runs Prometheus, so a reason or an id that ever quoted a URL or a header must not carry its
+credential there.
+
 Call these from activities (or the worker), never from workflow code: a workflow replays, and a
 replayed workflow would count its history twice.
 
@@ -45,6 +49,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.redact import redact
+
 Kind = Literal["canary", "flag_ramp", "chaos"]
 
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -69,11 +75,11 @@ class _Family:
             raise ValueError(f"{self.name} takes labels {list(self.labelnames)}, got {sorted(labels)}")
         if not self.labelnames:
             return self._metric
-        return self._metric.labels(**{k: str(v) for k, v in labels.items()})
+        return self._metric.labels(**_label_values(labels))
 
     def _sample(self, suffix: str, labels: dict[str, str]) -> float:
         self._child(labels)  # validates the label set
-        value = self._registry.get_sample_value(self.name + suffix, {k: str(v) for k, v in labels.items()})
+        value = self._registry.get_sample_value(self.name + suffix, _label_values(labels))
         return float(value) if value is not None else 0.0
 
 
@@ -105,6 +111,10 @@ class Histogram(_Family):
 
     def count(self, **labels: str) -> int:
         return int(self._sample("_count", labels))
+
+
+def _label_values(labels: dict[str, str]) -> dict[str, str]:
+    return {k: redact(v) for k, v in labels.items()}
 
 
 class _StuckRollbacks(Collector):
@@ -145,7 +155,7 @@ class _StuckRollbacks(Collector):
             labels=["kind", "workflow_id"],
         )
         for (kind, workflow_id), _step in sorted(self.current().items()):
-            family.add_metric([kind, workflow_id], 1.0)
+            family.add_metric([redact(kind), redact(workflow_id)], 1.0)
         yield family
 
     def describe(self) -> Iterable[Metric]:

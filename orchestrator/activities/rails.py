@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities.clients import ActivityClients
+from orchestrator.activities.errors import application_error
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rails.models import RailsReport, RailsRequest
@@ -67,4 +67,4 @@ class RailsActivities(ActivityClients):
         try:
             return await self.rails(req.kind).check(req)
         except OrchestratorError as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+            raise application_error(exc) from None

@@ -21,8 +21,10 @@ migrate once.
 that records a run, and the retry overwrites the same row instead of adding one.
 
 Errors are one line and say which kind: ``StorePathError`` (exit 2: a path or URL that cannot
-name a store, e.g. a directory that does not exist) or ``StoreUnreachableError`` (exit 3: the
-database server does not answer or refuses the connection).
+name a store, e.g. a directory that does not exist, a port that is not a number, a password with an
+unencoded ``@``) or ``StoreUnreachableError`` (exit 3: the database server does not answer or
+refuses the connection). A URL is shown only through ``orchestrator.redact``: its password and
+secret parameters (``?password=``) are masked, and remembered so the driver's messages mask them too.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from sqlalchemy.pool import StaticPool
 
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, UnreachableError
+from orchestrator.redact import redact, remember_url
 from orchestrator.scoring.model import RunRecord
 from orchestrator.scoring.tables import runs
 
@@ -110,10 +113,19 @@ def to_url(location: str) -> URL:
         if location == ":memory:":
             return URL.create("sqlite", database=":memory:")
         return URL.create("sqlite", database=str(Path(location).expanduser()))
+    remember_url(location)
     try:
         url = make_url(location)
-    except ArgumentError as exc:
-        raise StorePathError(f"not a database URL: {_redact(location)}") from exc
+    except ArgumentError:
+        raise StorePathError(f"not a database URL: {_redact(location)}") from None
+    except ValueError:
+        # SQLAlchemy reads the port with int(): "h:notaport", "[::1" end here.
+        raise StorePathError(f"not a database URL (bad host or port): {_redact(location)}") from None
+    if url.host and "@" in url.host:
+        # The password held an "@" the driver would take as the host's: refuse before any lookup.
+        raise StorePathError(
+            f"the password in {_redact(location)} contains an unencoded '@': write it as %40"
+        )
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+psycopg")
@@ -395,14 +407,11 @@ def _first_line(exc: BaseException) -> str:
 def _display(url: URL) -> str:
     if url.get_backend_name() == "sqlite":
         return url.database or ":memory:"
-    return url.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://")
+    return redact(url.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://"))
 
 
 def _redact(location: str) -> str:
-    try:
-        return make_url(location).render_as_string(hide_password=True)
-    except ArgumentError:
-        return location.split("@")[-1]
+    return redact(location)
 
 
 __all__ = [
