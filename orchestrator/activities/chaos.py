@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities.clients import ActivityClients
-from orchestrator.activities.errors import temporal_errors
+from orchestrator.activities.errors import application_error, temporal_errors
 from orchestrator.api.chaos import PlanRequest, RunRecordRequest
 from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
@@ -51,7 +50,7 @@ def _async_temporal_errors(fn: A) -> A:
         try:
             return await fn(*args, **kwargs)
         except OrchestratorError as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+            raise application_error(exc) from None
 
     return wrapper  # type: ignore[return-value]
 

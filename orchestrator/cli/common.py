@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from orchestrator.errors import OrchestratorError, SpecError
+from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     # Imported where used: every command module imports this one, and ``--help`` should not pay for pydantic.
@@ -76,7 +77,8 @@ def finish(code: int) -> NoReturn:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(message, err=True)
+    # Every error line leaves through here or ``handle_errors``: both mask credentials (one redaction).
+    click.echo(redact(message), err=True)
     finish(code)
 
 
@@ -89,7 +91,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except SpecError as exc:
             for problem in exc.problems:
-                click.echo(problem, err=True)
+                click.echo(redact(problem), err=True)
             finish(EXIT_INVALID)
         except OrchestratorError as exc:
             fail(f"error: {exc}", exc.exit_code)

@@ -2,7 +2,9 @@
 
 Every command, schedule and script that starts, steers or reads a workflow goes through here, so the
 address, the TLS material and the data converter are chosen once, and an unreachable server is one
-``UnreachableError`` (exit 3) rather than a client traceback.
+``UnreachableError`` (exit 3) rather than a client traceback. Its message, like every text read
+back from a run's history, is redacted (``orchestrator.redact``): the address may carry userinfo and
+the connection error quotes it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError, UnreachableError
+from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -58,7 +61,7 @@ async def connect_temporal(s: Settings) -> Client:
         )
     except (RuntimeError, OSError, TimeoutError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UnreachableError("Temporal", s.temporal_address, reason[:200]) from None
+        raise UnreachableError("Temporal", s.temporal_address, redact(reason)[:200]) from None
 
 
 async def send_control(s: Settings, workflow_id: str, update: str, reason: str = "") -> str:
@@ -107,7 +110,8 @@ async def last_task_failure(handle: Any) -> str | None:
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             attrs = event.workflow_task_failed_event_attributes
-            failure = " ".join((attrs.failure.message or str(attrs.cause)).split())[:400]
+            # Redacted before it is cut, so a cut cannot leave half a credential unrecognisable.
+            failure = redact(" ".join((attrs.failure.message or str(attrs.cause)).split()))[:400]
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             failure = None
     return failure

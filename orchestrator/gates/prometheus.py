@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from orchestrator.config import PrometheusSettings
 from orchestrator.errors import MetricError, UnreachableError
 from orchestrator.gates.model import Sample
+from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     import requests
@@ -109,6 +110,11 @@ class PrometheusProvider:
             # A proxy or server failing in front of Prometheus: it cannot be used now (exit 3), and its
             # error page says nothing a user can act on.
             raise UnreachableError(SYSTEM, self.url, f"answered HTTP {response.status_code} {response.reason or ''}")
+        if response.status_code in (401, 403):
+            # A dependency refusing us is exit 3 like one that is down; new credentials, not a retry, fix it.
+            error = UnreachableError(SYSTEM, self.url, f"refused the credentials (HTTP {response.status_code})")
+            error.retryable = False
+            raise error
         if response.status_code != 200:
             raise self._http_error(response, f"HTTP {response.status_code}")
 
@@ -266,7 +272,8 @@ def _reason(exc: Exception) -> str:
         return found.group(1).strip()
     if "Failed to resolve" in text or "NameResolutionError" in text:
         return "name resolution failed"
-    return text[:200]
+    # Redacted before it is cut: a cut inside a URL's userinfo would hide the "@" that marks it.
+    return redact(text)[:200]
 
 
 def _no_retries() -> Any:
