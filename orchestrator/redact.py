@@ -14,10 +14,12 @@ Rules, applied in this order:
    recognisable place; this one can.
 2. **URLs** (``scheme://...``): the userinfo is everything up to the *last* ``@`` of the URL, so a
    password with an unencoded ``@``, ``/``, ``?`` or ``#`` (``u:SEC@RET@PW@h``) never leaks in part,
-   at the price of hiding a path or query that itself contains ``@``.
+   at the price of hiding a path or query that itself contains ``@``. Everything after the user
+   name's ``:`` is masked (``u:***@h``); a user name alone is kept (it is not a secret, and a
+   store's location must stay usable), unless it holds an ``@`` and so may be a password's tail.
 3. **Bare addresses** (``u:PW@h:1``, as gRPC addresses are written): a word whose part before its
-   last ``@`` holds a ``:`` or another ``@``, and no ``/``, loses that part (``app@sha256:...`` and
-   ``user@host`` keep theirs).
+   last ``@`` holds a ``:`` or another ``@``, and no ``/``, is masked the same way
+   (``app@sha256:...`` and ``user@host`` are not addresses with a password and stay).
 4. **Secret-looking parameters** anywhere (``?token=``, ``&password=``, ``api_key=``, a DSN's
    ``password=``): any name containing token, pass, pwd, secret, key, auth, sig or credential keeps
    its name and loses its value.
@@ -81,8 +83,10 @@ def remember_url(url: str | None) -> None:
     rest = url.split("://", 1)[-1]
     if "@" in rest:
         userinfo = rest.rsplit("@", 1)[0]
-        password = userinfo.split(":", 1)[1] if ":" in userinfo else userinfo
-        remember(password, unquote(password))
+        if ":" in userinfo:
+            # Without a ":" the userinfo is a user name: not a secret, and often a common word.
+            password = userinfo.split(":", 1)[1]
+            remember(password, unquote(password))
     for match in _PARAM.finditer(url):
         remember(match.group(3), unquote(match.group(3)))
 
@@ -132,10 +136,18 @@ def _forms(value: str) -> set[str]:
     return {form for form in forms if form}
 
 
+def _userinfo(userinfo: str) -> str:
+    """``user:***`` for a user and a password, ``***`` for an ``@`` without a ``:``, else as is."""
+    if ":" in userinfo:
+        return userinfo.split(":", 1)[0] + ":" + MASK
+    return MASK if "@" in userinfo else userinfo
+
+
 def _redact_url(url: str) -> str:
     scheme, rest = url.split("://", 1)
     if "@" in rest:
-        rest = MASK + "@" + rest.rsplit("@", 1)[1]
+        userinfo, host = rest.rsplit("@", 1)
+        rest = f"{_userinfo(userinfo)}@{host}"
     return f"{scheme}://{rest}"
 
 
@@ -147,7 +159,7 @@ def _redact_word(word: str) -> str:
     lead = len(head) - len(head.lstrip("([{"))
     userinfo = head[lead:]
     if ("@" in userinfo or ":" in userinfo) and "/" not in userinfo:
-        return f"{head[:lead]}{MASK}@{host}"
+        return f"{head[:lead]}{_userinfo(userinfo)}@{host}"
     return word
 
 

@@ -237,14 +237,15 @@ def test_no_marker_from_a_real_process(index: int, tmp_path: Path, echo: Threadi
 def test_the_redaction_rules() -> None:
     """The shapes seen leaking, each through the one function, with no secret remembered for them."""
     assert redact("cannot reach Prometheus at http://u:PW@127.0.0.1:1: refused") == \
-        "cannot reach Prometheus at http://***@127.0.0.1:1: refused"
+        "cannot reach Prometheus at http://u:***@127.0.0.1:1: refused"
     assert redact("http://127.0.0.1:1/?token=PW: refused") == "http://127.0.0.1:1/?token=***: refused"
-    assert redact("postgresql://u:SEC@RET@PW@h/x") == "postgresql://***@h/x"
-    assert redact("'u:PW@h:1' is not host:port") == "'***@h:1' is not host:port"
+    assert redact("postgresql://u:SEC@RET@PW@h/x") == "postgresql://u:***@h/x"
+    assert redact("'u:PW@h:1' is not host:port") == "'u:***@h:1' is not host:port"
     assert redact("header value: 'Bearer PW\\nX'") == "header value: 'Bearer ***'"
     assert redact("host=h password=PW user=u") == "host=h password=*** user=u"
     assert redact('{"Authorization": "Basic dTpQVw=="}') == '{"Authorization": "Basic ***"}'
     assert redact("resolve host 'RET@PW@127.0.0.1'") == "resolve host '***@127.0.0.1'"
+    assert redact("postgresql://postgres@127.0.0.1/x") == "postgresql://postgres@127.0.0.1/x"
     # What is not a credential stays readable.
     assert redact("image app@sha256:abc at http://127.0.0.1:9090/api?query=up") == \
         "image app@sha256:abc at http://127.0.0.1:9090/api?query=up"
