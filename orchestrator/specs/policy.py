@@ -299,7 +299,8 @@ def load_text(text: str, source: str) -> RailsPolicy:
     if not isinstance(data, dict):
         raise SpecError([f"{source}:1: (document): a policy is a mapping with apiVersion, kind, metadata, spec"])
     if data.get("kind") != "RailsPolicy":
-        raise SpecError([f"{source}:{lines.get(('kind',), 1)}: kind: expected RailsPolicy, got {data.get('kind')!r}"])
+        line = lines.get(("kind",), 1)
+        raise SpecError([f"{source}:{line}: kind: expected RailsPolicy, got {_shown(data.get('kind'))}"])
     try:
         policy = RailsPolicy.model_validate(data)
     except ValidationError as exc:

@@ -67,3 +67,14 @@ def test_unreachable_prometheus_is_an_error_never_a_pass() -> None:
     down = PrometheusProvider(PrometheusSettings(url=f"http://127.0.0.1:{free_port()}", timeout_seconds=1))
     with pytest.raises(UnreachableError):
         incidents(down, BY_APP, "canary", CHECKOUT)
+
+
+def test_a_health_query_the_target_cannot_fill_is_not_applicable(metrics: PrometheusProvider) -> None:
+    by_app = {"name": "burn", "query": 'slo:burn_rate1h{app="{{app}}"}', "max": 1}
+    cart = {"name": "cart", "query": 'slo:burn_rate1h{app="cart"}', "max": 1}
+    ramp = RailTarget(namespace="shop", flag="f")  # a flag ramp that names no app
+    verdict = health(metrics, policy(health=[by_app, cart]).spec, "flag", ramp)
+    assert verdict.status is RailStatus.OK, verdict.reason
+    assert "burn: not applicable (flag f has no app)" in verdict.reason and "cart = 0.4" in verdict.reason
+    alone = health(metrics, policy(health=[by_app]).spec, "flag", ramp)
+    assert alone.status is RailStatus.SKIPPED and "burn: not applicable" in alone.reason
