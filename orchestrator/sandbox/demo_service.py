@@ -31,6 +31,9 @@ requests once per flag, labelled also by ``flag`` and the ``variant`` it served.
 ``variant`` label on ``http_requests_total`` itself would count a request once per flag
 and break every query that sums it.) The targeting key of a request is its ``user``
 query parameter (the sandbox's traffic generator sends one per simulated user).
+``process_start_time_seconds`` (Unix time), as every Prometheus client library exports it,
+is how a pod that replaced a killed one shows in the app's own metrics: the demo's pod-kill
+experiment detects its fault by it (experiments/pod-kill.yaml).
 
 Like a well-behaved exporter, every series a gate divides by or counts is exported at
 zero from the start: codes 200 and 500 per metric, and per flag every variant the flag
@@ -199,6 +202,8 @@ class Metrics:
             for code in INITIAL_CODES
         }
         self._variant_requests: dict[tuple[str, str], int] = {}
+        # Wall-clock, unlike the service's monotonic start: PromQL compares it with time().
+        self.start_time = time.time()
 
     def next_request_number(self) -> int:
         with self._lock:
@@ -269,6 +274,11 @@ class Metrics:
                     f'http_requests_by_flag_total{{{base},flag="{escape_label(flag)}",'
                     f'variant="{escape_label(variant)}",code="{code}"}} {n}'
                 )
+        lines += [
+            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+            "# TYPE process_start_time_seconds gauge",
+            f"process_start_time_seconds{{{base}}} {format_value(self.start_time)}",
+        ]
         return "\n".join(lines) + "\n"
 
 
