@@ -163,14 +163,15 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _headline(view: ServiceView) -> str:
+def _headline(view: ServiceView, config: ScoringConfig) -> str:
     s = view.summary
     scored = sum(1 for r in s.runs if r.score is not None)
     unscored = len(s.runs) - scored
     extra = f" ({unscored} not scored)" if unscored else ""
+    # Compared as printed: a run that ended a minute ago is not "scaled down" at "1.00 of the 1.00 needed".
     stale = (
-        f"; evidence {s.evidence:.2f} of the 1.00 needed, score scaled down for staleness"
-        if s.score is not None and s.evidence < 1.0
+        f"; evidence {s.evidence:.2f} of the {config.evidence_target:.2f} needed, score scaled down for staleness"
+        if s.score is not None and round(s.evidence, 2) < round(config.evidence_target, 2)
         else ""
     )
     return (
@@ -202,7 +203,7 @@ def _text(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
     for view in views:
         s = view.summary
         out.append(f"{s.service}: {_score(s.score)}/100 {s.status.value} ({_measured(s.coverage)})")
-        out.append(f"  {_headline(view)}")
+        out.append(f"  {_headline(view, config)}")
         out.append(f"  trend: {_trend_line(s.trend)}")
         if s.experiments:
             out.append(
@@ -250,7 +251,7 @@ def _markdown(views: list[ServiceView], as_of: datetime, config: ScoringConfig) 
             f"{_measured(s.coverage)}"
         )
         out.append("")
-        out.append(_headline(view))
+        out.append(_headline(view, config))
         out.append("")
         if s.experiments:
             out.append("| experiment | runs | mean | spread (sd) | score | weight | measured | latest run |")
@@ -459,7 +460,7 @@ def _html(views: list[ServiceView], as_of: datetime, config: ScoringConfig) -> s
             f'<span class="status {s.status.name}">{_e(s.status.value)}</span> '
             f'<span class="coverage">{_e(_measured(s.coverage))}</span></h2>'
         )
-        body.append(f"<p>{_e(_headline(view))}</p>")
+        body.append(f"<p>{_e(_headline(view, config))}</p>")
         if s.experiments:
             body.append(
                 "<table><tr><th>experiment</th><th>runs</th><th>mean</th><th>spread (sd)</th><th>score</th>"

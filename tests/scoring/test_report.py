@@ -241,3 +241,10 @@ def test_cli_lowers_the_threshold_from_the_teams_config(thin_store: RunStore, tm
     result = runner.invoke(score, ["demo/now", "--db", thin_store.path, "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "demo/now: 100.0/100 RESILIENT (60 % of the weight measured)"
+
+
+def test_staleness_is_named_only_when_it_shows(thin_store: RunStore) -> None:
+    a_minute = render_report(thin_store, "demo/shop", "text", now=NOW + timedelta(minutes=1))
+    assert "scaled down" not in a_minute
+    two_weeks = render_report(thin_store, "demo/shop", "text", now=NOW + timedelta(days=14))
+    assert "; evidence 0.50 of the 1.00 needed, score scaled down for staleness." in two_weeks
