@@ -26,6 +26,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.api.chaos import (
@@ -46,11 +47,23 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.gates.model import Phase as GatePhase
     from orchestrator.specs.chaos import PodKill
     from orchestrator.specs.checks import Check
-    from workflows.engine import ContinueAsNew, Controls, Engine, Stop, UndoStep, describe, raise_if_cancelled
+    from workflows.engine import (
+        RETRY,
+        ContinueAsNew,
+        Controls,
+        Engine,
+        Stop,
+        UndoStep,
+        describe,
+        raise_if_cancelled,
+    )
 
 # Every activity is a few API calls; a short timeout bounds how long a crashed worker's attempt
 # holds up the retry on another worker (and so how long a fault outlives its worker).
 ACTIVITY_TIMEOUT = timedelta(seconds=20)
+# An injection heartbeats before every write; a missed heartbeat ends its attempt, and a cancellation
+# reaches it within about this long (the worker throttles heartbeats to a share of it).
+INJECT_HEARTBEAT = timedelta(seconds=5)
 EVIDENCE_KEPT = 1000  # measurements per check and stage kept as scoring evidence
 PHASE_BY_STOP = {"breach": ChaosPhase.BREACHED, "abort": ChaosPhase.ABORTED, "cancelled": ChaosPhase.ABORTED,
                  "refused": ChaosPhase.REFUSED, "unmeasured": ChaosPhase.FAILED}
@@ -67,6 +80,7 @@ class ChaosExperimentWorkflow(Controls):
                                fault=spec.fault.type),
             stages={c.name: StageMeasurements(check=c.name) for c in spec.steady_state.checks})
         self._status = self._state.status
+        self._injecting = 0  # injections in flight: a revert waits until each has stopped
         self.engine = Engine(kind="chaos", name=self._status.name, status=self._status,
                              controls=self._state.controls, supports=frozenset({"abort", "retry"}),
                              history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
@@ -88,7 +102,11 @@ class ChaosExperimentWorkflow(Controls):
             await self.engine.hand_over(ChaosInput(experiment=inp.experiment, source=inp.source,
                                                    history_limit=inp.history_limit, state=self._state))
         except asyncio.CancelledError:
-            cancelled = True  # the engine has reverted; the run is still concluded and saved
+            # A cancellation that lands while the engine is compensating (a stuck revert waiting for its next
+            # attempt) interrupts that wait: finish the revert here, so the run never ends cancelled with a
+            # fault still in. Reverted entries are skipped, so after a completed compensation this does nothing.
+            cancelled = True
+            await self._revert(self.engine.stop or Stop("cancelled", "the workflow was cancelled"))
         self.engine.stage = "done"
         if not cancelled and self._status.injected_at is not None:
             await self._recover()
@@ -109,6 +127,10 @@ class ChaosExperimentWorkflow(Controls):
                 self._status.started_at = workflow.now()
             await self._prepare()
             await self._verify_before()
+            if workflow.patched("chaos-replan-after-verify"):
+                # The looks above took count x interval: the rails and floors are checked again now, and the
+                # plan made now is the one injected.
+                await self._prepare(again=True)
             self._status.phase = ChaosPhase.INJECTING
             assert self._state.plan is not None
             await self._apply(self._state.plan)
@@ -128,15 +150,20 @@ class ChaosExperimentWorkflow(Controls):
         self.engine.cancel_background()
         self.engine.log("fault duration over")
 
-    async def _prepare(self) -> None:
-        self.engine.log("planning: resolving targets and checking the safety rails")
+    async def _prepare(self, again: bool = False) -> None:
+        self.engine.log("planning again right before injection: targets and every safety rail" if again
+                        else "planning: resolving targets and checking the safety rails")
         plan: Plan = await self.engine.act("chaos.plan", self._plan_request(0), Plan, timeout=ACTIVITY_TIMEOUT)
+        before = list(self._status.plan)
         self._state.plan = plan
         self._status.plan = list(plan.lines)
         self._status.candidates = [p.name for p in plan.targets.candidates]
         self._status.budget_before = plan.budget
-        for line in plan.lines:
-            self.engine.log(f"plan: {line}")
+        if again and plan.lines == before:
+            self.engine.log("plan: unchanged")
+        else:
+            for line in plan.lines:
+                self.engine.log(f"plan: {line}")
         refusal = plan.refusal()
         if refusal is not None:
             raise Stop("refused", refusal)
@@ -158,12 +185,24 @@ class ChaosExperimentWorkflow(Controls):
             recorded: LedgerEntry = await self.engine.act("chaos.record", entry, LedgerEntry, timeout=ACTIVITY_TIMEOUT)
             self._status.ledger[-1] = recorded
             self.engine.log(f"recorded {recorded.object} in the ledger")
-            # A drain waits on PodDisruptionBudgets for up to its eviction timeout.
-            extra = timedelta(seconds=float(recorded.action.get("evictionTimeoutSeconds", 0)))
-            done: str = await self.engine.act("chaos.inject", recorded, str, timeout=ACTIVITY_TIMEOUT + extra)
+            done = await self._inject(recorded)
             self.engine.log(done)
         self._status.touched += [p.name for p in plan.targets.chosen]
         self._status.rounds += 1
+
+    async def _inject(self, entry: LedgerEntry) -> str:
+        """One injection; a cancellation waits until it has stopped, so no write of it follows the revert."""
+        # A drain waits on PodDisruptionBudgets for up to its eviction timeout.
+        extra = timedelta(seconds=float(entry.action.get("evictionTimeoutSeconds", 0)))
+        self._injecting += 1
+        try:
+            done: str = await workflow.execute_activity(
+                "chaos.inject", entry, result_type=str, start_to_close_timeout=ACTIVITY_TIMEOUT + extra,
+                heartbeat_timeout=INJECT_HEARTBEAT, retry_policy=RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+        finally:
+            self._injecting -= 1
+        return done
 
     async def _repeat(self, interval: timedelta) -> None:
         """A repeated fault: every round re-plans with every rail and floor, then injects or skips."""
@@ -199,10 +238,9 @@ class ChaosExperimentWorkflow(Controls):
 
     async def _revert(self, stop: Stop | None) -> None:
         """Every recorded fault is reverted; one failing revert never keeps the others in place."""
-        if not self._status.ledger:
-            return
-        self._status.phase = ChaosPhase.REVERTING
-        self.engine.log("reverting every recorded fault")
+        if self._injecting:
+            # A round cancelled in the background is still stopping: its writes must all come before the revert.
+            await workflow.wait_condition(lambda: self._injecting == 0)
         steps: list[UndoStep] = []
         for entry in reversed(self._status.ledger):
             # Rounds of a repeated kill share their object; one revert per object is enough.
@@ -210,6 +248,10 @@ class ChaosExperimentWorkflow(Controls):
             if key in self._status.reverted or any(s.name == key for s in steps):
                 continue
             steps.append(UndoStep(key, lambda entry=entry, key=key: self._revert_one(entry, key)))  # type: ignore[misc]
+        if not steps:
+            return
+        self._status.phase = ChaosPhase.REVERTING
+        self.engine.log("reverting every recorded fault")
         await self.engine.compensate(steps)
         self._status.reverted_at = workflow.now()
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import CancelledError
 
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import application_error, temporal_errors
@@ -127,9 +128,18 @@ class ChaosActivities(ActivityClients):
     @activity.defn(name="chaos.inject")
     @temporal_errors
     def inject(self, entry: LedgerEntry) -> str:
+        """Heartbeats before every write, so a cancelled run stops its injection before it reverts."""
         from orchestrator.chaos.faults import injector_for
 
-        return injector_for(entry.fault, self._objects()).inject(entry)
+        def alive() -> bool:
+            activity.heartbeat()
+            return not activity.is_cancelled()
+
+        done = injector_for(entry.fault, self._objects()).inject(entry, alive)
+        if activity.is_cancelled():
+            # Cancelled, not completed: the workflow (waiting for this to stop) then reverts.
+            raise CancelledError(f"cancelled: {done}")
+        return done
 
     @activity.defn(name="chaos.revert")
     @temporal_errors

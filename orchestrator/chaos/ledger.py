@@ -17,6 +17,7 @@ not restored.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from orchestrator.chaos.objects import Objects, annotations_of, labels_of
 from orchestrator.errors import RefusedError
 from orchestrator.kube.client import retry_on_conflict
 
-__all__ = ["marks", "owner_of", "read_entry", "record", "unmark_patch"]
+__all__ = ["marked", "marks", "owner_of", "read_entry", "record", "unmark_patch", "write_marked"]
 
 
 def marks(entry: LedgerEntry) -> dict[str, Any]:
@@ -119,6 +120,40 @@ def restore(objects: Objects, entry: LedgerEntry, body: dict[str, Any]) -> bool:
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         meta = {**unmark_patch(), "resourceVersion": rv}
         objects.patch(entry.object, {**body, "metadata": meta})
+        return True
+
+    return retry_on_conflict(attempt)
+
+
+def marked(objects: Objects, entry: LedgerEntry) -> dict[str, Any]:
+    """The object as read now, which must still hold ``entry.run``'s mark; else ``RefusedError``.
+
+    An injection that finds its mark gone stops: the revert (or the janitor) already ran, and a write
+    after it would leave a fault that nothing records.
+    """
+    obj = objects.get(entry.object)
+    if owner_of(obj) != entry.run:
+        raise RefusedError(f"{entry.object} is not marked by run {entry.run} (reverted or taken over); "
+                           "refusing to change it")
+    return obj
+
+
+def write_marked(objects: Objects, entry: LedgerEntry, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+                 ) -> bool:
+    """Patch the object with ``change(obj)``, preconditioned on the read that found this run's mark.
+
+    The patch carries the ``resourceVersion`` read together with the mark, so when the revert unmarks
+    the object in between, the API server refuses the write (409) and the fresh read finds no mark
+    (``RefusedError``): the revert wins. ``change`` answers None when there is nothing to write (False).
+    """
+
+    def attempt() -> bool:
+        obj = marked(objects, entry)
+        body = change(obj)
+        if body is None:
+            return False
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        objects.patch(entry.object, {**body, "metadata": {**(body.get("metadata") or {}), "resourceVersion": rv}})
         return True
 
     return retry_on_conflict(attempt)

@@ -181,12 +181,19 @@ class Objects:
             )
         return read_json(resp)
 
-    def delete(self, r: ObjectRef, grace_period_seconds: int | None = None) -> bool:
-        """Delete ``r``; False when it was already gone."""
+    def delete(self, r: ObjectRef, grace_period_seconds: int | None = None,
+               preconditions: dict[str, str] | None = None) -> bool:
+        """Delete ``r``; False when it was already gone.
+
+        ``preconditions`` (``uid``, ``resourceVersion``) make the delete conditional: 409 when ``r`` changed.
+        """
         k = kind_of(r)
         opts: dict[str, Any] = dict(self._opts())
         if grace_period_seconds is not None:
             opts["grace_period_seconds"] = grace_period_seconds
+        if preconditions:
+            opts["body"] = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(
+                uid=preconditions.get("uid"), resource_version=preconditions.get("resourceVersion")))
         try:
             with kube_errors(f"delete {r}", self.api_client):
                 if k is POD:
@@ -201,12 +208,20 @@ class Objects:
             return False
         return True
 
-    def evict(self, namespace: str, name: str) -> None:
-        """POST the pod's eviction subresource, so PodDisruptionBudgets decide (429 when one refuses)."""
+    def evict(self, namespace: str, name: str, preconditions: dict[str, str] | None = None) -> None:
+        """POST the pod's eviction subresource, so PodDisruptionBudgets decide (429 when one refuses).
+
+        ``preconditions`` (``uid``, ``resourceVersion``) make it conditional on the pod as read: 409 when it changed.
+        """
+        options = None
+        if preconditions:
+            options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(
+                uid=preconditions.get("uid"), resource_version=preconditions.get("resourceVersion")))
         body = k8s.V1Eviction(
             api_version="policy/v1",
             kind="Eviction",
             metadata=k8s.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=options,
         )
         with kube_errors(f"evict pod {namespace}/{name}", self.api_client):
             self.core.create_namespaced_pod_eviction(

@@ -75,6 +75,7 @@ def plan_fault(
     ctx = PlanContext(
         run=run, fault=spec.fault, targets=targets, duration=spec.duration,
         expires_at=expiry(experiment, now), protected_namespaces=policy.protected,
+        max_unavailable=spec.blast_radius.max_unavailable,
     )
     plan = injector_for(spec.fault.type, objects).plan(ctx)
     plan.total_pods = len(plan.targets.ready)

@@ -57,7 +57,7 @@ from orchestrator.chaos.targets import label_selector, pod_is_ready, resolve_pod
 from orchestrator.errors import RefusedError
 from orchestrator.specs.chaos import ChaosExperiment
 
-__all__ = ["apply", "check_reach", "floors_for", "pod_infos", "workload_floor"]
+__all__ = ["apply", "check_reach", "floor_of", "floors_for", "pod_infos", "still_disruptable", "workload_floor"]
 
 _KINDS: dict[str, Kind] = {"Deployment": DEPLOYMENT, "StatefulSet": STATEFULSET}
 _SHOWN = 10  # offending pods named in one refusal before "and N more"
@@ -90,6 +90,14 @@ def workload_floor(
     pdbs: list[dict[str, Any]] | None = None,
 ) -> WorkloadFloor:
     """The ready-pod floor of one workload, with each limit it was the strictest of."""
+    return floor_of(objects, kind, namespace, name, experiment.spec.blast_radius.max_unavailable, pdbs)
+
+
+def floor_of(
+    objects: Objects, kind: str, namespace: str, name: str, own: int | str | None,
+    pdbs: list[dict[str, Any]] | None = None,
+) -> WorkloadFloor:
+    """``workload_floor`` with the experiment's own ``maxUnavailable`` given as ``own``."""
     obj = objects.get(ref(_KINDS[kind], name, namespace))
     spec = obj.get("spec") or {}
     replicas = int(spec.get("replicas", 1))
@@ -114,13 +122,31 @@ def workload_floor(
         elif pspec.get("maxUnavailable") is not None:
             limits.append((max(0, replicas - _scaled(pspec["maxUnavailable"], replicas, round_up=True)),
                            f"PodDisruptionBudget {pname} maxUnavailable {pspec['maxUnavailable']}"))
-    own = experiment.spec.blast_radius.max_unavailable
     if own is not None:
         limits.append((max(0, replicas - _scaled(own, replicas, round_up=False)),
                        f"experiment maxUnavailable {own}"))
     floor = max(n for n, _ in limits)
     return WorkloadFloor(kind=kind, namespace=namespace, name=name, replicas=replicas, ready=ready, floor=floor,
                          sources=[f"{how} -> {n}" for n, how in limits])
+
+
+def still_disruptable(objects: Objects, pod: dict[str, Any], own: int | str | None) -> str | None:
+    """Right before a write takes ``pod`` down: why it must not now, else None.
+
+    The plan checked readiness and floors earlier (before minutes of steady-state looks, or before
+    earlier pods of the same round went down); this reads them again: a pod that is not ready is left
+    alone, and so is one whose workload would drop below its floor.
+    """
+    if not pod_is_ready(pod):
+        return "not ready"
+    infos = pod_infos(objects, [pod])
+    owner = infos[0].owner if infos else None
+    if not owner:
+        return None  # a pod of no workload has no floor
+    floor = floor_of(objects, infos[0].owner_kind, infos[0].namespace, owner, own)
+    if floor.ready - 1 < floor.floor:
+        return f"{floor.key} would keep {floor.ready - 1} ready pod(s), below its floor of {floor.floor}"
+    return None
 
 
 def pod_infos(objects: Objects, pods: Iterable[dict[str, Any]]) -> list[PodInfo]:

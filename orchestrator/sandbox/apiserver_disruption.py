@@ -52,7 +52,8 @@ def budget_status(pdb: Obj, pods: list[Obj]) -> dict[str, Any]:
     }
 
 
-def evict(store: Store, namespace: str, name: str, *, dry_run: bool = False) -> dict[str, Any]:
+def evict(store: Store, namespace: str, name: str, *, dry_run: bool = False,
+          preconditions: dict[str, Any] | None = None) -> dict[str, Any]:
     """Delete a pod unless a disruption budget forbids it (429); returns the Status the server answers."""
     with store.transaction():
         pod = store.get("", "v1", "pods", namespace, name)
@@ -81,7 +82,7 @@ def evict(store: Store, namespace: str, name: str, *, dry_run: bool = False) -> 
                             }],
                         },
                     )
-        store.delete("", "v1", "pods", namespace, name, dry_run=dry_run)
+        store.delete("", "v1", "pods", namespace, name, dry_run=dry_run, preconditions=preconditions)
     return {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201,
         "details": {"name": name, "kind": "pods", "uid": pod["metadata"]["uid"]},

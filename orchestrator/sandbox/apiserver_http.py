@@ -241,7 +241,10 @@ class Router:
         if verb == "create":
             body = self._json(req)
             if t.subresource == "eviction":
-                return Reply(201, evict(self.store, str(t.namespace), str(t.name), dry_run=dry_run))
+                # Like the real server: the Eviction's deleteOptions.preconditions make it conditional (409).
+                options = (body or {}).get("deleteOptions") or {}
+                return Reply(201, evict(self.store, str(t.namespace), str(t.name), dry_run=dry_run,
+                                        preconditions=options.get("preconditions")))
             if t.name is not None:
                 raise ApiError(405, f"POST is not allowed on a named {t.plural} resource")
             return Reply(201, self.store.create(*args, body, dry_run=dry_run))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator.chaos.faults.base import FaultInjector, PlanContext
+from orchestrator.chaos.faults.base import Alive, FaultInjector, PlanContext, always
 from orchestrator.chaos.objects import Objects
 
-__all__ = ["FaultInjector", "PlanContext", "fault_types", "injector_for"]
+__all__ = ["Alive", "FaultInjector", "PlanContext", "always", "fault_types", "injector_for"]
 
 
 def _registry() -> dict[str, Callable[[Objects], FaultInjector]]:

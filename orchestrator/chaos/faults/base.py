@@ -4,7 +4,13 @@ A fault is three idempotent operations::
 
     plan(ctx)      read-only: which objects it will touch, the state to restore (recorded in
                    each ``LedgerEntry``), and a human-readable plan; never writes
-    inject(entry)  apply the fault to one recorded object; running it twice changes nothing more
+    inject(entry, alive)
+                   apply the fault to one recorded object; running it twice changes nothing more.
+                   Every write is preconditioned on the run's mark (``ledger.write_marked``: the
+                   resourceVersion read together with the mark), so a write racing the revert's unmark
+                   is refused and the revert wins; a fault that takes pods down re-checks readiness and
+                   the ready-pod floors right before each write; ``alive()`` (which heartbeats in the
+                   activity) is asked before each write and a False stops the injection there
     revert(entry)  restore the recorded state and remove the ledger marks; a no-op once done
 
 The ledger marks (label + expiry + entry) are written by ``orchestrator.chaos.ledger`` between
@@ -14,6 +20,7 @@ revert that already happened (or an object somebody else took over) is left alon
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -30,6 +37,17 @@ class PlanContext:
     duration: timedelta
     expires_at: datetime
     protected_namespaces: frozenset[str] = frozenset()
+    # The experiment's own ``blastRadius.maxUnavailable``: recorded in the entries of faults that take pods
+    # down, so ``inject`` can re-check every floor right before each write.
+    max_unavailable: int | str | None = None
+
+
+Alive = Callable[[], bool]
+"""Asked before each write of an injection: False (the activity was cancelled) stops it there."""
+
+
+def always() -> bool:
+    return True
 
 
 class FaultInjector(Protocol):
@@ -37,7 +55,7 @@ class FaultInjector(Protocol):
         """Resolve what the fault will do; reads only."""
         ...
 
-    def inject(self, entry: LedgerEntry) -> str:
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
         """Apply the fault to the recorded object; returns what was done, for the journal."""
         ...
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.chaos import ledger
-from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.faults.base import Alive, PlanContext, always
 from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo
 from orchestrator.chaos.objects import IO_CHAOS, NETWORK_CHAOS, STRESS_CHAOS, Kind, Objects, ref
 from orchestrator.chaos.targets import choose, resolve_pods
@@ -82,7 +82,9 @@ class _ChaosMeshInjector:
             hits=[*ctx.targets.chosen, *peers], touches=[entry.object],
         )
 
-    def inject(self, entry: LedgerEntry) -> str:
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
+        if not alive():
+            return f"{entry.object} not created (the injection was cancelled)"
         body = {
             "apiVersion": self.kind.api_version,
             "kind": self.kind.kind,

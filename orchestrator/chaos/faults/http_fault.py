@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from orchestrator.chaos import ledger
-from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.faults.base import Alive, PlanContext, always
 from orchestrator.chaos.models import LedgerEntry, Plan
 from orchestrator.chaos.objects import VIRTUAL_SERVICE, Objects, ref
 from orchestrator.errors import RefusedError
@@ -76,17 +76,19 @@ class HttpFaultInjector:
             lines=[f"{' and '.join(what)} on {where} of {r}"],
         )
 
-    def inject(self, entry: LedgerEntry) -> str:
-        vs = self.objects.get(entry.object)
-        if ledger.owner_of(vs) != entry.run:
-            raise RefusedError(f"{entry.object} is not marked by run {entry.run}; refusing to change it")
-        routes = copy.deepcopy((vs.get("spec") or {}).get("http") or [])
-        route = entry.action.get("route")
-        for rt in routes:
-            if route is None or rt.get("name") == route:
-                rt["fault"] = entry.action["fault"]
-        if routes != (vs.get("spec") or {}).get("http"):
-            self.objects.patch(entry.object, {"spec": {"http": routes}})
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
+        if not alive():
+            return f"{entry.object} left unchanged (the injection was cancelled)"
+
+        def change(vs: dict[str, Any]) -> dict[str, Any] | None:
+            routes = copy.deepcopy((vs.get("spec") or {}).get("http") or [])
+            route = entry.action.get("route")
+            for rt in routes:
+                if route is None or rt.get("name") == route:
+                    rt["fault"] = entry.action["fault"]
+            return None if routes == (vs.get("spec") or {}).get("http") else {"spec": {"http": routes}}
+
+        ledger.write_marked(self.objects, entry, change)
         return f"fault injected into {entry.object}"
 
     def revert(self, entry: LedgerEntry) -> str:

@@ -18,10 +18,10 @@ import time
 from typing import Any
 
 from orchestrator.chaos import ledger
-from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.faults.base import Alive, PlanContext, always
 from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo
 from orchestrator.chaos.objects import NODE, POD, Objects, ref
-from orchestrator.chaos.radius import pod_infos
+from orchestrator.chaos.radius import pod_infos, still_disruptable
 from orchestrator.errors import KubeError, RefusedError
 from orchestrator.kube.client import kube_errors, read_json
 from orchestrator.specs.chaos import NodeDrain
@@ -71,7 +71,7 @@ class NodeDrainInjector:
             entries.append(LedgerEntry(
                 run=ctx.run, fault="node-drain", object=r,
                 action={"evictionTimeoutSeconds": fault.eviction_timeout.total_seconds(),
-                        "protected": sorted(ctx.protected_namespaces),
+                        "protected": sorted(ctx.protected_namespaces), "maxUnavailable": ctx.max_unavailable,
                         # Only what the rails approved is evicted: a pod that lands in between stays.
                         "pods": [str(p) for p in pods]},
                 revert={"unschedulable": bool((obj.get("spec") or {}).get("unschedulable", False))},
@@ -83,17 +83,20 @@ class NodeDrainInjector:
                     hits=hits, disrupts=True,
                     touches=[e.object for e in entries] + [ref(POD, p.name, p.namespace) for p in hits])
 
-    def inject(self, entry: LedgerEntry) -> str:
-        node = self.objects.get(entry.object)
-        if ledger.owner_of(node) != entry.run:
-            raise RefusedError(f"{entry.object} is not marked by run {entry.run}; refusing to drain it")
-        if not (node.get("spec") or {}).get("unschedulable"):
-            self.objects.patch(entry.object, {"spec": {"unschedulable": True}})
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
+        if not alive():
+            return f"{entry.object.name} left as it was (the injection was cancelled)"
+        # The cordon is preconditioned on the read that found the mark: it never lands after the revert's unmark.
+        ledger.write_marked(self.objects, entry, lambda node: None if (node.get("spec") or {}).get("unschedulable")
+                            else {"spec": {"unschedulable": True}})
         protected = set(entry.action.get("protected") or [])
+        own = entry.action.get("maxUnavailable")
         deadline = time.monotonic() + float(entry.action.get("evictionTimeoutSeconds", 30))
         evicted: list[str] = []
         approved = set(entry.action["pods"]) if "pods" in entry.action else None
         unplanned: set[str] = set()
+        kept: dict[str, str] = {}
+        stopped = ""
         while True:
             refused: list[str] = []
             for pod in self._pods_on(entry.object.name):
@@ -103,22 +106,40 @@ class NodeDrainInjector:
                 if approved is not None and f"{ns}/{name}" not in approved:
                     unplanned.add(f"{ns}/{name}")
                     continue
+                if not alive():
+                    stopped = "; stopped: the injection was cancelled"
+                    break
+                # Right before each eviction: still this run's node (else the revert won: RefusedError),
+                # and the pod still ready with its workload above its floor.
+                ledger.marked(self.objects, entry)
+                why = still_disruptable(self.objects, pod, own)
+                if why is not None:
+                    kept[f"{ns}/{name}"] = why
+                    continue
+                kept.pop(f"{ns}/{name}", None)
                 try:
-                    self.objects.evict(ns, name)
+                    self.objects.evict(ns, name, preconditions={
+                        "uid": str(pod["metadata"].get("uid")),
+                        "resourceVersion": str(pod["metadata"].get("resourceVersion"))})
                     evicted.append(f"{ns}/{name}")
                 except KubeError as exc:
                     if exc.status == 404:
                         continue
-                    if exc.status != 429:
+                    if exc.status not in (409, 429):  # 409: the pod changed since it was read; look again
                         raise
                     refused.append(f"{ns}/{name}")
-            if not refused or time.monotonic() > deadline:
+            if stopped or not refused or time.monotonic() > deadline:
+                break
+            if not alive():
+                stopped = "; stopped: the injection was cancelled"
                 break
             time.sleep(0.5)
-        note = f"; a PodDisruptionBudget kept {', '.join(refused)}" if refused else ""
+        note = f"; a PodDisruptionBudget kept {', '.join(refused)}" if refused and not stopped else ""
+        if kept:
+            note += "; kept " + ", ".join(f"{pod} ({why})" for pod, why in sorted(kept.items()))
         if unplanned:
             note += f"; left {', '.join(sorted(unplanned))} (not in the approved plan)"
-        return f"cordoned {entry.object.name}, evicted {len(evicted)} pod(s){note}"
+        return f"cordoned {entry.object.name}, evicted {len(evicted)} pod(s){note}{stopped}"
 
     def revert(self, entry: LedgerEntry) -> str:
         was = bool(entry.revert.get("unschedulable", False))

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from orchestrator.chaos import ledger
-from orchestrator.chaos.faults.base import PlanContext
-from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo, TargetSet
+from orchestrator.chaos.faults.base import Alive, PlanContext, always
+from orchestrator.chaos.models import LedgerEntry, ObjectRef, Plan, PodInfo, TargetSet
 from orchestrator.chaos.objects import DEPLOYMENT, POD, STATEFULSET, Objects, ref
-from orchestrator.errors import RefusedError
+from orchestrator.chaos.radius import still_disruptable
+from orchestrator.errors import ConflictError, RefusedError
 from orchestrator.specs.chaos import PodKill
 
 __all__ = ["PodKillInjector", "by_ordinal"]
@@ -66,7 +67,8 @@ class PodKillInjector:
         lines = []
         ns = targets.namespace
         for owner, pods in sorted(by_owner.items(), key=lambda kv: kv[0] or ("", "")):
-            action = {"pods": sorted(pods), "gracePeriodSeconds": ctx.fault.grace_period_seconds}
+            action = {"pods": sorted(pods), "gracePeriodSeconds": ctx.fault.grace_period_seconds,
+                      "maxUnavailable": ctx.max_unavailable}
             if owner is None:
                 for name in sorted(pods):
                     entries.append(LedgerEntry(
@@ -89,13 +91,45 @@ class PodKillInjector:
                                                    if p.owner is not None],
         )
 
-    def inject(self, entry: LedgerEntry) -> str:
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
         grace = int(entry.action.get("gracePeriodSeconds", 0))
-        deleted = [
-            name for name in entry.action.get("pods", [])
-            if self.objects.delete(ref(POD, name, entry.object.namespace), grace_period_seconds=grace)
-        ]
-        return f"deleted pod(s) {', '.join(deleted) or '(already gone)'}"
+        own = entry.action.get("maxUnavailable")
+        deleted: list[str] = []
+        left: list[str] = []
+        for name in entry.action.get("pods", []):
+            if not alive():
+                left.append(f"{name} (the injection was cancelled)")
+                break
+            why = self._kill(entry, ref(POD, name, entry.object.namespace), grace, own)
+            if why is None:
+                deleted.append(name)
+            else:
+                left.append(f"{name} ({why})")
+        note = f"; left {', '.join(left)}" if left else ""
+        return f"deleted pod(s) {', '.join(deleted) or '(none)'}{note}"
+
+    def _kill(self, entry: LedgerEntry, pod_ref: ObjectRef, grace: int, own: int | str | None) -> str | None:
+        """Delete one pod if it may go now; else why not.
+
+        The readiness and floor read here is the delete's precondition (the pod's uid and
+        resourceVersion as read): a pod that changed since is read and judged again.
+        """
+        for _ in range(3):
+            pod = self.objects.get_or_none(pod_ref)
+            if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                return "already gone"
+            why = still_disruptable(self.objects, pod, own)
+            if why is not None:
+                return why
+            ledger.marked(self.objects, entry)  # the revert unmarked the workload: stop (RefusedError)
+            meta = pod.get("metadata") or {}
+            try:
+                self.objects.delete(pod_ref, grace_period_seconds=grace, preconditions={
+                    "uid": str(meta.get("uid")), "resourceVersion": str(meta.get("resourceVersion"))})
+            except ConflictError:
+                continue
+            return None
+        return "kept changing while it was checked"
 
     def revert(self, entry: LedgerEntry) -> str:
         # Kubernetes brings the pods back; what is ours to undo is the mark (on a pod not yet deleted too).

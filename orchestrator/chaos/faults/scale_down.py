@@ -9,7 +9,7 @@ experiment's own, deliberate floor.
 from __future__ import annotations
 
 from orchestrator.chaos import ledger
-from orchestrator.chaos.faults.base import PlanContext
+from orchestrator.chaos.faults.base import Alive, PlanContext, always
 from orchestrator.chaos.models import LedgerEntry, Plan, PodInfo
 from orchestrator.chaos.objects import DEPLOYMENT, Objects, ref
 from orchestrator.errors import RefusedError
@@ -49,14 +49,13 @@ class ScaleDownInjector:
                     affected_pods=affected, total_pods=total, lines=lines, hits=hits,
                     touches=[e.object for e in entries])
 
-    def inject(self, entry: LedgerEntry) -> str:
+    def inject(self, entry: LedgerEntry, alive: Alive = always) -> str:
         replicas = int(entry.action["replicas"])
-        obj = self.objects.get(entry.object)
-        if ledger.owner_of(obj) != entry.run:
-            # Never change an object whose mark is not ours: the revert could not restore it.
-            raise RefusedError(f"{entry.object} is not marked by run {entry.run}; refusing to scale it")
-        if (obj.get("spec") or {}).get("replicas") != replicas:
-            self.objects.patch(entry.object, {"spec": {"replicas": replicas}})
+        if not alive():
+            return f"{entry.object} left at its size (the injection was cancelled)"
+        # Never change an object whose mark is not ours: the revert could not restore it.
+        ledger.write_marked(self.objects, entry, lambda obj: None if (obj.get("spec") or {}).get("replicas")
+                            == replicas else {"spec": {"replicas": replicas}})
         return f"scaled {entry.object} to {replicas}"
 
     def revert(self, entry: LedgerEntry) -> str:
