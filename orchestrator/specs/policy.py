@@ -88,6 +88,10 @@ _PROM_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ZONE_KEY = re.compile(r"[A-Za-z0-9_+-]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,3}")
 
 
+# A freeze's or health query's name is printed inside one-line verdicts: no control characters (newlines).
+Title = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 def _shown(value: object) -> str:
     text = str(value)
     return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
@@ -170,7 +174,7 @@ class AppliesTo(Strict):
 class HealthQuery(Strict):
     """A query that must be healthy: every series within ``min``/``max``; no data follows ``noData``."""
 
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Title
     query: Annotated[str, Field(min_length=1)]
     min: float | None = None
     max: float | None = None
@@ -198,7 +202,7 @@ class HealthQuery(Strict):
 class Freeze(Strict):
     """A change freeze (or maintenance window): nothing of ``kinds`` starts between ``start`` and ``end``."""
 
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Title
     start: datetime
     end: datetime
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
