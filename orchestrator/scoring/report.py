@@ -31,6 +31,7 @@ from orchestrator.scoring.formula import (
     RunScore,
     ScoringConfig,
     ServiceScore,
+    Status,
     SubScore,
     TrendPoint,
     score_service,
@@ -140,7 +141,7 @@ def _unmeasured_line(run: RunScore, config: ScoringConfig) -> str | None:
         return None
     label = (
         f"below the {config.min_coverage * 100:g} % needed for a status word"
-        if run.status.name == "NOT_ENOUGH_EVIDENCE"
+        if run.status is Status.NOT_ENOUGH_EVIDENCE
         else f"at least the {config.min_coverage * 100:g} % needed for a status word"
     )
     return (
