@@ -107,7 +107,7 @@ SCORED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.BREACHED, Outcome.ABORTE
 class Weights(BaseModel):
     """The five factors' weights: each non-negative, together 1."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     detection: float = Field(default=WEIGHT_DETECTION, ge=0)
     auto_recovery: float = Field(default=WEIGHT_AUTO_RECOVERY, ge=0, alias="autoRecovery")
@@ -127,30 +127,36 @@ class Weights(BaseModel):
 
 
 class ScoringConfig(BaseModel):
-    """Every constant of the formula, overridable (a team's weights, a longer half-life...)."""
+    """Every constant of the formula, overridable (a team's weights, a longer half-life...).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    Every number is finite and bounded by what the formula can mean (scores are 0-100, shares 0-1), so
+    a config cannot turn a report into NaN or ask for a window of 10^20 runs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     weights: Weights = Field(default_factory=Weights)
-    recovery_zero_at: float = Field(default=RECOVERY_ZERO_AT, gt=1, alias="recoveryZeroAt")
-    detection_zero_at: float = Field(default=DETECTION_ZERO_AT, gt=1, alias="detectionZeroAt")
-    auto_recovery_zero_at: float = Field(default=AUTO_RECOVERY_ZERO_AT, gt=1, alias="autoRecoveryZeroAt")
+    recovery_zero_at: float = Field(default=RECOVERY_ZERO_AT, gt=1, le=100, alias="recoveryZeroAt")
+    detection_zero_at: float = Field(default=DETECTION_ZERO_AT, gt=1, le=100, alias="detectionZeroAt")
+    auto_recovery_zero_at: float = Field(default=AUTO_RECOVERY_ZERO_AT, gt=1, le=100, alias="autoRecoveryZeroAt")
     impact_zero_at: float = Field(default=IMPACT_ZERO_AT, gt=0, le=1, alias="impactZeroAt")
-    budget_max_burn: float = Field(default=BUDGET_MAX_BURN, gt=0, alias="budgetMaxBurn")
+    budget_max_burn: float = Field(default=BUDGET_MAX_BURN, gt=0, le=1, alias="budgetMaxBurn")
     never_recovered_cap: float = Field(default=NEVER_RECOVERED_CAP, ge=0, le=1, alias="neverRecoveredCap")
     half_life: Duration = Field(default=FRESHNESS_HALF_LIFE, alias="halfLife")
-    repeatability_k: float = Field(default=REPEATABILITY_K, ge=0, alias="repeatabilityK")
-    evidence_target: float = Field(default=EVIDENCE_TARGET, gt=0, alias="evidenceTarget")
-    resilient_at: float = Field(default=RESILIENT_AT, alias="resilientAt")
-    degraded_at: float = Field(default=DEGRADED_AT, alias="degradedAt")
+    repeatability_k: float = Field(default=REPEATABILITY_K, ge=0, le=10, alias="repeatabilityK")
+    evidence_target: float = Field(default=EVIDENCE_TARGET, gt=0, le=1000, alias="evidenceTarget")
+    resilient_at: float = Field(default=RESILIENT_AT, ge=0, le=100, alias="resilientAt")
+    degraded_at: float = Field(default=DEGRADED_AT, ge=0, le=100, alias="degradedAt")
     min_coverage: float = Field(default=MIN_COVERAGE, ge=0, le=1, allow_inf_nan=False, alias="minCoverage")
-    trend_window: int = Field(default=TREND_WINDOW, ge=1, alias="trendWindow")
-    trend_epsilon: float = Field(default=TREND_EPSILON, ge=0, alias="trendEpsilon")
+    trend_window: int = Field(default=TREND_WINDOW, ge=1, le=1000, alias="trendWindow")
+    trend_epsilon: float = Field(default=TREND_EPSILON, ge=0, le=100, alias="trendEpsilon")
 
     @model_validator(mode="after")
     def _sane(self) -> ScoringConfig:
         if self.half_life <= timedelta(0):
             raise ValueError("halfLife must be positive")
+        if self.degraded_at > self.resilient_at:
+            raise ValueError("degradedAt must not be above resilientAt")
         return self
 
     def weight(self, name: str) -> float:
