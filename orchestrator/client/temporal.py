@@ -13,21 +13,21 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import Settings
-from orchestrator.errors import RefusedError, SpecError, UnreachableError
+from orchestrator.errors import RefusedError, UnreachableError
 from orchestrator.redact import redact
+from orchestrator.specs.files import read_bytes
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
+# Certificates and keys are a few KiB; a CA bundle a few hundred.
+TLS_FILE_BYTES = 1024 * 1024
 
-def _read(path: str | None) -> bytes | None:
+
+def _read(path: str | None, setting: str) -> bytes | None:
     if not path:
         return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise SpecError([f"{path}:0: (file): cannot read TLS material: {exc.strerror}"]) from None
+    return read_bytes(path, limit=TLS_FILE_BYTES, field=setting)
 
 
 def temporal_tls(s: Settings) -> Any:
@@ -37,9 +37,9 @@ def temporal_tls(s: Settings) -> Any:
     from temporalio.service import TLSConfig
 
     return TLSConfig(
-        client_cert=_read(s.temporal_tls_cert),
-        client_private_key=_read(s.temporal_tls_key),
-        server_root_ca_cert=_read(s.temporal_tls_ca),
+        client_cert=_read(s.temporal_tls_cert, "ORCHESTRATOR_TEMPORAL_TLS_CERT"),
+        client_private_key=_read(s.temporal_tls_key, "ORCHESTRATOR_TEMPORAL_TLS_KEY"),
+        server_root_ca_cert=_read(s.temporal_tls_ca, "ORCHESTRATOR_TEMPORAL_TLS_CA"),
         domain=s.temporal_tls_server_name,
     )
 

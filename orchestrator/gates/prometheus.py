@@ -27,18 +27,21 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.config import PrometheusSettings
 from orchestrator.errors import MetricError, UnreachableError
 from orchestrator.gates.model import Sample
 from orchestrator.redact import redact
+from orchestrator.specs.files import check_file, read_text
 
 if TYPE_CHECKING:
     import requests
 
 SYSTEM = "Prometheus"
+# A service-account token is about 1 KiB, a CA bundle a few hundred KiB.
+TOKEN_FILE_BYTES = 64 * 1024
+TLS_FILE_BYTES = 1024 * 1024
 
 
 class MetricProvider(Protocol):
@@ -69,7 +72,7 @@ class PrometheusProvider:
         session, responses = self._session()
         client = PrometheusConnect(
             url=self.url,
-            headers=self._headers(),
+            headers=dict(session.headers),
             auth=self._auth(),
             session=session,
             retry=_no_retries(),
@@ -125,7 +128,15 @@ class PrometheusProvider:
 
         session = requests.Session()
         s = self.settings
-        session.verify = False if s.insecure_skip_verify else (s.ca_file or True)
+        # requests opens the CA file itself: check it through the bounded reader first (a device or a FIFO
+        # there would hang the TLS handshake), and read the token once per call, before any request.
+        if s.insecure_skip_verify:
+            session.verify = False
+        elif s.ca_file:
+            session.verify = check_file(s.ca_file, limit=TLS_FILE_BYTES, field="ORCHESTRATOR_PROMETHEUS_CA_FILE")
+        else:
+            session.verify = True
+        session.headers.update(self._headers())
         responses: list[requests.Response] = []
 
         def keep(response: requests.Response, *args: object, **kwargs: object) -> None:
@@ -141,7 +152,6 @@ class PrometheusProvider:
             self.url + path,
             # Explicit, because requests lets REQUESTS_CA_BUNDLE override a session's verify.
             verify=session.verify,
-            headers=self._headers(),
             auth=self._auth(),
             timeout=self.settings.timeout_seconds,
         )
@@ -149,13 +159,8 @@ class PrometheusProvider:
     def _headers(self) -> dict[str, str]:
         token = self.settings.bearer_token
         if self.settings.bearer_token_file:
-            try:
-                token = Path(self.settings.bearer_token_file).read_text().strip()
-            except OSError as exc:
-                raise MetricError(
-                    f"cannot read the Prometheus token file {self.settings.bearer_token_file}: {exc.strerror}",
-                    retryable=False,
-                ) from exc
+            token = read_text(self.settings.bearer_token_file, limit=TOKEN_FILE_BYTES,
+                              field="ORCHESTRATOR_PROMETHEUS_TOKEN_FILE").strip()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _auth(self) -> tuple[str, str] | None:

@@ -26,6 +26,23 @@ What maps to what:
   count (Argo runs it until the rollout ends) a background check.
 * ``dryRun``: this project has no dry-run checks; a matching metric is converted but reported, so
   it is not made to gate a rollout unnoticed.
+
+Input rules (the file is untrusted, like a spec):
+
+* Documents come from the project's hardened YAML loader (``parse_yaml_all``): aliases, depth and
+  duplicate keys are bounded or refused there. Each document arrives as a ``Document`` with the line
+  of every key path.
+* A template whose shape is not Argo's (``spec`` or ``metadata`` not a mapping, ``metrics`` not a list,
+  a ``query`` or a condition that is not a string, a ``count`` that is not a whole number, a ``dryRun``
+  pattern that is not a regular expression) is malformed input: ``SpecError`` with
+  ``file:line: field: message`` (exit 2). What is well formed but has no equivalent here is a
+  ``Skipped`` line (exit 1).
+* A literal value pasted into PromQL (``--set``, an argument's ``value``) must pass the same value check
+  as a template variable (``orchestrator.specs.promql.unsafe_value``), so no value can close a string or
+  a selector and add to the expression.
+* ``dryRun`` patterns are Go regular expressions in Argo; here they are matched by a small automaton
+  over the subset real templates use (literals, ``.``, ``*``, ``+``, ``?``, ``^``, ``$``), which takes
+  time linear in the name whatever the pattern, instead of a backtracking engine.
 """
 
 from __future__ import annotations
@@ -37,7 +54,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.errors import SpecError
 from orchestrator.specs.checks import Check
+from orchestrator.specs.files import shown
+from orchestrator.specs.loader import PathKey, line_for
+from orchestrator.specs.promql import unsafe_value
 
 KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 # Argument names that mean a template variable when the user gives no mapping.
@@ -61,6 +82,19 @@ _EMPTY = re.compile(r"^len\(result\)\s*(==\s*0|<\s*1)$")
 _NOT_EMPTY = re.compile(r"^len\(result\)\s*(>\s*0|>=\s*1|!=\s*0)$")
 _NAN = re.compile(rf"^isNaN\(\s*{_RESULT}\s*\)$")
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
+# Far above any real template, low enough that no regular expression below runs long on what passes.
+MAX_QUERY = 16 * 1024
+MAX_CONDITION = 1024
+MAX_COUNT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Document:
+    """One parsed YAML document of a file, with the line of every key path (for error messages)."""
+
+    source: str
+    data: Any
+    lines: Mapping[PathKey, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +134,47 @@ class _Unconvertible(Exception):
         self.what, self.reason = what, reason
 
 
+class _Malformed(Exception):
+    """Not an Argo template's shape: reported as ``file:line: field: message`` by ``convert_documents``."""
+
+    def __init__(self, path: PathKey, message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def _type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _mapping(value: Any, path: PathKey) -> dict[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Malformed(path, f"must be a mapping, not {_type(value)}")
+    return value
+
+
+def _list(value: Any, path: PathKey) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Malformed(path, f"must be a list, not {_type(value)}")
+    return value
+
+
+def _text(value: Any, path: PathKey, what: str = "a string") -> str | None:
+    """A scalar written where Argo has a string (a bare number or name is read as its text)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Malformed(path, f"must be {what}, not {_type(value)}")
+    return str(value)
+
+
 @dataclass
 class _Bounds:
     min: float | None = None
@@ -110,61 +185,86 @@ class _Bounds:
 
 
 def convert_documents(
-    docs: Iterable[tuple[str, Any]],
+    docs: Iterable[Document],
     variables: Mapping[str, str] | None = None,
     values: Mapping[str, str] | None = None,
 ) -> list[Converted]:
-    """Convert every Analysis template among ``docs`` (``(source, parsed YAML)`` pairs)."""
+    """Convert every Analysis template among ``docs``; ``SpecError`` for the first malformed one."""
     results: list[Converted] = []
-    for source, doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+    for doc in docs:
+        if not isinstance(doc.data, dict) or doc.data.get("kind") not in KINDS:
             continue
-        results.append(_template(source, doc, dict(variables or {}), dict(values or {})))
+        try:
+            results.append(_template(doc.source, doc.data, dict(variables or {}), dict(values or {})))
+        except _Malformed as exc:
+            where = ".".join(str(p) for p in exc.path) or "(document)"
+            line = line_for(exc.path, dict(doc.lines))
+            raise SpecError([f"{shown(doc.source)}:{line}: {where}: {exc.message}"]) from None
     return results
 
 
 def _template(source: str, doc: dict[str, Any], variables: dict[str, str], values: dict[str, str]) -> Converted:
-    name = str((doc.get("metadata") or {}).get("name", "?"))
+    metadata = _mapping(doc.get("metadata"), ("metadata",))
+    name = _text(metadata.get("name"), ("metadata", "name")) or "?"
     out = Converted(source=source, kind=str(doc["kind"]), name=name)
     where = f"{source}: {out.kind}/{name}"
-    spec = doc.get("spec") or {}
-    args = {str(a.get("name")): a for a in spec.get("args") or [] if isinstance(a, dict)}
-    dry_run = [re.compile(str(d.get("metricName", ""))) for d in spec.get("dryRun") or [] if isinstance(d, dict)]
+    spec = _mapping(doc.get("spec"), ("spec",))
+    args: dict[str, dict[str, Any]] = {}
+    for i, a in enumerate(_list(spec.get("args"), ("spec", "args"))):
+        arg = _mapping(a, ("spec", "args", i))
+        _mapping(arg.get("valueFrom"), ("spec", "args", i, "valueFrom"))
+        args[_text(arg.get("name"), ("spec", "args", i, "name")) or ""] = arg
+    dry_run = [_pattern(d, ("spec", "dryRun", i)) for i, d in enumerate(_list(spec.get("dryRun"), ("spec", "dryRun")))]
     if spec.get("measurementRetention"):
         out.skipped.append(Skipped(where, "measurementRetention",
                                    "a check keeps its last measurements in the rollout status; not configurable"))
-    for metric in spec.get("metrics") or []:
-        mname = str(metric.get("name", "?"))
+    for i, item in enumerate(_list(spec.get("metrics"), ("spec", "metrics"))):
+        path: PathKey = ("spec", "metrics", i)
+        metric = _mapping(item, path)
+        mname = _text(metric.get("name"), (*path, "name")) or "?"
         try:
-            check, notes = _metric(metric, args, variables, values)
+            check, notes = _metric(metric, path, args, variables, values)
         except _Unconvertible as exc:
             out.skipped.append(Skipped(f"{where}: metric {mname}", exc.what, exc.reason))
             continue
         out.notes += [f"{where}: metric {mname}: {n}" for n in dict.fromkeys(notes)]
-        if any(p.fullmatch(mname) for p in dry_run):
+        if any(p is not None and p.matches(mname) for p in dry_run):
             out.skipped.append(Skipped(f"{where}: metric {mname}", "dryRun",
                                        "this project has no dry-run checks: the converted check gates the rollout; "
                                        "leave it out of the spec to keep it observational"))
+        unknown = [p for p in dry_run if p is None]
+        if unknown:
+            out.notes.append(f"{where}: metric {mname}: dryRun: a pattern beyond literals and . * + ? cannot be "
+                             "matched here; check by hand whether it names this metric")
         (out.analysis if check.count is not None else out.background).append(check)
     return out
 
 
-def _metric(metric: dict[str, Any], args: dict[str, Any], variables: dict[str, str],
+def _metric(metric: dict[str, Any], path: PathKey, args: dict[str, Any], variables: dict[str, str],
             values: dict[str, str]) -> tuple[Check, list[str]]:
-    provider = metric.get("provider") or {}
-    others = sorted(k for k in provider if k != "prometheus")
+    provider = _mapping(metric.get("provider"), (*path, "provider"))
+    others = sorted(str(k) for k in provider if k != "prometheus")
     if "prometheus" not in provider:
         raise _Unconvertible("provider", f"only the prometheus provider converts (this metric uses {others or 'none'})")
-    prom = provider["prometheus"] or {}
+    prom = _mapping(provider["prometheus"], (*path, "provider", "prometheus"))
     notes: list[str] = []
-    for key in sorted(set(prom) - {"query", "address"}):
+    for key in sorted(str(k) for k in set(prom) - {"query", "address"}):
         raise _Unconvertible(f"prometheus.{key}", "per-check Prometheus settings (auth, headers, timeout) do not "
                                                   "exist here: the worker's Prometheus settings apply")
-    if prom.get("address"):
-        notes.append(f"prometheus.address {prom['address']} dropped: the worker's Prometheus URL is used")
-    query, track, arg_notes = _query(str(prom.get("query", "")), args, variables, values)
+    address = _text(prom.get("address"), (*path, "provider", "prometheus", "address"))
+    if address:
+        notes.append(f"prometheus.address {address!r} dropped: the worker's Prometheus URL is used")
+    query = _text(prom.get("query"), (*path, "provider", "prometheus", "query"), "a string (a PromQL query)") or ""
+    if len(query) > MAX_QUERY:
+        raise _Unconvertible("query", f"longer than {MAX_QUERY // 1024} KiB")
+    query, track, arg_notes = _query(query, args, variables, values)
     notes += arg_notes
-    bounds = _conditions(metric.get("successCondition"), metric.get("failureCondition"))
+    conditions = [_text(metric.get(k), (*path, k), "a string (an expression on result)")
+                  for k in ("successCondition", "failureCondition")]
+    for key, text in zip(("successCondition", "failureCondition"), conditions, strict=True):
+        if text is not None and len(text) > MAX_CONDITION:
+            raise _Unconvertible(key, f"longer than {MAX_CONDITION} characters")
+    bounds = _conditions(*conditions)
     notes += bounds.notes
     if bounds.empty_means_success is not None:
         query = f"count({query.strip()}) or vector(0)"
@@ -181,11 +281,7 @@ def _metric(metric: dict[str, Any], args: dict[str, Any], variables: dict[str, s
             check[ours] = metric[argo]
     if isinstance(check.get("failureLimit"), int) and check["failureLimit"] < 0:
         raise _Unconvertible("failureLimit", "a negative (unlimited) failureLimit never fails: not a gate")
-    count = metric.get("count")
-    if isinstance(count, str):  # Argo's count is an int-or-string
-        if not count.strip().isdigit():
-            raise _Unconvertible("count", f"count {count!r} is not a number (an argument reference?); give one")
-        count = int(count)
+    count = _count(metric.get("count"), (*path, "count"))
     if count is not None:
         check["count"] = count
     elif metric.get("interval") is None:
@@ -198,6 +294,98 @@ def _metric(metric: dict[str, Any], args: dict[str, Any], variables: dict[str, s
         raise _Unconvertible(loc, f"the converted check is invalid: {first['msg']}") from None
 
 
+def _count(count: Any, path: PathKey) -> int | None:
+    """Argo's count, an int-or-string; an argument reference cannot be resolved here."""
+    if count is None:
+        return None
+    if isinstance(count, str):
+        if _ARG.search(count):
+            raise _Unconvertible("count", f"count {count!r} is an argument reference; give the number")
+        if re.fullmatch(r"[0-9]{1,7}", count.strip(), flags=re.ASCII) is None:
+            raise _Malformed(path, f"{_short(count)} is not a whole number of measurements")
+        count = int(count.strip())
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise _Malformed(path, f"must be a whole number of measurements, not {_type(count)}")
+    if not 0 <= count <= MAX_COUNT:
+        raise _Malformed(path, f"must be between 0 and {MAX_COUNT:,}")
+    return count
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
+class _Pattern:
+    """A dryRun ``metricName`` pattern matched by a small automaton: linear in the name, whatever the pattern.
+
+    Tokens are a character (``None`` for ``.``) with an optional ``*`` or ``?`` (``x+`` is ``x`` then
+    ``x*``); a leading ``^`` and a trailing ``$`` are implied, as Argo matches the whole name.
+    """
+
+    _META = set(".^$*+?()[]{}|\\")
+
+    def __init__(self, tokens: list[tuple[str | None, str]]) -> None:
+        self.tokens = tokens
+
+    @classmethod
+    def parse(cls, pattern: str) -> _Pattern | None:
+        body = pattern.removeprefix("^")
+        body = body[:-1] if body.endswith("$") and not body.endswith("\\$") else body
+        tokens: list[tuple[str | None, str]] = []
+        i = 0
+        while i < len(body):
+            ch = body[i]
+            if ch == "\\" and i + 1 < len(body) and body[i + 1] in cls._META:
+                atom: str | None = body[i + 1]
+                i += 2
+            elif ch == ".":
+                atom, i = None, i + 1
+            elif ch in cls._META:
+                return None
+            else:
+                atom, i = ch, i + 1
+            quant = body[i] if i < len(body) and body[i] in "*+?" else ""
+            i += 1 if quant else 0
+            if quant == "+":
+                tokens += [(atom, ""), (atom, "*")]
+            else:
+                tokens.append((atom, quant))
+        return cls(tokens)
+
+    def _closure(self, states: set[int]) -> set[int]:
+        out, todo = set(states), list(states)
+        while todo:
+            i = todo.pop()
+            if i < len(self.tokens) and self.tokens[i][1] in ("*", "?") and i + 1 not in out:
+                out.add(i + 1)
+                todo.append(i + 1)
+        return out
+
+    def matches(self, name: str) -> bool:
+        states = self._closure({0})
+        for ch in name:
+            nxt: set[int] = set()
+            for i in states:
+                if i < len(self.tokens) and self.tokens[i][0] in (None, ch):
+                    nxt.add(i if self.tokens[i][1] == "*" else i + 1)
+            states = self._closure(nxt)
+            if not states:
+                return False
+        return len(self.tokens) in states
+
+
+def _pattern(entry: Any, path: PathKey) -> _Pattern | None:
+    """The entry's pattern; None when it is a valid expression beyond what ``_Pattern`` matches."""
+    text = _text(_mapping(entry, path).get("metricName"), (*path, "metricName")) or ""
+    if len(text) > MAX_CONDITION:
+        raise _Malformed((*path, "metricName"), f"longer than {MAX_CONDITION} characters")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _Malformed((*path, "metricName"), f"not a regular expression: {exc}") from None
+    return _Pattern.parse(text)
+
+
 def _query(query: str, args: dict[str, Any], variables: dict[str, str],
            values: dict[str, str]) -> tuple[str, str | None, list[str]]:
     """``query`` with every ``{{args.x}}`` replaced; also the track it selects when a hash arg decides it."""
@@ -207,10 +395,12 @@ def _query(query: str, args: dict[str, Any], variables: dict[str, str],
     track: str | None = None
     # A matcher on a pod-template-hash argument picks a side: it becomes the track selector.
     for name, arg in args.items():
-        hash_of = ((arg.get("valueFrom") or {}).get("podTemplateHashValue") if isinstance(arg, dict) else None)
+        hash_of = (arg.get("valueFrom") or {}).get("podTemplateHashValue")
         if not hash_of or name in values:
             continue
-        matcher = re.compile(rf'[A-Za-z_][A-Za-z0-9_]*\s*(=~|=)\s*"\{{\{{\s*args\.{re.escape(name)}\s*\}}\}}"')
+        # Starting only at the beginning of a label name keeps the search linear in the query.
+        matcher = re.compile(
+            rf'(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]*\s*(=~|=)\s*"\{{\{{\s*args\.{re.escape(name)}\s*\}}\}}"')
         if matcher.search(query):
             side = "canary" if hash_of == "Latest" else "stable"
             if track not in (None, side):
@@ -219,20 +409,26 @@ def _query(query: str, args: dict[str, Any], variables: dict[str, str],
             query = matcher.sub("{{track_selector}}", query)
             notes.append(f"args.{name} (pod-template hash, {hash_of}) -> {{{{track_selector}}}} of the {side} side")
 
+    def pasted(name: str, value: Any) -> str:
+        problem = unsafe_value(value if isinstance(value, str) else str(value))
+        if problem is not None:
+            raise _Unconvertible(f"args.{name}", f"{problem}; give a safe one with --set {name}=VALUE")
+        return str(value)
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in values:
-            return values[name]
+            return pasted(name, values[name])
         if name in variables:
             return "{{" + variables[name] + "}}"
         arg = args.get(name)
         if arg is None:
             raise _Unconvertible(f"args.{name}", "the template declares no such argument")
         if "value" in arg and arg["value"] is not None:
-            return str(arg["value"])
+            return pasted(name, arg["value"])
         source = arg.get("valueFrom")
         if source:
-            kind = next(iter(source), "valueFrom")
+            kind = str(next(iter(source), "valueFrom"))
             raise _Unconvertible(f"args.{name}", f"its value comes from {kind}, which has no equivalent here; "
                                                  f"give it with --set {name}=VALUE or --var {name}=VARIABLE")
         if name in VARIABLE_BY_NAME:

@@ -12,18 +12,20 @@
     halfLife: 28d       # any other ScoringConfig field, by its camelCase name
 
 Errors are ``file:line: field: message`` (exit 2), from the same YAML line tracking as the
-specs, so a weight that breaks the sum is reported at the ``weights`` line.
+specs, so a weight that breaks the sum is reported at the ``weights`` line. The file is read by the
+bounded reader (a regular file, UTF-8, at most ``MAX_FILE_BYTES``) and parsed by the hardened YAML
+loader, like a spec; every number must be finite and within the bounds ``ScoringConfig`` states.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pydantic import ValidationError
 
 from orchestrator.errors import SpecError
 from orchestrator.scoring.formula import DEFAULT_CONFIG, ScoringConfig
+from orchestrator.specs.files import read_text, shown
 from orchestrator.specs.loader import MAX_FILE_BYTES, format_errors, parse_yaml
 
 CONFIG_ENV = "ORCHESTRATOR_SCORING_CONFIG"
@@ -34,13 +36,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ScoringConfig:
     where = os.fspath(path) if path is not None else os.environ.get(CONFIG_ENV, "").strip()
     if not where:
         return DEFAULT_CONFIG
-    try:
-        raw = Path(where).read_bytes()
-    except OSError as exc:
-        raise SpecError([f"{where}:0: (file): cannot read the scoring config: {exc.strerror}"]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError([f"{where}:0: (file): larger than {MAX_FILE_BYTES} bytes"])
-    return parse_config(raw.decode("utf-8", errors="replace"), where)
+    return parse_config(read_text(where, limit=MAX_FILE_BYTES, hint="a scoring config is a few lines of YAML"),
+                        shown(where))
 
 
 def parse_config(text: str, source: str) -> ScoringConfig:

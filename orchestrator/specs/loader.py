@@ -17,6 +17,7 @@ from yaml.composer import Composer
 
 from orchestrator.errors import SpecError
 from orchestrator.specs.base import Rejected
+from orchestrator.specs.files import read_text, shown
 
 PathKey = tuple[str | int, ...]
 
@@ -172,20 +173,24 @@ def _compose_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) ->
             _compose_lines(item, (*path, index), lines)
 
 
+def _refusal(exc: Exception, source: str) -> SpecError:
+    if isinstance(exc, _Refused):
+        field = ".".join(str(p) for p in exc.path) or "(document)"
+        return SpecError([f"{source}:{exc.line}: {field}: {exc.message}"])
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        return SpecError([f"{source}:{line}: yaml: {_one_line(exc.problem or str(exc))}"])
+    return SpecError([f"{source}:1: yaml: {_one_line(str(exc))}"])
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
     loader = _LineLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
-    except _Refused as exc:
-        field = ".".join(str(p) for p in exc.path) or "(document)"
-        raise SpecError([f"{source}:{exc.line}: {field}: {exc.message}"]) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise SpecError([f"{source}:{line}: yaml: {_one_line(exc.problem or str(exc))}"]) from None
-    except yaml.YAMLError as exc:
-        raise SpecError([f"{source}:1: yaml: {_one_line(str(exc))}"]) from None
+    except (_Refused, yaml.YAMLError) as exc:
+        raise _refusal(exc, source) from None
     finally:
         loader.dispose()
     if node is None:
@@ -195,8 +200,38 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
     return data, lines
 
 
+def parse_yaml_all(text: str, source: str) -> list[tuple[Any, dict[PathKey, int]]]:
+    """Every document of a multi-document stream (``---``), each with the line of every key path.
+
+    Each document is composed under the same limits as a spec (size once aliases are expanded,
+    depth, duplicate keys); the file as a whole is bounded by the reader's size limit.
+    """
+    loader = _LineLoader(text)
+    docs: list[tuple[Any, dict[PathKey, int]]] = []
+    try:
+        while loader.check_node():
+            # Node ids are only meaningful while their document is alive: measure each document afresh.
+            loader._composed = 0
+            loader._sizes.clear()
+            node = loader.get_node()
+            if node is not None:
+                lines: dict[PathKey, int] = {}
+                _compose_lines(node, (), lines)
+                docs.append((loader.construct_document(node), lines))
+    except (_Refused, yaml.YAMLError) as exc:
+        raise _refusal(exc, source) from None
+    finally:
+        loader.dispose()
+    return docs
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def line_for(loc: PathKey, lines: dict[PathKey, int]) -> int:
+    """The line of ``loc`` in a parsed document, else of its nearest written ancestor."""
+    return _line_for(loc, lines)
 
 
 def _line_for(loc: PathKey, lines: dict[PathKey, int]) -> int:
@@ -293,26 +328,13 @@ def _yaml_type(value: Any) -> str:
 
 
 def read_spec_text(path: str | Path) -> str:
-    """The file's text, refusing files larger than ``MAX_FILE_BYTES`` before reading them whole."""
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            raise SpecError(
-                [f"{source}:0: (file): larger than {MAX_FILE_BYTES // 1024} KiB; a spec is a few KiB of YAML"]
-            )
-        return raw.decode("utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"{source}:0: (file): no such file"]) from None
-    except IsADirectoryError:
-        raise SpecError([f"{source}:0: (file): is a directory"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{source}:0: (file): cannot read: {exc}"]) from None
+    """The file's text through the bounded reader (``orchestrator.specs.files``): a regular file, UTF-8, at
+    most ``MAX_FILE_BYTES``."""
+    return read_text(path, limit=MAX_FILE_BYTES, hint="a spec is a few KiB of YAML")
 
 
 def load_file(path: str | Path, expect: str | None = None) -> BaseModel:
-    source = str(path)
+    source = shown(path)
     return load_text(read_spec_text(path), source, expect)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -19,6 +20,7 @@ from orchestrator.gates.prometheus import PrometheusProvider
 from orchestrator.specs.checks import Check
 from orchestrator.specs.loader import load_file
 from tests.ecosystem.prom_history import REGRESSION_AT, T0
+from tests.frontdoor.helpers import assert_one_line, invoke, run_process
 
 ARGO = Path(__file__).parent / "argo"
 pytestmark = pytest.mark.timeout(120)
@@ -129,3 +131,138 @@ def test_a_converted_check_measures_real_history(history: str) -> None:
     assert before.phase is Phase.SUCCESSFUL and before.value == pytest.approx(0.005, rel=0.01)
     assert after.phase is Phase.FAILED and after.value == pytest.approx(0.1025, rel=0.01)
     assert T0 < REGRESSION_AT
+
+
+# -- hostile files: malformed input is exit 2 and one ``file:line: field: message`` line ------------------------
+
+TEMPLATE = """\
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: errors
+spec:
+  args:
+    - name: service
+  metrics:
+    - name: error-rate
+      count: 3
+      interval: 1m
+      successCondition: result[0] <= 0.01
+      provider:
+        prometheus:
+          query: sum(rate(http_requests_total{app="{{args.service}}",code=~"5.."}[1m]))
+"""
+# line 3 metadata, 5 spec, 6 args, 8 metrics, 10 count, 12 successCondition, 14 prometheus, 15 query;
+# a dryRun inserted before metrics stands at line 8, its first metricName at 9
+
+ALIAS_BOMB = "".join(
+    ["kind: AnalysisTemplate\n", "a: &a [x,x,x,x,x,x,x,x,x]\n"]
+    + [f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+)
+
+MALFORMED = {
+    "duplicate key": (TEMPLATE.replace("      count: 3\n", "      count: 3\n      count: 4\n"), 11,
+                      r"spec\.metrics\.0\.count: duplicate key"),
+    "deep nesting": (TEMPLATE + "deep: " + "[" * 5000 + "]" * 5000 + "\n", 16,
+                     r"(deep: nested more than|yaml: .*nesting depth)"),
+    "superscript count": (TEMPLATE.replace("count: 3", 'count: "\u00b3"'), 10, r"spec\.metrics\.0\.count: "),
+    "5,000-digit count string": (TEMPLATE.replace("count: 3", f'count: "{"1" * 5000}"'), 10,
+                                 r"spec\.metrics\.0\.count: "),
+    "5,000-digit count": (TEMPLATE.replace("count: 3", f"count: {'1' * 5000}"), 10, r"yaml: "),
+    "bad regex in dryRun": (TEMPLATE.replace("  metrics:", "  dryRun:\n    - metricName: '(unclosed'\n  metrics:"),
+                            9, r"spec\.dryRun\.0\.metricName: not a regular expression"),
+    "metrics not a list": (TEMPLATE.split("    - name: error-rate")[0].replace("metrics:", "metrics: 5"), 8,
+                           r"spec\.metrics: must be a list"),
+    "a metric not a mapping": (TEMPLATE.split("    - name: error-rate")[0] + "    - just-a-name\n", 9,
+                               r"spec\.metrics\.0: must be a mapping"),
+    "spec not a mapping": ("kind: AnalysisTemplate\nmetadata: {name: x}\nspec: [1, 2]\n", 3,
+                           r"spec: must be a mapping"),
+    "metadata not a mapping": (TEMPLATE.replace("metadata:\n  name: errors", "metadata: [errors]"), 3,
+                               r"metadata: must be a mapping"),
+    "prometheus as a list": (TEMPLATE.replace('          query: sum', '          - query: sum'), 14,
+                             r"spec\.metrics\.0\.provider\.prometheus: must be a mapping"),
+    "query as a mapping": (TEMPLATE.replace('query: sum(rate(http_requests_total{app="{{args.service}}",'
+                                            'code=~"5.."}[1m]))', "query: {sum: rate}"), 15,
+                           r"spec\.metrics\.0\.provider\.prometheus\.query: must be a string"),
+    "condition as a list": (TEMPLATE.replace("successCondition: result[0] <= 0.01",
+                                             "successCondition: [result]"), 12,
+                            r"spec\.metrics\.0\.successCondition: must be a string"),
+    "args entry not a mapping": (TEMPLATE.replace("    - name: service", "    - service"), 7,
+                                 r"spec\.args\.0: must be a mapping"),
+    "integer keys": (TEMPLATE.replace("        prometheus:\n", "        prometheus:\n          1: x\n"
+                                                           "          timeout: 5s\n"), 15, r""),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_templates_are_exit_2_with_their_line(case: str, tmp_path: Path) -> None:
+    text, line, pattern = MALFORMED[case]
+    path = tmp_path / "argo.yaml"
+    path.write_text(text)
+    outcome = invoke(["import", "argo", str(path)])
+    assert "Traceback" not in outcome.err, outcome.err[-2000:]
+    if case == "integer keys":  # settings this project has no place for: not converted, said why
+        assert outcome.code == 1 and "per-check Prometheus settings" in outcome.err, outcome.err
+        return
+    assert_one_line(outcome, 2, rf"^{re.escape(str(path))}:{line}: {pattern}")
+    assert outcome.seconds < 5
+
+
+def test_an_alias_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 500
+    outcome = run_process(["import", "argo", str(path)], memory_bytes=512 * 1024 * 1024, timeout=30)
+    assert_one_line(outcome, 2, rf"^{re.escape(str(path))}:\d+: \S+: .*aliases multiply")
+
+
+def test_a_template_name_cannot_inject_a_check(tmp_path: Path) -> None:
+    injected = "errors\\n  - name: injected\\n    query: vector(1)\\n    condition: {max: 2}\\n"
+    path = tmp_path / "argo.yaml"
+    path.write_text(TEMPLATE.replace("name: errors", f'name: "{injected}"'))
+    outcome = invoke(["import", "argo", str(path), "--var", "service=app"])
+    assert outcome.code == 0, outcome.err
+    docs = [d for d in yaml.safe_load_all(outcome.out) if d]
+    assert [c["name"] for d in docs for c in d["analysis"]["checks"]] == ["error-rate"]
+    assert "injected" not in "".join(line for line in outcome.out.splitlines() if not line.startswith("#"))
+
+
+def test_a_check_name_with_yaml_in_it_is_serialized_not_pasted(tmp_path: Path) -> None:
+    path = tmp_path / "argo.yaml"
+    path.write_text(TEMPLATE.replace("- name: error-rate", '- name: "a\\n- name: b"'))
+    outcome = invoke(["import", "argo", str(path), "--var", "service=app"])
+    # The name is not a valid check name: the metric is not converted, and nothing else appears.
+    assert outcome.code == 1 and "\n- name: b" not in outcome.out, (outcome.out, outcome.err)
+    assert all(line.startswith(("note:", "cannot convert:")) for line in outcome.err_lines), outcome.err
+
+
+@pytest.mark.parametrize("value", ['x"} or vector(1) #', "a}b", "{{version}}", "a b", ""])
+def test_an_unsafe_set_value_is_exit_2(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "argo.yaml"
+    path.write_text(TEMPLATE)
+    outcome = invoke(["import", "argo", str(path), "--set", f"service={value}"])
+    assert_one_line(outcome, 2, r"^<command line>:0: --set: service: unsafe value")
+
+
+def test_an_unsafe_argument_value_is_not_pasted_into_promql(tmp_path: Path) -> None:
+    path = tmp_path / "argo.yaml"
+    path.write_text(TEMPLATE.replace("    - name: service", "    - name: service\n      value: 'x\"} or vector(1) #'"))
+    outcome = invoke(["import", "argo", str(path)])
+    assert outcome.code == 1, outcome.err
+    assert "vector(1)" not in outcome.out
+    assert any("args.service" in line and "unsafe value" in line for line in outcome.err_lines), outcome.err
+
+
+def test_a_backtracking_dry_run_pattern_answers_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "argo.yaml"
+    name = "a" * 60
+    text = TEMPLATE.replace("- name: error-rate", f"- name: {name}").replace(
+        "  metrics:", "  dryRun:\n    - metricName: '(a+)+b'\n    - metricName: 'a*a*a*a*a*a*a*a*a*a*b'\n  metrics:")
+    path.write_text(text)
+    outcome = invoke(["import", "argo", str(path), "--var", "service=app"])
+    assert "Traceback" not in outcome.err and outcome.code in (0, 1), outcome.err
+    assert outcome.seconds < 5
+    # A pattern that does name the metric is still reported as dry-run.
+    path.write_text(TEMPLATE.replace("  metrics:", "  dryRun:\n    - metricName: 'error-.*'\n  metrics:"))
+    outcome = invoke(["import", "argo", str(path), "--var", "service=app"])
+    assert outcome.code == 1 and any("error-rate: dryRun" in line for line in outcome.err_lines), outcome.err

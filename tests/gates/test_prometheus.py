@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import PrometheusSettings
-from orchestrator.errors import MetricError, UnreachableError
+from orchestrator.errors import MetricError, SpecError, UnreachableError
 from orchestrator.gates import PrometheusProvider
 from tests.fixtures_prom import PromData, PromProxy, TlsProxy
 from tests.fixtures_temporal import free_port
@@ -159,7 +159,8 @@ def test_conflicting_credentials_are_refused() -> None:
 
 
 def test_an_unreadable_token_file_is_not_retryable(tmp_path: Path) -> None:
-    with pytest.raises(MetricError) as caught:
+    # A setting that names a missing file is bad input (exit 2), not a failing Prometheus.
+    with pytest.raises(SpecError) as caught:
         provider("http://127.0.0.1:9", bearer_token_file=str(tmp_path / "missing")).query("up")
     assert caught.value.retryable is False
 

@@ -281,7 +281,7 @@ def test_bad_scoring_config_is_file_line_errors(text: str, error: str) -> None:
 
 def test_weights_default_and_missing_config_file(tmp_path: object) -> None:
     assert Weights().of("auto-recovery") == 0.3
-    with pytest.raises(SpecError, match=r"nope.yaml:0: \(file\): cannot read the scoring config"):
+    with pytest.raises(SpecError, match=r"nope.yaml:0: \(file\): no such file"):
         load_config("nope.yaml")
 
 
