@@ -14,8 +14,10 @@ here too (labels of 1..63 characters, 253 in all), so a malformed one is exit 2 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,16 +49,30 @@ def parse_seconds(text: str, where: str) -> float:
     return value
 
 
-def _bad_host(hostname: str) -> str | None:
-    """Why ``hostname`` cannot be looked up (a label empty or over 63 characters...), or None."""
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+def host_problem(hostname: str) -> str | None:
+    """Why ``hostname`` is no IP address and no name that could be looked up, or None.
+
+    Checked before any connection, so a malformed name is exit 2 and never reaches a resolver.
+    """
     if hostname.startswith("[") or ":" in hostname:
-        return None  # an IPv6 literal; urlsplit has checked its brackets
+        if hostname.startswith("[") != hostname.endswith("]"):
+            return "has a host that is neither a name nor an IP address"
+        try:
+            ipaddress.IPv6Address(hostname.removeprefix("[").removesuffix("]").split("%", 1)[0])
+        except ValueError:
+            return "has a host that is neither a name nor an IP address"
+        return None
     try:
-        encoded = hostname.rstrip(".").encode("idna")
+        encoded = hostname.rstrip(".").encode("idna").decode("ascii")
     except UnicodeError:
         return "has a host name with an empty label or one longer than 63 characters"
     if len(encoded) > 253:
         return "has a host name longer than 253 characters"
+    if not _HOST_NAME.fullmatch(encoded):
+        return "has a host name with a character a host name cannot hold"
     return None
 
 
@@ -73,7 +89,7 @@ def check_host_port(text: str, where: str) -> str:
             elif parts.port == 0:
                 problem = "has port 0; a port is 1..65535"
             else:
-                problem = _bad_host(parts.hostname)
+                problem = host_problem(parts.hostname)
         except ValueError:
             problem = "has a port outside 1..65535"
     if problem:
@@ -88,10 +104,11 @@ def check_http_url(text: str, where: str) -> str:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise SpecError([f"{where}: {shown} has a port outside 1..65535"]) from None
+        # urlsplit says "port" for a stray bracket too.
+        raise SpecError([f"{where}: {shown} has a malformed host or a port outside 1..65535"]) from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or any(c.isspace() for c in text):
         raise SpecError([f"{where}: {shown} is not an http:// or https:// URL (e.g. http://127.0.0.1:9090)"])
-    problem = _bad_host(parts.hostname)
+    problem = host_problem(parts.hostname)
     if problem:
         raise SpecError([f"{where}: {shown} {problem}"])
     return text
@@ -182,9 +199,9 @@ class Settings(BaseModel):
             remember_url(url)
         webhook = get("NOTIFY_WEBHOOK")
         if webhook:
+            check_http_url(webhook, _origin("notify_webhook", origins))
             # An incoming webhook's path is its credential.
             remember(urlsplit(webhook).path)
-            check_http_url(webhook, _origin("notify_webhook", origins))
         prom = PrometheusSettings(
             url=str(prometheus_url),
             bearer_token=check_credential(get("PROMETHEUS_TOKEN"), _origin("prometheus_token", origins)),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from orchestrator.config import Settings
+from orchestrator.config import Settings, host_problem
 from orchestrator.errors import OrchestratorError, UnreachableError
 from orchestrator.redact import redact, remember_url
 from orchestrator.scoring.model import RunRecord
@@ -121,6 +122,10 @@ def to_url(location: str) -> URL:
     except ValueError:
         # SQLAlchemy reads the port with int(): "h:notaport", "[::1" end here.
         raise StorePathError(f"not a database URL (bad host or port): {_redact(location)}") from None
+    problem = host_problem(url.host) if url.host else None
+    if problem:
+        # Refused here, before the driver would look the name up.
+        raise StorePathError(f"{_redact(location)} {problem}")
     if url.host and "@" in url.host:
         # The password held an "@" the driver would take as the host's: refuse before any lookup.
         raise StorePathError(
@@ -161,7 +166,11 @@ class RunStore:
         self.url = to_url(raw)
         self.path = _display(self.url)
         self.migration: Migration | None = None
-        self._engine = _engine(self.url, create=create, display=self.path)
+        try:
+            self._engine = _engine(self.url, create=create, display=self.path)
+        except ArgumentError as exc:
+            # Connection arguments from the URL's query (``?port=abc``) are checked when the engine is made.
+            raise StorePathError(f"cannot open the run store at {self.path}: {_first_line(exc)}") from None
         try:
             if migrate:
                 self.migration = _upgrade(self._engine, self.path)
@@ -276,22 +285,30 @@ def _engine(url: URL, *, create: bool, display: str) -> Engine:
     return create_engine(url, connect_args={"connect_timeout": _CONNECT_TIMEOUT}, pool_pre_ping=True)
 
 
+def _check_sqlite_path(path: Path, *, create: bool, display: str) -> None:
+    if path.is_dir():
+        raise StorePathError(f"cannot open the run store at {display}: it is a directory")
+    if not path.parent.is_dir():
+        parent = _shown(str(path.parent))
+        if not create:
+            raise StorePathError(f"cannot open the run store at {display}: directory {parent} does not exist")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorePathError(f"cannot create the run store's directory {parent}: {exc.strerror}") from exc
+    if not create and not path.exists():
+        raise StorePathError(f"no run store at {display} (nothing has been recorded there)")
+
+
 def _sqlite_engine(url: URL, *, create: bool, display: str) -> Engine:
     database = url.database or ""
     memory = database in ("", ":memory:")
     if not memory:
-        path = Path(database)
-        if path.is_dir():
-            raise StorePathError(f"cannot open the run store at {display}: it is a directory")
-        if not path.parent.is_dir():
-            if not create:
-                raise StorePathError(f"cannot open the run store at {display}: directory {path.parent} does not exist")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorePathError(f"cannot create the run store's directory {path.parent}: {exc.strerror}") from exc
-        if not create and not path.exists():
-            raise StorePathError(f"no run store at {display} (nothing has been recorded there)")
+        try:
+            _check_sqlite_path(Path(database), create=create, display=display)
+        except OSError as exc:
+            # A name too long, a component that is not a directory: the path is the problem (exit 2).
+            raise StorePathError(f"cannot open the run store at {display}: {exc.strerror}") from None
     engine = create_engine(
         url,
         connect_args={"timeout": 30.0, "check_same_thread": False},
@@ -387,9 +404,24 @@ def _classify(exc: SQLAlchemyError, url: URL, display: str) -> StoreError:
             return StoreUnreachableError(display, reason)
         # unable to open the file, not a database, read-only directory: the path is the problem.
         return StorePathError(f"cannot open the run store at {display}: {reason}")
+    if _is_bad_option(exc):
+        return StorePathError(f"cannot open the run store at {display}: {reason}")
     if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_connect_error(exc):
         return StoreUnreachableError(display, reason)
     return StoreError(f"run store at {display}: {reason}")
+
+
+_BAD_OPTION = re.compile(r"invalid \S+ value|invalid URI|invalid connection option|invalid dsn|missing \"=\"")
+
+
+def _is_bad_option(exc: SQLAlchemyError) -> bool:
+    """A URL whose options the driver refuses before connecting (``?sslmode=bogus``): the input, not the server."""
+    import psycopg
+
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    if isinstance(orig, psycopg.ProgrammingError | psycopg.InterfaceError):
+        return True
+    return isinstance(orig, psycopg.OperationalError) and bool(_BAD_OPTION.search(str(orig)))
 
 
 def _is_connect_error(exc: SQLAlchemyError) -> bool:
@@ -404,9 +436,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _shown(text: str) -> str:
+    """``text`` on one line: a path may hold a newline, an error line may not."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _display(url: URL) -> str:
     if url.get_backend_name() == "sqlite":
-        return url.database or ":memory:"
+        return _shown(url.database or ":memory:")
     return redact(url.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://"))
 
 
