@@ -29,11 +29,11 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.config import PrometheusSettings
+from orchestrator.config import PrometheusSettings, check_credential
 from orchestrator.errors import MetricError, UnreachableError
 from orchestrator.gates.model import Sample
 from orchestrator.redact import redact
-from orchestrator.specs.files import check_file, read_text
+from orchestrator.specs.files import check_file, read_text, shown
 
 if TYPE_CHECKING:
     import requests
@@ -159,8 +159,10 @@ class PrometheusProvider:
     def _headers(self) -> dict[str, str]:
         token = self.settings.bearer_token
         if self.settings.bearer_token_file:
-            token = read_text(self.settings.bearer_token_file, limit=TOKEN_FILE_BYTES,
-                              field="ORCHESTRATOR_PROMETHEUS_TOKEN_FILE").strip()
+            path, field = self.settings.bearer_token_file, "ORCHESTRATOR_PROMETHEUS_TOKEN_FILE"
+            # Checked like the token setting: remembered for redaction, refused (never echoed) if a header
+            # cannot carry it.
+            token = check_credential(read_text(path, limit=TOKEN_FILE_BYTES, field=field), f"{shown(path)}:0: {field}")
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _auth(self) -> tuple[str, str] | None:

@@ -142,6 +142,16 @@ def _cli_cases(tmp_path: Path, echo_at: str) -> list[tuple[Case, str]]:
     add("prometheus token outside latin-1", REPLAY,
         {"ORCHESTRATOR_PROMETHEUS_URL": nowhere, "ORCHESTRATOR_PROMETHEUS_TOKEN": f"{m}\u20ac"}, (2,), m)
     m = marker()
+    token_file = tmp_path / "token-with-a-newline"
+    token_file.write_text(f"{m}\nX-Injected: {m}\n")
+    add("prometheus token file with a newline inside", REPLAY,
+        {"ORCHESTRATOR_PROMETHEUS_URL": nowhere, "ORCHESTRATOR_PROMETHEUS_TOKEN_FILE": str(token_file)}, (2,), m)
+    m = marker()
+    token_file = tmp_path / "token-outside-latin-1"
+    token_file.write_text(f"{m}\u20ac\n")
+    add("prometheus token file outside latin-1", REPLAY,
+        {"ORCHESTRATOR_PROMETHEUS_URL": nowhere, "ORCHESTRATOR_PROMETHEUS_TOKEN_FILE": str(token_file)}, (2,), m)
+    m = marker()
     add("prometheus password, unreachable", REPLAY,
         {"ORCHESTRATOR_PROMETHEUS_URL": nowhere, "ORCHESTRATOR_PROMETHEUS_USERNAME": "u",
          "ORCHESTRATOR_PROMETHEUS_PASSWORD": m}, (3,), m)
