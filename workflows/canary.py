@@ -21,6 +21,7 @@ carries on without applying any step twice.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.specs.checks import Check
     from orchestrator.specs.promql import image_version
+    from workflows import decide as core
     from workflows.engine import ContinueAsNew, Controls, Engine, Judges, Stop, UndoStep
 
 class _Again(Exception):
@@ -87,7 +89,8 @@ class CanaryWorkflow(Controls):
                              controls=self._state.controls, supports=frozenset(Controls.CONTROLS),
                              history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
                              show_paused=self._show_paused, undo_says="rolling back")
-        self._judges = Judges(self.engine, self._state.judges, spec.all_checks(), self._variables)
+        self._judges = Judges(self.engine, self._state.judges, spec.all_checks(), self._variables,
+                              step_since=lambda: self._state.controls.weight_changed_at)
 
     @workflow.query
     def status(self) -> CanaryStatus:
@@ -101,6 +104,11 @@ class CanaryWorkflow(Controls):
             self._status.runs += 1
             await self.engine.hand_over(CanaryInput(rollout=inp.rollout, image=self._image,
                                                     history_limit=inp.history_limit, state=self._state))
+        except asyncio.CancelledError:
+            # Rolled back to the end already (the engine shields compensation): say so, then end cancelled.
+            self.engine.stage = "done"
+            await self._notify()
+            raise
         self.engine.stage = "done"
         await self._notify()
         return self._status
@@ -148,6 +156,9 @@ class CanaryWorkflow(Controls):
         state.step_started_at = None
         self._status.step = len(spec.steps)
         self.engine.raise_if_stopped()
+        if workflow.patched("promote-only-on-a-decision"):
+            # The background checks watch on while the promotion waits for their verdicts at the last weight.
+            await self.engine.until_promotable()
         self.engine.cancel_background()
         await self._promote()
 
@@ -206,6 +217,7 @@ class CanaryWorkflow(Controls):
             self._status.step_description = f"setWeight {weight}"
             self.engine.log(f"shifting {weight}% of traffic to the canary")
         result = await self._route_call("canary.set_weight", weight, replicas=pods)
+        self.engine.weight_changed()
         if weight > 0 and self._status.canary_traffic_at is None:
             self._status.canary_traffic_at = workflow.now()
         if result.verified is False:
@@ -245,10 +257,14 @@ class CanaryWorkflow(Controls):
 
     async def _background(self) -> None:
         started = self._status.started_at or workflow.now()
+        checks = self._inp.rollout.spec.background_checks
+        for check in checks:  # watched from the start: a check not measured yet holds the promotion
+            if check.name not in self._state.controls.verdicts:
+                self.engine.apply(core.Looked(check.name, core.Verdict.UNMEASURED))
         await self.engine.measure(
-            self._inp.rollout.spec.background_checks, self._state.background, self._evaluate, started=started,
+            checks, self._state.background, self._evaluate, started=started,
             until=None, data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
-            publish=self._publish, end_on_promote=False)
+            publish=self._publish, end_on_promote=False, watch=True)
 
     async def _on_verdict(self, check: Check, status: CheckStatus) -> CheckStatus:
         """A gate failed (rollback) or cannot decide (the rollout's onInconclusive)."""

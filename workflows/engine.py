@@ -15,16 +15,21 @@ subtly wrong:
   has not appeared yet is *waiting for data* (not counted) until ``waitForData`` after the subject
   began receiving traffic; after that, or once data was seen, the check's ``noData`` policy applies;
 * **the no-decision policy** — an inconclusive or unmeasurable gate pauses (with a timeout, then
-  rollback) or rolls back, as the run's ``onInconclusive`` says; it never promotes;
+  rollback) or rolls back, as the run's ``onInconclusive`` says; it never promotes. The pause, its
+  deadline and the gate it waits for are state (``ControlState.decision``): a new run that looks at
+  the same undecided gate joins the pause already pending, with its deadline;
 * **compensation** — undo steps each run on their own (one failing does not skip the others, unless
   a step depends on it: capacity is never removed before its replacement serves), with retries and
   backoff; a step that keeps failing is *reported* (phase ``rollback-stuck``, the step and its error,
   a notification and the ``orchestrator_rollback_stuck`` metric) and re-attempted on a slow timer for
-  as long as it takes, or at once on ``retry``;
+  as long as it takes, or at once on ``retry``. Compensation is shielded from cancellation: a
+  cancel that lands during it is recorded and the undo runs to its end; the run then ends cancelled;
 * **the lifecycle** — body, then compensation on failure, abort, cancellation or an unexpected error
   (``run``), with the stop's kind recorded for the outcome and the metrics.
 
-Everything here is deterministic: workflow time, activities by name, no I/O.
+The decisions themselves (may the run promote, is a pause pending and until when, which undo step
+runs next) are the pure core's (``workflows/decide.py``): the engine feeds it events and runs what
+it answers. Everything here is deterministic: workflow time, activities by name, no I/O.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         ControlState,
         Event,
         StuckStep,
+        UndoProgress,
     )
     from orchestrator.api.requests import NotifyRequest, RollbackStuckRequest
     from orchestrator.gates.judge import (
@@ -63,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.gates.verdict import advance, finish, start
     from orchestrator.rails.models import RailsReport, RailsRequest
     from orchestrator.specs.checks import Check, OnInconclusive
+    from workflows import decide as core
 
 T = TypeVar("T")
 
@@ -152,9 +159,17 @@ class Engine:
 
     # ---- stopping, continuing, waiting ------------------------------------------------------
 
+    def apply(self, event: core.Event) -> list[core.Command]:
+        """Feed ``event`` to the decision core; its new state replaces the run's, in place (it is shared)."""
+        new, commands = core.decide(self.controls, event)
+        for name in type(new).model_fields:
+            setattr(self.controls, name, getattr(new, name))
+        return commands
+
     def request_stop(self, stop: Stop) -> None:
         if self.stop is None:
             self.stop = stop
+            self.apply(core.Stopped(stop.kind, stop.reason))
             self.log(stop.reason if stop.kind != "gate" else f"gate failed: {stop.reason}")
 
     def raise_if_stopped(self) -> None:
@@ -201,6 +216,23 @@ class Engine:
             raise ContinueAsNew()
         return until is not None and workflow.now() >= until
 
+    def weight_changed(self) -> None:
+        """Traffic moved: every watched gate must pass again at the new weight before a promotion."""
+        self.apply(core.WeightChanged(workflow.now()))
+
+    async def until_promotable(self) -> None:
+        """Before promoting: wait until the core allows it (nothing paused, every watched gate passed)."""
+        if core.may_promote(self.controls):
+            return
+        self.show_paused(self.controls.paused)
+        if not self.controls.paused:
+            self.status.waiting_for = "every background check to pass at the last weight"
+        try:
+            await self.wait(None, also=lambda: core.may_promote(self.controls))
+        finally:
+            self.status.waiting_for = None
+            self.show_paused(False)
+
     async def hold_while_paused(self) -> None:
         """Before a step: wait while paused by hand (abort and promote still work)."""
         if not self.controls.paused:
@@ -246,6 +278,7 @@ class Engine:
         extend: Callable[[list[Check]], Awaitable[datetime | None]] | None = None,
         hold: bool = False,
         conclude: Callable[[Check, CheckStatus], Awaitable[CheckStatus]] | None = None,
+        watch: bool = False,
     ) -> None:
         """Look at every check once per interval until each decides, ``until`` passes or a promote ends it.
 
@@ -255,24 +288,42 @@ class Engine:
         ``extend`` is asked, when ``until`` passes, whether the step goes on (a new deadline: not enough
         traffic yet, a check still counting, paused by hand) or ends (None). With ``hold`` the step lasts
         until ``until`` even when every check has decided (a ramp stage's hold time). ``conclude``
-        decides a judge check still open when the step ends (see ``Judges``).
+        decides a judge check still open when the step ends (see ``Judges``). With ``watch`` the checks
+        are watched across steps (background checks): each look is the core's latest verdict for the
+        promotion, and a success is never final (a judge keeps judging at every later weight).
         """
         for check in checks:
             states.setdefault(check.name, start(check))
+        decision = self.controls.decision
+        for check in checks:
+            status = states[check.name]
+            waited = (decision is not None and decision.gate == check.name) or check.name in self.controls.remeasure
+            undecided = status.phase.final and status.phase is not CheckPhase.SUCCESSFUL
+            if waited and undecided and not self.controls.promote:
+                # A new run meets the gate a decision pause waits for (or was resumed for): that decision goes on.
+                states[check.name] = await on_verdict(check, status)
         while True:
             self.raise_if_stopped()
             if end_on_promote and self.controls.promote:
                 return
             now = workflow.now()
-            open_checks = [c for c in checks if not states[c.name].phase.final]
+            open_checks = [c for c in checks if not states[c.name].phase.final
+                           or (watch and states[c.name].phase is CheckPhase.SUCCESSFUL)]
             due = {c.name: self._due(c, states[c.name], started) for c in open_checks}
             ready = [c for c in open_checks if due[c.name] <= now]
             if ready:  # a look that is due is taken, even as the step ends
                 looks = await asyncio.gather(*(self._look(c, evaluate) for c in ready))
                 since = data_since()
                 for check, measurement in zip(ready, looks, strict=True):
-                    states[check.name] = self._fold(check, states[check.name], measurement, due[check.name],
-                                                    since or started)
+                    before = states[check.name]
+                    if watch and before.phase is CheckPhase.SUCCESSFUL:
+                        before = before.model_copy(update={"phase": CheckPhase.RUNNING})
+                    after = states[check.name] = self._fold(check, before, measurement, due[check.name],
+                                                            since or started)
+                    if watch:
+                        waiting = not after.phase.final and after.measurements == before.measurements
+                        self.apply(core.Looked(check.name, core.verdict_of(
+                            after.phase, after.last.phase if after.last else None, waiting)))
                 publish()
                 for check in ready:
                     status = states[check.name]
@@ -361,31 +412,52 @@ class Engine:
 
     # ---- no decision ---------------------------------------------------------------------------
 
-    async def no_decision(self, status: CheckStatus, policy: OnInconclusive) -> bool:
-        """A gate that cannot decide: roll back (raise) or pause until a human decides.
+    async def no_decision(self, status: CheckStatus, policy: OnInconclusive, *, failed: bool = False) -> bool:
+        """A gate that cannot decide (or failed, with ``failed``): roll back (raise) or pause until a human decides.
 
         Returns True when resumed (measure again), False when promoted; raises ``Stop`` on abort, on
-        the pause's timeout, or at once under ``action: rollback``.
+        the pause's timeout, or at once under ``action: rollback``. The pause is the core's state: a
+        new run that meets the same gate still undecided waits for the same deadline.
         """
-        if policy.action == "rollback":
-            raise Stop("inconclusive", status.reason, status)
-        deadline = workflow.now() + policy.timeout
-        self.controls.paused = True
+        if status.check in self.controls.remeasure:  # resumed before this run looked at the gate again
+            self.apply(core.Remeasured(status.check))
+            return True
+        commands = self.apply(core.Undecided(gate=status.check, reason=status.reason, at=workflow.now(),
+                                             timeout=policy.timeout, rollback=policy.action == "rollback",
+                                             failed=failed))
+        self._raise_rollback(commands, status)
+        decision = self.controls.decision
+        assert decision is not None
         self.status.paused = True
-        self.status.waiting_for = (f"a decision: {status.reason} — resume to measure again, promote or abort "
-                                   f"(rollback at {deadline:%Y-%m-%d %H:%M:%S} UTC)")
-        self.log(f"paused, no decision: {status.reason} (onInconclusive: pause, timeout {policy.timeout})")
-        await self.notify_paused(status.reason)
+        if decision.gate != status.check:  # another gate's pause is pending: its decision is this one's too
+            await self.wait(None, also=lambda: self.controls.decision is None)
+            return not self.controls.promote
+        self.status.waiting_for = (f"a decision: {decision.reason} — resume to measure again, promote or abort "
+                                   f"(rollback at {decision.deadline:%Y-%m-%d %H:%M:%S} UTC)")
+        if any(isinstance(c, core.NotifyPaused) for c in commands):
+            self.log(f"paused, no decision: {status.reason} (onInconclusive: pause, timeout {policy.timeout})")
+            await self.notify_paused(status.reason)
+        else:
+            self.log(f"still paused for a decision on {decision.gate} (rollback at {decision.deadline:%H:%M:%S})")
         self.show_paused(True)
         try:
-            expired = await self.wait(deadline, also=lambda: not self.controls.paused, wake_on_promote=True)
+            expired = await self.wait(decision.deadline, also=lambda: self.controls.decision is None,
+                                      wake_on_promote=True)
         finally:
             self.status.waiting_for = None
             self.show_paused(False)
-        if expired and self.controls.paused:
-            self.controls.paused = self.status.paused = False
-            raise Stop("inconclusive", f"{status.reason}; nobody decided within {policy.timeout}", status)
+        if expired:
+            self._raise_rollback(self.apply(core.TimerFired(workflow.now())), status)
+        if status.check in self.controls.remeasure:
+            self.apply(core.Remeasured(status.check))
+        self.status.paused = self.controls.paused
         return not self.controls.promote
+
+    def _raise_rollback(self, commands: list[core.Command], status: CheckStatus) -> None:
+        for command in commands:
+            if isinstance(command, core.RollBack):
+                self.status.paused = False
+                raise Stop(command.kind, command.reason, status)
 
     async def notify_paused(self, reason: str) -> None:
         with_workflow = workflow.info().workflow_id
@@ -399,26 +471,48 @@ class Engine:
     # ---- compensation --------------------------------------------------------------------------
 
     async def compensate(self, steps: Sequence[UndoStep]) -> None:
-        """Run every undo step until each has landed; report and keep re-attempting the ones that fail."""
-        pending = list(steps)
-        done: set[str] = set()
+        """Run every undo step until each has landed; report and keep re-attempting the ones that fail.
+
+        Shielded from cancellation: a cancel that lands meanwhile is recorded (``cancel_requested``)
+        and the undo goes on to its end. Called from ``run`` the run then ends cancelled there;
+        called on its own (a finishing revert), the cancellation is raised once every step landed.
+        """
+        await self.shielded(self._compensate(steps))
+        if self.controls.cancel_requested and self.stage != "compensating":
+            raise asyncio.CancelledError()
+
+    async def shielded(self, work: Awaitable[T]) -> T:
+        """Await ``work`` to its end: the workflow's cancellation is recorded, never delivered to it."""
+        # Workflow cancellation cancels the run's own task only: work in a task of its own runs on.
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                if not self.controls.cancel_requested:
+                    self.apply(core.Cancel())
+                    self.log(f"cancellation requested: {self.undo_says} to the end first")
+
+    async def _compensate(self, steps: Sequence[UndoStep]) -> None:
+        by_name = {step.name: step for step in steps}
+        queue = [c for c in self.apply(core.CompensationStarted(tuple((s.name, s.after) for s in steps)))
+                 if isinstance(c, core.RunUndo)]
         delay = STUCK_RETRY_FIRST
         attempts = 0
         while True:
-            failed: list[tuple[UndoStep, str]] = []
-            for step in list(pending):
-                blocked = [d for d in step.after if d not in done]
-                if blocked:
-                    failed.append((step, f"waits for {', '.join(blocked)}"))
-                    continue
+            failed: list[UndoProgress] = []
+            while queue:  # one round: each step the core says may run, in order
+                step = by_name[queue.pop(0).step]
                 try:
                     await step.run()
                 except ActivityError as err:
-                    failed.append((step, describe(err)))
+                    self.apply(core.UndoFailed(step.name, describe(err)))
+                    failed.append(next(u for u in self.controls.undo if u.name == step.name))
                     continue
-                pending.remove(step)
-                done.add(step.name)
-            if not pending:
+                queue.extend(c for c in self.apply(core.UndoApplied(step.name)) if isinstance(c, core.RunUndo))
+            if core.compensation_done(self.controls):
                 if self.status.stuck is not None:
                     self.log(f"{self.status.stuck.step} landed after {self.status.stuck.attempts} attempt(s)")
                     self.status.stuck = None
@@ -428,28 +522,32 @@ class Engine:
                         name=self.name, step="", stuck=False))
                 return
             attempts += 1
-            step, error = next((s, e) for s, e in failed if not e.startswith("waits for")) if any(
-                not e.startswith("waits for") for _, e in failed) else failed[0]
+            step_state = failed[0] if failed else core.stuck(self.controls)[0]
             retry_at = workflow.now() + delay
             first = self.status.stuck is None
             self.status.stuck = StuckStep(
-                step=step.name, error=error, attempts=attempts,
+                step=step_state.name, error=step_state.error, attempts=attempts,
                 since=workflow.now() if first or self.status.stuck is None else self.status.stuck.since,
                 next_attempt_at=retry_at)
             if first:
                 self.stuck_phase(True)
-                self.log(f"rollback stuck at {step.name}: {error}; re-attempting on a slow timer "
+                self.log(f"rollback stuck at {step_state.name}: {step_state.error}; re-attempting on a slow timer "
                          "(or now, with the retry control)")
             # Renewed at every attempt: the metric's series expires unless renewed (right with several workers).
             await self._report_stuck(RollbackStuckRequest(kind=self.kind,
                                                           workflow_id=workflow.info().workflow_id,
-                                                          name=self.name, step=step.name, error=error))
+                                                          name=self.name, step=step_state.name,
+                                                          error=step_state.error))
             asked = self.controls.retries
             try:
                 await workflow.wait_condition(lambda asked=asked: self.controls.retries != asked,  # type: ignore[misc]
                                               timeout=delay)
+                commands: list[core.Command] = [core.RunUndo(u.name) for u in core.stuck(self.controls)
+                                                if u.name in core.runnable(self.controls)]
             except TimeoutError:
                 delay = min(delay * 2, STUCK_RETRY_MAX)
+                commands = self.apply(core.TimerFired(workflow.now()))
+            queue = [c for c in commands if isinstance(c, core.RunUndo)]
 
     async def _report_stuck(self, report: RollbackStuckRequest) -> None:
         try:
@@ -479,10 +577,12 @@ class Engine:
             self.request_stop(stop)
         except asyncio.CancelledError:
             self.stop = Stop("cancelled", "the workflow was cancelled")
+            self.apply(core.Cancel())
             cancelled = True
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):  # the workflow's cancellation, met inside an activity
                 self.stop = Stop("cancelled", "the workflow was cancelled")
+                self.apply(core.Cancel())
                 cancelled = True
             else:
                 self.request_stop(activity_stop(err))
@@ -492,8 +592,8 @@ class Engine:
             self.cancel_background()
         assert self.stop is not None
         self.stage = "compensating"
-        await undo(self.stop)
-        if cancelled:
+        await self.shielded(undo(self.stop))
+        if cancelled or self.controls.cancel_requested:
             raise asyncio.CancelledError()
         return False
 
@@ -533,28 +633,27 @@ class Engine:
 
     def control(self, control: str, req: ControlRequest) -> ControlResponse:
         by = f" by {req.by}" if req.by else ""
+        if control != "abort":  # an abort is a stop: ``request_stop`` tells the core
+            self.apply(core.Control(control))
         if control == "pause":
-            self.controls.paused = self.status.paused = True
+            self.status.paused = True
             self.show_paused(True)
             self.log(f"paused{by}")
             return ControlResponse(accepted=True, message="paused: nothing new starts until resumed")
         if control == "resume":
-            self.controls.paused = self.status.paused = False
+            self.status.paused = False
             self.show_paused(False)
             self.log(f"resumed{by}")
             return ControlResponse(accepted=True, message="resumed")
         if control == "promote":
-            self.controls.promote = True
-            self.controls.paused = self.status.paused = False
+            self.status.paused = False
             self.show_paused(False)
             self.log(f"promotion requested{by}")
             return ControlResponse(accepted=True, message="promoting: remaining steps are skipped")
         if control == "approve":
-            self.controls.approved = True
             self.log(f"approval received{by}")
             return ControlResponse(accepted=True, message="approved")
         if control == "retry":
-            self.controls.retries += 1
             self.log(f"retry requested{by}")
             return ControlResponse(accepted=True, message="re-attempting the stuck step now")
         reason = f"aborted{by}" + (f": {req.reason}" if req.reason else "")
@@ -577,6 +676,8 @@ class Judges:
     checks: Sequence[Check]
     variables: Callable[[], dict[str, str]]
     control_variables: Callable[[], dict[str, str] | None] = lambda: None
+    step_since: Callable[[], datetime | None] = lambda: None
+    """When the current weight (stage) began: success for it is judged on its own data since then."""
 
     def _bound(self) -> tuple[float, int]:
         """Each judge check's share of the rollout's bound, and how many checks share it."""
@@ -595,7 +696,12 @@ class Judges:
     def _request(self, check: Check) -> JudgeLookRequest:
         alpha, n = self._bound()
         return JudgeLookRequest(check=check, variables=self.variables(), control_variables=self.control_variables(),
-                                state=self.states.get(check.name, JudgeState()), alpha=alpha, checks=n)
+                                state=self._state(check), alpha=alpha, checks=n)
+
+    def _state(self, check: Check) -> JudgeState:
+        state = self.states.get(check.name, JudgeState())
+        since = self.step_since()
+        return state if since is None or state.step_since == since else state.model_copy(update={"step_since": since})
 
     def _keep(self, check: Check, result: JudgeLookResult) -> Measurement:
         self.states[check.name] = result.state
@@ -605,7 +711,7 @@ class Judges:
         """The step's time is over: failed, successful, or not enough traffic (an inconclusive)."""
         alpha, n = self._bound()
         verdict: JudgeVerdict = await self.engine.act(
-            "judge.finish", JudgeFinishRequest(check=check, state=self.states.get(check.name, JudgeState()),
+            "judge.finish", JudgeFinishRequest(check=check, state=self._state(check),
                                                alpha=alpha, checks=n), JudgeVerdict)
         final = verdict.status(status.measurements)
         phase = final.phase if final.phase.final else CheckPhase.INCONCLUSIVE

@@ -21,6 +21,7 @@ killed mid-ramp is replaced by one that carries on without applying any stage tw
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,7 +72,8 @@ class FlagRampWorkflow(Controls):
                              history_limit=inp.history_limit, stuck_phase=self._stuck_phase,
                              show_paused=self._show_paused, undo_says="reverting")
         self._judges = Judges(self.engine, self._state.judges, spec.checks, self._variables,
-                              lambda: {**self._variables(), "variant": self._state.control_variant})
+                              lambda: {**self._variables(), "variant": self._state.control_variant},
+                              step_since=lambda: self._state.stage_started_at)
 
     @workflow.query
     def status(self) -> FlagRampStatus:
@@ -85,6 +87,11 @@ class FlagRampWorkflow(Controls):
             self._status.runs += 1
             await self.engine.hand_over(FlagRampInput(ramp=inp.ramp, history_limit=inp.history_limit,
                                                       state=self._state))
+        except asyncio.CancelledError:
+            # Reverted to the end already (the engine shields compensation): say so, then end cancelled.
+            self.engine.stage = "done"
+            await self._notify()
+            raise
         self.engine.stage = "done"
         await self._notify()
         return self._status
@@ -199,7 +206,7 @@ class FlagRampWorkflow(Controls):
                 raise Stop("gate", reason, status)
             policy = OnInconclusive(action="pause", timeout=self._inp.ramp.spec.on_inconclusive.timeout)
             self._status.reason = reason
-            again = await self.engine.no_decision(status.model_copy(update={"reason": reason}), policy)
+            again = await self.engine.no_decision(status.model_copy(update={"reason": reason}), policy, failed=True)
             self._status.reason = None
         else:
             again = await self._undecided(f"no decision at {percent:g}%: {status.reason}", status)

@@ -151,6 +151,13 @@ class JudgeState(_Data):
     last_at: datetime | None = None
     outcome: Outcome = Outcome.RUNNING
     message: str = ""
+    step_since: datetime | None = None
+    """When the current weight (stage) began, as the run says; None: one step for the whole run."""
+    step_loglik_since: datetime | None = None
+    """The step the ``step_*`` fields count: success at a weight is established from its own data."""
+    step_loglik: list[float] = Field(default_factory=list)
+    step_canary_requests: float = 0.0
+    step_canary_events: float = 0.0
 
 
 class JudgeVerdict(_Data):
@@ -350,14 +357,18 @@ def gauge_radius(n: Any, variance: Any, alpha: float) -> Array:
 def judge_update(
     check: Check, state: JudgeState, look: JudgeLook, *, alpha: float, checks: int = 1
 ) -> tuple[JudgeState, JudgeVerdict]:
-    """Fold one look into the state and say where the check stands. A final outcome never changes.
+    """Fold one look into the state and say where the check stands. A failure never changes.
+
+    A success does not end the judging: failure evidence keeps accumulating under the one alpha at
+    every later weight, and success at a later weight (``state.step_since``) is established from that
+    weight's own data.
 
     ``alpha`` is this check's share of the rollout's bound (``alpha_per_check``); ``checks`` is how many
     judge checks share it, so the verdict can say how the rollout's bound was split.
     """
     judge = _judge(check)
     marks = _bounded_marks(state.marks, look.marks)
-    if state.outcome is not Outcome.RUNNING:
+    if state.outcome is Outcome.FAILED:
         return state.model_copy(update={"marks": marks, "last_at": look.at}), _final(check, state, alpha)
     if look.start or state.started_at is None:
         new = _start(judge, state, look, marks)
@@ -368,15 +379,16 @@ def judge_update(
         return new, _verdict(check, judge, new, alpha, checks, reason="counter-reset", prefix=f"{look.skipped}; ")
     new = _fold(judge, state, look, marks)
     verdict = _verdict(check, judge, new, alpha, checks)
-    if verdict.outcome is not Outcome.RUNNING:
-        new = new.model_copy(update={"outcome": verdict.outcome, "message": verdict.message})
+    # Only a failure is kept: a success stands for its own weight, the next is judged on its own data.
+    decided = verdict.outcome is not Outcome.RUNNING
+    new = new.model_copy(update={"outcome": verdict.outcome, "message": verdict.message if decided else new.message})
     return new, verdict
 
 
 def judge_finish(check: Check, state: JudgeState, *, alpha: float, checks: int = 1) -> JudgeVerdict:
     """The step's time is over: failed or successful if decided, else "not enough traffic"."""
     judge = _judge(check)
-    if state.outcome is not Outcome.RUNNING:
+    if state.outcome is Outcome.FAILED:
         return _final(check, state, alpha)
     verdict = _verdict(check, judge, state, alpha, checks)
     if verdict.outcome is not Outcome.RUNNING:
@@ -491,8 +503,14 @@ def _fold(judge: Judge, state: JudgeState, look: JudgeLook, marks: dict[str, flo
     else:
         nc, ec = look.canary.requests, look.canary.errors
         n0, e0 = look.control.requests, look.control.errors
-    loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)
-    loglik = loglik + counts_increment(nc, ec, n0, e0)
+    increment = counts_increment(nc, ec, n0, e0)
+    loglik = (np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)) + increment
+    if state.step_since is not None:
+        fresh = state.step_since != state.step_loglik_since
+        step = np.zeros(GRID.size) if fresh or not state.step_loglik else np.asarray(state.step_loglik)
+        update.update(step_loglik_since=state.step_since, step_loglik=[float(x) for x in step + increment],
+                      step_canary_requests=(0.0 if fresh else state.step_canary_requests) + nc,
+                      step_canary_events=(0.0 if fresh else state.step_canary_events) + ec)
     update.update(
         loglik=[float(x) for x in loglik],
         canary_requests=state.canary_requests + nc,
@@ -532,11 +550,20 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     latency = judge.kind is JudgeKind.LATENCY
     tolerance = (state.tail_tolerance or judge.effective_tolerance) if latency else judge.effective_tolerance
     loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)
-    failed, within, log_e, lu = decide_counts(loglik, alpha, tolerance, judge.direction)
+    failed, within_all, log_e, lu = decide_counts(loglik, alpha, tolerance, judge.direction)
+    within = bool(within_all)
+    # Failure: every look under the one alpha. Success: the current weight's own looks only.
+    step = state.step_since is not None
+    if step:
+        fresh = state.step_since != state.step_loglik_since or not state.step_loglik
+        step_loglik = np.zeros(GRID.size) if fresh else np.asarray(state.step_loglik, dtype=np.float64)
+        within = not fresh and bool(decide_counts(step_loglik, alpha, tolerance, judge.direction)[1])
+    events, requests = ((state.step_canary_events, state.step_canary_requests) if step
+                        else (state.canary_events, state.canary_requests))
     lower, upper = math.exp(float(lu[0])), math.exp(float(lu[1]))
     negligible = judge.negligible_rate if not latency and judge.direction is Direction.HIGHER_IS_WORSE else None
-    canary_upper = (rate_upper_bound(state.canary_events, state.canary_requests, alpha, negligible)
-                    if negligible is not None and state.canary_requests > 0 else None)  # fmt: skip
+    canary_upper = (rate_upper_bound(events, requests, alpha, negligible)
+                    if negligible is not None and requests > 0 else None)  # fmt: skip
     clean = canary_upper is not None and negligible is not None and canary_upper <= negligible
     e_value = math.exp(min(float(log_e), 700.0))
     cr = state.canary_events / state.canary_requests if state.canary_requests > 0 else None

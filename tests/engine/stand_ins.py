@@ -8,6 +8,7 @@ The activities themselves are tested against the sandbox cluster and the real Pr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +62,8 @@ class World:
     flag_percent: float = 0.0
     stuck_reports: list[RollbackStuckRequest] = field(default_factory=list)
     refuse: str | None = None  # what the pre-flight rails answer (None: every rail passes)
+    # activity -> an event its calls wait for before they answer (an undo step still under way)
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return [n for n, _ in self.calls]
@@ -107,6 +110,9 @@ class World:
 
         @activity.defn(name="canary.reset_traffic")
         async def reset_traffic(req: RouteRequest) -> WeightResult:
+            if "canary.reset_traffic" in world.held:
+                world.calls.append(("held canary.reset_traffic", req))
+                await world.held["canary.reset_traffic"].wait()
             world._call("canary.reset_traffic", req)
             return WeightResult(requested=0, effective=0, verified=True)
 
