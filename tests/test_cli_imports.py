@@ -50,10 +50,18 @@ def completion_env(line: str) -> dict[str, str]:
     return {"_ORCHESTRATOR_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
 
 
+# Every group's help too, but ``score`` (its --format choices come from the report module, which needs
+# SQLAlchemy) and ``import`` (YAML, a light import).
 @pytest.mark.parametrize(("args", "expected"), [
     (["--help"], "canary      Canary rollouts"),
     (["canary", "--help"], "promote"),
     (["canary", "run", "--help"], "--image"),
+    (["flag", "--help"], "kill"),
+    (["chaos", "--help"], "gameday"),
+    (["worker", "--help"], "--health-port"),
+    (["sandbox", "--help"], "up"),
+    (["validate", "--help"], "FILE"),
+    (["replay", "--help"], "--from"),
 ])
 def test_help_imports_no_client_library(args: list[str], expected: str) -> None:
     output, loaded = probe(args)

@@ -8,7 +8,6 @@ schedules), which the tests call directly too.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,15 +25,15 @@ from orchestrator.cli.common import (
     settings,
 )
 from orchestrator.cli.follow import Follower, query_failure
-from orchestrator.client.temporal import connect_temporal
-from orchestrator.config import Settings
 from orchestrator.errors import RefusedError, SpecError
 
 if TYPE_CHECKING:
+    # Temporal's client and the pydantic models load inside the commands, so ``chaos --help`` stays fast.
     from temporalio.client import Client
 
     from orchestrator.api.chaos import ChaosStatus, GameDayResult
     from orchestrator.chaos.objects import Objects
+    from orchestrator.config import Settings
     from orchestrator.specs.chaos import ChaosExperiment
     from orchestrator.specs.policy import RailsPolicy
 
@@ -126,6 +125,7 @@ def run_cmd(ctx: click.Context, file: str, dry_run: bool, wait: bool, output: st
 
     async def main() -> int:
         from orchestrator.client import chaos as control
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         if dry_run:
@@ -204,6 +204,8 @@ async def _dry_run(s: Settings, client: Client, exp: ChaosExperiment, output: st
 
 
 async def _follow(client: Client, wid: str, output: str) -> ChaosStatus:
+    import asyncio
+
     from temporalio.client import WorkflowQueryFailedError
     from temporalio.service import RPCError
 
@@ -242,6 +244,7 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
 
     async def main() -> int:
         from orchestrator.client import chaos as control
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         if abort_all:
@@ -289,6 +292,8 @@ def retry(ctx: click.Context, name: str, namespace: str | None) -> None:
     s = settings(ctx)
 
     async def main() -> int:
+        from orchestrator.client.temporal import connect_temporal
+
         return await _control(await connect_temporal(s), s, name, namespace, "retry")
 
     finish(run(main()))
@@ -306,6 +311,7 @@ def status(ctx: click.Context, name: str, namespace: str | None, output: str) ->
 
     async def main() -> int:
         from orchestrator.client import chaos as control
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         st = await control.status(client, await _resolve_id(client, name, namespace))
@@ -325,6 +331,7 @@ def list_cmd(ctx: click.Context, output: str) -> None:
 
     async def main() -> int:
         from orchestrator.client import chaos as control
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         rows: list[dict[str, Any]] = []
@@ -412,6 +419,7 @@ def schedule(ctx: click.Context, file: str, cron: str | None, every: float | Non
     async def main() -> int:
         from orchestrator.api.chaos import ChaosInput
         from orchestrator.client import chaos_schedules as schedules
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         sid = await schedules.create(client, ChaosInput(experiment=exp, source=file), s.task_queue, cron=cron,
@@ -436,6 +444,7 @@ def schedules_list(ctx: click.Context, output: str) -> None:
 
     async def main() -> int:
         from orchestrator.client import chaos_schedules as sched
+        from orchestrator.client.temporal import connect_temporal
 
         items = await sched.list_schedules(await connect_temporal(s))
         if output == "json":
@@ -460,6 +469,7 @@ def _schedule_action(action: str) -> click.Command:
 
         async def main() -> int:
             from orchestrator.client import chaos_schedules as sched
+            from orchestrator.client.temporal import connect_temporal
 
             client = await connect_temporal(s)
             await getattr(sched, action)(client, schedule_id)
@@ -495,6 +505,7 @@ def gameday(ctx: click.Context, file: str, wait: bool, output: str) -> None:
 
     async def main() -> int:
         from orchestrator.api.chaos import GAMEDAY_TYPE, GameDayResult
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         inp = GameDayInput(name=gd.metadata.name, experiments=inputs,

@@ -7,7 +7,6 @@ its workflow id (``flag-ramp-<provider>-<key>``) or by the flag key with ``--pro
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,14 +28,14 @@ from orchestrator.cli.common import (
     settings,
 )
 from orchestrator.cli.follow import Follower, query_failure
-from orchestrator.client.temporal import connect_temporal, list_runs
-from orchestrator.config import Settings
 from orchestrator.errors import RefusedError
 
 if TYPE_CHECKING:
+    # Temporal's client and the pydantic models load inside the commands, so ``flag --help`` stays fast.
     from temporalio.client import WorkflowHandle
 
     from orchestrator.api.flags import FlagRampStatus
+    from orchestrator.config import Settings
     from orchestrator.specs.flags import FlagRamp
 
 
@@ -136,6 +135,7 @@ def ramp_cmd(ctx: click.Context, file: str, wait: bool, timeout: float | None, o
     async def main() -> int:
         from orchestrator.client import flags as flags_client
         from orchestrator.client.pollers import require_worker
+        from orchestrator.client.temporal import connect_temporal
 
         client = await connect_temporal(s)
         await require_worker(client, s, "nothing was started")
@@ -163,6 +163,8 @@ async def _dry_run(s: Settings, ramp: FlagRamp, policy_path: str | None, output:
 
 
 async def follow(handle: WorkflowHandle[Any, Any], output: str, timeout: float | None) -> int:
+    import asyncio
+
     from orchestrator.api.flags import FINAL_PHASES, Phase
     from orchestrator.cli.render import gate_line
 
@@ -205,6 +207,8 @@ async def query_status(handle: WorkflowHandle[Any, Any]) -> FlagRampStatus | Non
 
 async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[FlagRampStatus | None, str]:
     """The live status, or None and why it could not be read."""
+    import asyncio
+
     from temporalio.client import WorkflowQueryFailedError
     from temporalio.service import RPCError
 
@@ -236,6 +240,8 @@ def status(ctx: click.Context, name: str, provider: str, watch: bool, output: st
     s = settings(ctx)
 
     async def main() -> int:
+        from orchestrator.client.temporal import connect_temporal
+
         client = await connect_temporal(s)
         handle = client.get_workflow_handle(workflow_id_for(name, provider))
         if watch:
@@ -283,6 +289,8 @@ for _name, _help in (
 @handle_errors
 def list_cmd(ctx: click.Context, show_all: bool, output: str) -> None:
     """List flag ramps (running ones by default)."""
+    from orchestrator.client.temporal import list_runs
+
     s = settings(ctx)
     print_runs(run(list_runs(s, "FlagRamp", show_all)), output, "flag ramps", show_all)
     finish(EXIT_OK)
@@ -315,6 +323,8 @@ def kill(ctx: click.Context, key: str, provider: str | None, file: str | None, r
     s = settings(ctx)
 
     async def main() -> int:
+        from orchestrator.client.temporal import connect_temporal
+
         client = None
         try:
             client = await connect_temporal(s)

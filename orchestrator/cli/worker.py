@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import handle_errors, run, settings
-from orchestrator.client.temporal import connect_temporal
 
 
 @click.command()
@@ -43,6 +42,8 @@ def worker(
         install_sdk_metrics(f"{host}:{sdk_metrics_port}")
 
     async def main() -> None:
+        from orchestrator.client.temporal import connect_temporal
+
         client = await connect_temporal(s)
         await run_worker(client, s, health_port)
 
