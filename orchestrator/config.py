@@ -114,16 +114,18 @@ def check_http_url(text: str, where: str) -> str:
     return text
 
 
-def check_credential(value: str | None, where: str, *, header: bool = True) -> str | None:
+def check_credential(value: str | None, where: str, *, header: bool = True, secret: bool = True) -> str | None:
     """A secret that travels in an HTTP header or gRPC metadata: refused, never echoed, if it cannot.
 
     Surrounding whitespace is dropped (a secret written with ``echo`` ends in a newline); anything
     else that a header cannot carry -- a newline or other control character inside, a character
     outside Latin-1 (HTTP) or printable ASCII (gRPC metadata, ``header=False``) -- is exit 2.
+    A ``secret`` value is remembered for redaction first; a user name (``secret=False``) is not.
     """
     if value is None:
         return None
-    remember(value)
+    if secret:
+        remember(value)
     value = value.strip()
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise SpecError([f"{where}: contains a newline or another control character (value not shown)"])
@@ -206,7 +208,9 @@ class Settings(BaseModel):
             url=str(prometheus_url),
             bearer_token=check_credential(get("PROMETHEUS_TOKEN"), _origin("prometheus_token", origins)),
             bearer_token_file=get("PROMETHEUS_TOKEN_FILE"),
-            username=check_credential(get("PROMETHEUS_USERNAME"), _origin("prometheus_username", origins)),
+            username=check_credential(
+                get("PROMETHEUS_USERNAME"), _origin("prometheus_username", origins), secret=False
+            ),
             password=check_credential(get("PROMETHEUS_PASSWORD"), _origin("prometheus_password", origins)),
             ca_file=get("PROMETHEUS_CA_FILE"),
             insecure_skip_verify=(get("PROMETHEUS_INSECURE") or "").lower() in ("1", "true", "yes"),
