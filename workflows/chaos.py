@@ -102,9 +102,9 @@ class ChaosExperimentWorkflow(Controls):
             await self.engine.hand_over(ChaosInput(experiment=inp.experiment, source=inp.source,
                                                    history_limit=inp.history_limit, state=self._state))
         except asyncio.CancelledError:
-            # A cancellation that lands while the engine is compensating (a stuck revert waiting for its next
-            # attempt) interrupts that wait: finish the revert here, so the run never ends cancelled with a
-            # fault still in. Reverted entries are skipped, so after a completed compensation this does nothing.
+            # The engine's compensation is shielded from cancellation, but a cancellation can also land outside
+            # it (the finishing revert waiting for a cancelled round to stop): whatever is not reverted yet is
+            # reverted here, so the run never ends cancelled with a fault in. Reverted entries are skipped.
             cancelled = True
             await self._revert(self.engine.stop or Stop("cancelled", "the workflow was cancelled"))
         self.engine.stage = "done"
