@@ -25,6 +25,13 @@ check carries its state from look to look exactly as the worker's ``judge.look``
 rollout's false-rollback bound split over its judge checks. Custom selectors apply to threshold,
 relative and judge checks; an SLO check renders its own track selector.
 
+Bounds: before the first query the number of queries is estimated from the spec and the window
+(``estimate_queries``: every check's looks in the window, capped by its count or its step's duration,
+times the queries one look sends), and a replay above ``max_queries`` is refused with the estimate.
+Looks and step events go to a ``ReplaySink`` as they happen when one is given (the CLI writes them
+out at once, or spools them to a temporary file for formats that print the decision first), so memory
+does not grow with the window.
+
 Sides: by default the canary and the control side are chosen the way the worker chooses them
 (``{{track_selector}}``). History recorded before the canary labels existed (or from another tool)
 labels the sides differently, so ``canary_selector`` / ``control_selector`` replace that matcher
@@ -33,11 +40,14 @@ with label matchers given by the user, validated as plain PromQL matchers.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -50,8 +60,12 @@ from orchestrator.gates.verdict import decide
 from orchestrator.specs.canary import AnalysisStep, CanaryRollout, PauseStep, SetWeightStep
 from orchestrator.specs.checks import Check, Relative
 from orchestrator.specs.duration import format_duration
+from orchestrator.specs.promql import image_version
 
 Action = Literal["rollback", "pause", "promote", "running"]
+
+DEFAULT_MAX_QUERIES = 10_000
+"""More than a day of a handful of checks at their usual intervals; a larger replay is asked for explicitly."""
 
 # One matcher: label, operator, double-quoted value (escapes allowed); a selector is a comma list of them.
 _MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
@@ -110,6 +124,14 @@ class Replay(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class ReplaySink(Protocol):
+    """Where looks and step events go as the replay makes them, instead of the ``Replay``'s lists."""
+
+    def event(self, event: StepEvent) -> None: ...
+
+    def look(self, look: Look) -> None: ...
+
+
 Measurer = Callable[[Check, MetricProvider, Side, Side | None, datetime], Measurement]
 
 
@@ -159,8 +181,9 @@ class _Watch:
 
 class _Replayer:
     def __init__(self, spec: CanaryRollout, provider: MetricProvider, start: datetime, end: datetime,
-                 canary_selector: str | None, control_selector: str | None) -> None:
+                 canary_selector: str | None, control_selector: str | None, sink: ReplaySink | None) -> None:
         self.spec = spec
+        self.sink = sink
         self.provider = provider
         self.start, self.end, self.t = start, end, start
         image = spec.spec.change.image or ""
@@ -169,7 +192,7 @@ class _Replayer:
             "app": spec.spec.target.deployment,
             "target": spec.spec.target.deployment,
             "image": image,
-            "version": image.rsplit(":", 1)[-1] if ":" in image else image,
+            "version": image_version(image),  # the worker's parser: a registry port is not a tag
         }
         self.canary_selector = validate_selector(canary_selector) if canary_selector else None
         self.control_selector = validate_selector(control_selector) if control_selector else None
@@ -236,10 +259,14 @@ class _Replayer:
 
     def _record(self, watch: _Watch, m: Measurement, phase: str, note: str = "") -> Decision | None:
         check, at, status = watch.check, watch.next, watch.status
-        self.result.looks.append(Look(
+        look = Look(
             at=at, check=check.name, step=watch.step, value=m.value, control_value=m.control_value, phase=phase,
             verdict=status.phase.value if status else "running", message=m.message + note, query=m.query,
-            seq=self._next_seq()))
+            seq=self._next_seq())
+        if self.sink is not None:
+            self.sink.look(look)
+        else:
+            self.result.looks.append(look)
         watch.next = at + check.interval
         if status is None:
             return None
@@ -252,7 +279,11 @@ class _Replayer:
         return None
 
     def _event(self, text: str) -> None:
-        self.result.events.append(StepEvent(at=self.t, step=text, seq=self._next_seq()))
+        event = StepEvent(at=self.t, step=text, seq=self._next_seq())
+        if self.sink is not None:
+            self.sink.event(event)
+        else:
+            self.result.events.append(event)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -308,15 +339,66 @@ class _Replayer:
         return self.result
 
 
+def _queries_per_look(check: Check) -> int:
+    if check.judge is not None:
+        return 2 * len(check.judge.queries())  # each metric, canary and control
+    if check.slo is not None:
+        from orchestrator.gates.slo import windows
+
+        return 2 * len(windows(check.slo))  # total and bad, per window
+    return 2 if isinstance(check.condition, Relative) else 1
+
+
+def _looks(check: Check, window: timedelta, duration: timedelta | None, *, analysis: bool) -> int:
+    """At most how many looks ``check`` takes in ``window`` (an analysis check also stops at its count)."""
+    interval = max(check.interval, timedelta(milliseconds=1))
+    if window < check.initial_delay:
+        return 0
+    looks = (window - check.initial_delay) // interval + 1
+    if analysis and duration is not None:
+        looks = min(looks, max(duration - check.initial_delay, timedelta(0)) // interval + 2)
+    if analysis and check.count is not None:
+        waiting = (check.wait_for_data // interval + 1) if check.wait_for_data is not None else 0
+        looks = min(looks, check.count + waiting)
+    return looks
+
+
+def estimate_queries(spec: CanaryRollout, start: datetime, end: datetime) -> int:
+    """At most how many queries replaying ``spec`` between ``start`` and ``end`` sends; no I/O."""
+    window = end - start
+    total = sum(_looks(c, window, None, analysis=False) * _queries_per_look(c) for c in spec.spec.background_checks)
+    for step in spec.spec.steps:
+        if isinstance(step, AnalysisStep):
+            total += sum(_looks(c, window, step.analysis.duration, analysis=True) * _queries_per_look(c)
+                         for c in step.analysis.checks)
+    return total
+
+
 def replay(spec: Any, provider: MetricProvider, start: datetime, end: datetime, *,
-           canary_selector: str | None = None, control_selector: str | None = None) -> Replay:
-    """Replay ``spec``'s gates between ``start`` and ``end`` against ``provider``'s history."""
+           canary_selector: str | None = None, control_selector: str | None = None,
+           max_queries: int | None = DEFAULT_MAX_QUERIES, sink: ReplaySink | None = None) -> Replay:
+    """Replay ``spec``'s gates between ``start`` and ``end`` against ``provider``'s history.
+
+    Refused (``MetricError``, not retryable) before the first query when the estimate is above
+    ``max_queries``. With a ``sink``, looks and events go there and the result keeps none of them.
+    """
     if not isinstance(spec, CanaryRollout):
         raise MetricError(f"replay takes a CanaryRollout spec, not {getattr(spec, 'kind', type(spec).__name__)}",
                           retryable=False)
     if end <= start:
         raise MetricError("--to must be after --from", retryable=False)
-    return _Replayer(spec, provider, start, end, canary_selector, control_selector).run()
+    check_budget(spec, start, end, max_queries)
+    return _Replayer(spec, provider, start, end, canary_selector, control_selector, sink).run()
+
+
+def check_budget(spec: CanaryRollout, start: datetime, end: datetime, max_queries: int | None) -> int:
+    """The estimate of ``estimate_queries``; ``MetricError`` (not retryable) when it is above ``max_queries``."""
+    estimate = estimate_queries(spec, start, end)
+    if max_queries is not None and estimate > max_queries:
+        raise MetricError(
+            f"this window would send up to {estimate:,} queries (limit {max_queries:,}): narrow --from/--to, "
+            "or raise the limit with --max-queries or ORCHESTRATOR_REPLAY_MAX_QUERIES", retryable=False)
+    return estimate
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -332,33 +414,114 @@ def _decision_line(r: Replay) -> str:
     return f"decision: {d.action}{when}: {d.reason}"
 
 
+def _text_header(r: Replay) -> str:
+    return f"replay of {r.kind} {r.name} from {r.start.isoformat()} to {r.end.isoformat()}\n"
+
+
+def _text_line(item: StepEvent | Look) -> str:
+    if isinstance(item, StepEvent):
+        text = item.step
+    else:
+        text = (f"{item.check:<20} value {_fmt(item.value):<8} {item.phase:<11} -> {item.verdict:<11} "
+                f"{item.message}")
+    return f"  {item.at:%Y-%m-%d %H:%M:%S}  {text}".rstrip() + "\n"
+
+
+def _text_footer(r: Replay) -> str:
+    return "".join(f"note: {n}\n" for n in r.notes) + _decision_line(r) + "\n"
+
+
 def to_text(r: Replay) -> str:
-    lines = [f"replay of {r.kind} {r.name} from {r.start.isoformat()} to {r.end.isoformat()}"]
     # One timeline in the order the simulation went through it.
-    timeline: list[tuple[datetime, int, str]] = [(e.at, e.seq, e.step) for e in r.events]
-    timeline += [(look.at, look.seq, f"{look.check:<20} value {_fmt(look.value):<8} {look.phase:<11} -> "
-                               f"{look.verdict:<11} {look.message}") for look in r.looks]
-    for at, _, text in sorted(timeline, key=lambda t: t[1]):
-        lines.append(f"  {at:%Y-%m-%d %H:%M:%S}  {text}".rstrip())
-    lines += [f"note: {n}" for n in r.notes]
-    lines.append(_decision_line(r))
-    return "\n".join(lines) + "\n"
+    timeline: list[StepEvent | Look] = sorted([*r.events, *r.looks], key=lambda item: item.seq)
+    return _text_header(r) + "".join(_text_line(item) for item in timeline) + _text_footer(r)
 
 
-def to_markdown(r: Replay) -> str:
+def _markdown_head(r: Replay) -> str:
     out = [f"### Replay of `{r.name}`: {r.decision.action}", "",
            f"- Window: {r.start.isoformat()} to {r.end.isoformat()}", f"- {_decision_line(r).capitalize()}"]
     out += [f"- Note: {n}" for n in r.notes]
     out += ["", "| time | check | step | value | look | verdict | detail |", "|---|---|---|---|---|---|---|"]
-    for look in r.looks:
-        detail = look.message.replace("|", "\\|")
-        out.append(f"| {look.at.isoformat()} | {look.check} | {look.step} | {_fmt(look.value)} | {look.phase} | "
-                   f"{look.verdict} | {detail} |")
     return "\n".join(out) + "\n"
 
 
+def _markdown_row(look: Look) -> str:
+    detail = look.message.replace("|", "\\|")
+    return (f"| {look.at.isoformat()} | {look.check} | {look.step} | {_fmt(look.value)} | {look.phase} | "
+            f"{look.verdict} | {detail} |\n")
+
+
+def to_markdown(r: Replay) -> str:
+    return _markdown_head(r) + "".join(_markdown_row(look) for look in r.looks)
+
+
+def _json_look(look: Look) -> str:
+    return json.dumps(look.model_dump(mode="json", by_alias=True), indent=2)
+
+
+def _json_around(r: Replay) -> tuple[str, str]:
+    """The JSON document of ``r`` without its looks: the text before them and the text after them."""
+    data = r.model_dump(mode="json", by_alias=True)
+    data["looks"] = ["LOOKS"]
+    head, _, tail = json.dumps(data, indent=2).partition('"LOOKS"')
+    return head, tail
+
+
 def to_json(r: Replay) -> str:
-    return r.model_dump_json(indent=2, by_alias=True)
+    head, tail = _json_around(r)
+    return head + ",\n".join(_json_look(look) for look in r.looks) + tail
 
 
 RENDERERS: Mapping[str, Callable[[Replay], str]] = {"text": to_text, "markdown": to_markdown, "json": to_json}
+
+
+class StreamWriter:
+    """A ``ReplaySink`` that writes a replay's output while it runs, in the same text as ``RENDERERS``.
+
+    Text is written line by line as looks are made. Markdown and JSON print the decision before the
+    looks, so their looks are spooled to a temporary file (held in memory only up to a few MB) and
+    copied out after the decision; step events are few (one per step) and are kept.
+    """
+
+    def __init__(self, output: str, write: Callable[[str], None], header: Replay, spool: IO[str] | None) -> None:
+        self.output, self.write = output, write
+        self.events: list[StepEvent] = []
+        self.looks = 0
+        self.spool = None if output == "text" else spool
+        if self.spool is None:
+            write(_text_header(header))
+
+    def event(self, event: StepEvent) -> None:
+        if self.output == "text":
+            self.write(_text_line(event))
+        else:
+            self.events.append(event)
+
+    def look(self, look: Look) -> None:
+        if self.spool is None:
+            self.write(_text_line(look))
+        elif self.output == "json":
+            self.spool.write((",\n" if self.looks else "") + _json_look(look))
+        else:
+            self.spool.write(_markdown_row(look))
+        self.looks += 1
+
+    def finish(self, result: Replay) -> None:
+        """Write what follows the looks (text) or the whole document around the spooled looks."""
+        if self.spool is None:
+            self.write(_text_footer(result))
+            return
+        result = result.model_copy(update={"events": self.events})
+        head, tail = _json_around(result) if self.output == "json" else (_markdown_head(result), "")
+        self.write(head)
+        self.spool.seek(0)
+        while chunk := self.spool.read(64 * 1024):
+            self.write(chunk)
+        self.write(tail)
+
+
+@contextmanager
+def stream_writer(output: str, write: Callable[[str], None], header: Replay) -> Iterator[StreamWriter]:
+    """A ``StreamWriter`` for ``output``, with its spool file for the duration of the block."""
+    with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024, mode="w+", encoding="utf-8") as spool:
+        yield StreamWriter(output, write, header, spool)

@@ -13,9 +13,10 @@ import pytest
 
 from orchestrator.config import PrometheusSettings
 from orchestrator.gates.prometheus import PrometheusProvider
-from orchestrator.replay import replay
+from orchestrator.replay import Look, StepEvent, replay, to_json, to_markdown, to_text
 from orchestrator.specs.loader import load_file
 from tests.ecosystem.prom_history import REGRESSION_AT, T0
+from tests.frontdoor.helpers import assert_one_line, invoke
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -239,3 +240,113 @@ def test_slo_checks_replay_their_burn_rate_windows(history: str, tmp_path: Path)
     by_time = {look.at: look for look in result.looks}
     assert by_time[REGRESSION_AT + timedelta(minutes=1)].phase == "successful"
     assert "error budget burning" in result.looks[-1].message
+
+
+# -- bounded: the number of queries is estimated before the first one ------------------------------------------
+
+FAST = """\
+apiVersion: orchestrator.dev/v1
+kind: CanaryRollout
+metadata: {name: checkout}
+spec:
+  target: {namespace: shop, deployment: checkout}
+  change: {image: IMAGE}
+  steps:
+    - setWeight: 20
+    - pause: {duration: 30m}
+  backgroundChecks:
+    - name: error-rate
+      query: sum(rate(http_requests_total{app="{{app}}",version="{{version}}",{{track_selector}}}[1m]))
+      condition: {max: 1000000}
+      interval: INTERVAL
+"""
+NOWHERE = {"ORCHESTRATOR_PROMETHEUS_URL": "http://127.0.0.1:1"}
+
+
+def fast_spec(tmp_path: Path, interval: str, image: str = "registry.local/checkout:2.0.0") -> str:
+    path = tmp_path / "fast.yaml"
+    path.write_text(FAST.replace("INTERVAL", interval).replace("IMAGE", image))
+    return str(path)
+
+
+def test_a_replay_of_too_many_queries_is_refused_before_the_first(tmp_path: Path) -> None:
+    # A 1 ms check over a year: about 3x10^10 queries. Refused at once, without asking Prometheus anything
+    # (nothing listens at 127.0.0.1:1: reaching for it would be exit 3).
+    outcome = invoke(["replay", fast_spec(tmp_path, "1ms"), "--from", "2025-01-01T00:00Z", "--to", "2026-01-01T00:00Z"],
+                     env=NOWHERE)
+    line = assert_one_line(outcome, 2, r":0: \S+: .*31,536,000,001 queries.*limit 10,000")
+    assert "--max-queries" in line and "ORCHESTRATOR_REPLAY_MAX_QUERIES" in line
+    assert outcome.seconds < 5
+
+
+def test_the_query_limit_is_an_option_and_a_setting(tmp_path: Path) -> None:
+    spec = fast_spec(tmp_path, "1m")
+    window = ["--from", "2025-03-04T10:00Z", "--to", "2025-03-04T11:00Z"]  # 61 looks, one query each
+    outcome = invoke(["replay", spec, *window, "--max-queries", "60"], env=NOWHERE)
+    assert_one_line(outcome, 2, r"up to 61 queries .*limit 60")
+    outcome = invoke(["replay", spec, *window], env={**NOWHERE, "ORCHESTRATOR_REPLAY_MAX_QUERIES": "60"})
+    assert_one_line(outcome, 2, r"up to 61 queries .*limit 60")
+    # Within the limit the replay goes on, to Prometheus (unreachable here: exit 3).
+    outcome = invoke(["replay", spec, *window, "--max-queries", "61"], env=NOWHERE)
+    assert_one_line(outcome, 3, r"127\.0\.0\.1:1")
+    for bad in ("abc", "0", "-5", "1e3", "99999999999999999999"):
+        outcome = invoke(["replay", spec, *window, "--max-queries", bad], env=NOWHERE)
+        assert_one_line(outcome, 2, r"^<command line>:0: --max-queries: ")
+        outcome = invoke(["replay", spec, *window], env={**NOWHERE, "ORCHESTRATOR_REPLAY_MAX_QUERIES": bad})
+        assert_one_line(outcome, 2, r"^<environment>:0: ORCHESTRATOR_REPLAY_MAX_QUERIES: ")
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("9999-12-31T23:59:58Z", "9999-12-31T23:59:59Z"),
+    ("2025-01-01T00:00Z", "9999-12-31T23:59:59+00:00"),
+    ("0001-01-01T00:00:00+01:00", "2025-01-01T00:00Z"),
+    ("0001-01-01T00:00:00", "0001-01-02T00:00:00"),
+    ("2025-01-01T00:00Z", "2025-01-01T00:00Z"),
+    ("2025-01-02T00:00Z", "2025-01-01T00:00Z"),
+])
+def test_times_that_overflow_or_an_empty_window_are_exit_2(start: str, end: str, tmp_path: Path) -> None:
+    outcome = invoke(["replay", fast_spec(tmp_path, "1m"), "--from", start, "--to", end], env=NOWHERE)
+    assert_one_line(outcome, 2, r"^<command line>:0: --(from|to): ")
+
+
+def test_the_version_comes_from_the_same_parser_as_the_worker(history: str, tmp_path: Path) -> None:
+    # A registry port is not a tag: the worker says ``latest`` for ``reg:5000/app``, and so does the replay.
+    for image, version in (("reg:5000/checkout", "latest"), ("reg:5000/checkout:1.2", "1.2"),
+                           ("checkout@sha256:abc", "latest")):
+        spec = load_file(fast_spec(tmp_path, "10m", image))
+        result = replay(spec, provider(history), T0, T0 + timedelta(minutes=10))
+        assert result.looks and all(f'version="{version}"' in look.query for look in result.looks), result.looks[0]
+
+
+class Collected:
+    """A sink that records what it is given and the decision-free moment it got it."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def event(self, event: StepEvent) -> None:
+        self.items.append(event)
+
+    def look(self, look: Look) -> None:
+        self.items.append(look)
+
+
+def test_looks_are_streamed_to_a_sink_not_kept(history: str, tmp_path: Path) -> None:
+    sink = Collected()
+    result = replay(load_file(spec_file(tmp_path, "checkout")), provider(history), T0, T0 + timedelta(hours=1),
+                    sink=sink)
+    assert result.looks == [] and result.events == []
+    looks = [x for x in sink.items if isinstance(x, Look)]
+    assert len(looks) == 16 and looks[-1].phase == "failed"
+    assert [type(x).__name__ for x in sink.items[:2]] == ["StepEvent", "StepEvent"]
+    assert [look.at for look in looks] == sorted(look.at for look in looks)
+    # The CLI streams too, in every format, and the documents are the same as the collected replay's.
+    path = str(spec_file(tmp_path, "checkout"))
+    window = ["--from", "2025-03-04T10:00Z", "--to", "2025-03-04T11:00Z"]
+    out = json.loads(run_cli(path, *window, "-o", "json", prom=history).stdout)
+    collected = json.loads(to_json(replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1))))
+    assert out == collected
+    text = run_cli(path, *window, prom=history).stdout
+    assert text == to_text(replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1)))
+    md = run_cli(path, *window, "-o", "markdown", prom=history).stdout
+    assert md == to_markdown(replay(load_file(path), provider(history), T0, T0 + timedelta(hours=1)))
