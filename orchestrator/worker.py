@@ -152,6 +152,10 @@ async def run_worker(client: Client, settings: Settings, health_port: int | None
     from orchestrator.specs.policy import policy_from_env
 
     policy_from_env()
+    # Likewise the operator settings: the flag providers every ramp names must be there before one starts.
+    from orchestrator.specs.operator import operator_settings_from_env
+
+    operator_settings_from_env()
     for item in await asyncio.to_thread(run_janitor, settings):
         log.info("janitor reverted %s", item)
     await ensure_janitor_schedule(client, settings)

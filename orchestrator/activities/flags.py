@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from orchestrator.flags.base import FlagProvider
     from orchestrator.gates.prometheus import MetricProvider
+    from orchestrator.specs.operator import OperatorSettings
 
 
 class FlagActivities(ActivityClients):
@@ -42,10 +43,14 @@ class FlagActivities(ActivityClients):
         api_client: ApiClient | None = None,
         metrics: MetricProvider | None = None,
         env: Mapping[str, str] | None = None,
+        operator: OperatorSettings | None = None,
         **_other_clients: Any,  # the worker hands every capability the same clients
     ) -> None:
         super().__init__(settings, api_client, metrics)
         self._env = env
+        # None: read ``ORCHESTRATOR_SETTINGS_FILE`` at each call, so an edit of the operator's file (a
+        # re-rendered ConfigMap) reaches running workers without a restart.
+        self._operator = operator
 
     def _kube(self) -> ApiClient:
         return self.api
@@ -55,7 +60,9 @@ class FlagActivities(ActivityClients):
 
         from orchestrator.flags import build_provider
 
-        clients = ProviderClients(kube_api_client=self._kube, env=self._env if self._env is not None else os.environ)
+        clients = ProviderClients(
+            kube_api_client=self._kube, env=self._env if self._env is not None else os.environ, operator=self._operator
+        )
         return build_provider(ref.provider, FlagTarget(ref.flag, ref.variant, ref.control), clients)
 
     def activities(self) -> list[Callable[..., Any]]:

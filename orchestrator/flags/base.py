@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from orchestrator.specs.operator import OperatorSettings
 
 
 class Allocation(BaseModel):
@@ -50,6 +53,9 @@ class ProviderClients:
     kube_api_client: Callable[[], Any] | None = None  # returns a kubernetes.client.ApiClient
     env: Mapping[str, str] = field(default_factory=dict)
     timeout_seconds: float = 10.0
+    # The operator's named providers (``orchestrator.specs.operator.OperatorSettings``); None: read them
+    # from ``ORCHESTRATOR_SETTINGS_FILE`` in ``env``.
+    operator: OperatorSettings | None = None
 
 
 class FlagProvider(Protocol):

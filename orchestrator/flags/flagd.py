@@ -293,10 +293,11 @@ class FlagdProvider:
         return self._apply(0.0)
 
 
-def build(spec: Any, target: FlagTarget, clients: ProviderClients) -> FlagdProvider:
-    if spec.file is not None:
-        return FlagdProvider(FileStore(spec.file), target)
+def build(spec: Any, endpoint: Any, target: FlagTarget, clients: ProviderClients) -> FlagdProvider:
+    """Where the definitions live is the operator's ``endpoint``; the spec only named it."""
+    if endpoint.file is not None:
+        return FlagdProvider(FileStore(endpoint.file), target)
     if clients.kube_api_client is None:
         raise FlagProviderError("a flagd ConfigMap needs Kubernetes access, and none is configured")
-    ref = spec.config_map
+    ref = endpoint.config_map
     return FlagdProvider(ConfigMapStore(clients.kube_api_client(), ref.namespace, ref.name, ref.key), target)

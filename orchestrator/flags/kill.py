@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from orchestrator.errors import FlagProviderError, RefusedError
 from orchestrator.flags import build_provider
 from orchestrator.flags.base import Change, FlagProvider, FlagTarget, ProviderClients
@@ -34,6 +36,8 @@ from orchestrator.specs.flags import FlagRamp, ramp_workflow_id
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
+
+    from orchestrator.specs.operator import OperatorSettings
 
 PROVIDER_TYPES = ("flagd", "unleash")
 
@@ -70,7 +74,16 @@ async def running_ramp(
         started = history.events[0].workflow_execution_started_event_attributes
         # Decoded as plain data: this layer sits below workflows/ and does not import it.
         [inp] = await client.data_converter.decode(started.input.payloads, [dict])
-        return client.get_workflow_handle(handle.id, run_id=desc.run_id), FlagRamp.model_validate(inp["ramp"])
+        try:
+            ramp = FlagRamp.model_validate(inp["ramp"])
+        except ValidationError:
+            # Started by a release whose specs located their provider themselves (url, file): that
+            # location is not trusted, so the operator's named provider must come from a spec file.
+            raise RefusedError(
+                f"ramp {handle.id} names its provider the old way (a URL or file in the spec), which is no "
+                "longer trusted: pass the ramp's spec file rewritten with the operator's provider name"
+            ) from None
+        return client.get_workflow_handle(handle.id, run_id=desc.run_id), ramp
     return None
 
 
@@ -82,6 +95,7 @@ async def kill(
     provider: str | None = None,
     kube_api_client: Callable[[], Any] | None = None,
     env: Mapping[str, str] | None = None,
+    operator: OperatorSettings | None = None,
     reason: str = "",
     by: str = "",
     stop_timeout: float = 15.0,
@@ -96,7 +110,10 @@ async def kill(
         )
     if ramp.spec.flag != key:
         raise RefusedError(f"the spec is for flag {ramp.spec.flag!r}, not {key!r}")
-    clients = ProviderClients(kube_api_client=kube_api_client, env=env if env is not None else os.environ)
+    # The provider's location is the operator's (``operator``, else ``ORCHESTRATOR_SETTINGS_FILE`` in ``env``).
+    clients = ProviderClients(
+        kube_api_client=kube_api_client, env=env if env is not None else os.environ, operator=operator
+    )
     target = FlagTarget(key, ramp.spec.variant, ramp.spec.control)
     flag_provider = build_provider(ramp.spec.provider, target, clients)
 

@@ -10,8 +10,8 @@ Endpoints used (Unleash 4.x-7.x Admin API, ``Authorization: <token>`` header)::
 ``flexibleRollout`` hashes ``stickiness`` + ``groupId`` to a bucket 1-100 and admits the
 buckets up to ``rollout``, so raising the percentage keeps everyone already in. The
 strategy's other parameters (stickiness, groupId, constraints, segments, variants) are
-never touched. The token comes from the environment (``ORCHESTRATOR_UNLEASH_TOKEN`` by
-default), never from the spec.
+never touched. The server's address and the environment variable holding its token are the
+operator's (``orchestrator.specs.operator``), never the spec's.
 """
 
 from __future__ import annotations
@@ -158,12 +158,16 @@ class UnleashProvider:
         return Change(before=before, after=before.model_copy(update={"enabled": False}), changed=True)
 
 
-def build(spec: Any, target: FlagTarget, clients: ProviderClients) -> UnleashProvider:
-    token = clients.env.get(spec.token_env)
+def build(spec: Any, endpoint: Any, target: FlagTarget, clients: ProviderClients) -> UnleashProvider:
+    """``spec`` picks the flag's project, environment and strategy; ``endpoint`` (the operator's) says
+    where the server is and which of the worker's variables holds its token."""
+    token = clients.env.get(endpoint.token_env)
     if not token:
-        raise FlagProviderError(f"the Unleash Admin API token is missing: set {spec.token_env}")
+        raise FlagProviderError(
+            f"the Admin API token of Unleash provider {endpoint.name!r} is missing: set {endpoint.token_env}"
+        )
     return UnleashProvider(
-        spec.url,
+        endpoint.url,
         token,
         target,
         project=spec.project,

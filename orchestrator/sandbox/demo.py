@@ -67,13 +67,16 @@ def variant_error_ratio(flag: str) -> str:
             f' / sum(rate(http_requests_by_flag_total{{{sel}}}[20s]))')
 
 
-def ramp_spec(flag: str, flags_file: str) -> dict[str, Any]:
+def ramp_spec(flag: str) -> dict[str, Any]:
+    """The ramp of ``flag`` on the sandbox's flag definitions, named as the sandbox's operator settings name them."""
+    from orchestrator.sandbox.manager import SANDBOX_FLAG_PROVIDER
+
     return {
         "apiVersion": "orchestrator.dev/v1",
         "kind": "FlagRamp",
         "metadata": {"name": flag},
         "spec": {
-            "provider": {"type": "flagd", "file": flags_file},
+            "provider": {"type": "flagd", "name": SANDBOX_FLAG_PROVIDER},
             "flag": flag, "variant": "on", "control": "off",
             "target": {"namespace": NAMESPACE, "app": APP},
             # Every stage, the last too, holds long enough for measurements after the initial delay.
@@ -318,14 +321,15 @@ async def demo(state_dir: Path, keep: bool) -> int:
             client, settings, rollout_spec("registry.local/shop:v3", {"ERROR_RATE": "0.1"}), echo)
         results.append(("canary v3", handle, st))
         echo("== 5. flag ramp: new-checkout \"on\" (healthy) 10 -> 50 -> 100 %")
-        ramps = [("flag new-checkout", *await run_ramp(client, settings, ramp_spec("new-checkout", info.flags_file),
+        ramps = [("flag new-checkout", *await run_ramp(client, settings, ramp_spec("new-checkout"),
                                                       echo))]
         echo("== 6. flag ramp: new-payment \"on\" (its code path fails 25 % of requests)")
         ramps.append(("flag new-payment", *await run_ramp(client, settings,
-                                                          ramp_spec("new-payment", info.flags_file), echo)))
+                                                          ramp_spec("new-payment"), echo)))
         echo("== 7. kill switch: new-checkout off for everyone, now")
         killed = await kill("new-checkout", client=client,
-                            spec=FlagRamp.model_validate(ramp_spec("new-checkout", info.flags_file)),
+                            spec=FlagRamp.model_validate(ramp_spec("new-checkout")),
+                            env={**os.environ, **info.environment()},
                             reason="demo: kill switch", by="demo")
         share = await asyncio.to_thread(served_share, info.flags_file, "new-checkout")
         echo(f"  new-checkout: {killed.change.before.percent:g}% -> {killed.change.after.percent:g}% on; "

@@ -59,6 +59,9 @@ def resolve(s: Settings, env: Mapping[str, str] | None = None) -> tuple[Settings
         # The rails read their chaos namespaces from the environment (as the sandbox's worker does):
         # give this process the sandbox's, as `eval "$(orchestrator sandbox env)"` would.
         os.environ.setdefault("ORCHESTRATOR_CHAOS_NAMESPACES", info.environment()["ORCHESTRATOR_CHAOS_NAMESPACES"])
+    if env is None and not e.get("ORCHESTRATOR_SETTINGS_FILE"):
+        # Likewise the operator settings naming the sandbox's flag provider (the kill switch writes from here).
+        os.environ.setdefault("ORCHESTRATOR_SETTINGS_FILE", info.environment()["ORCHESTRATOR_SETTINGS_FILE"])
     return s.model_copy(update=update), True
 
 

@@ -12,8 +12,9 @@
                  rollout, ramp or experiment started by hand has something to run it; ``up``
                  returns once it polls the task queue
 
-The worker runs in the directory ``up`` was called from, so a relative path in a spec (a
-flagd ``file:``) means the same to the worker as to the person who typed the command.
+The sandbox is its own operator: ``up`` writes ``<state_dir>/operator.yaml`` (``OperatorSettings``)
+naming its flag definitions file as the flagd provider ``sandbox-flags``, and points the worker and
+the CLI at it (``ORCHESTRATOR_SETTINGS_FILE``); specs name that provider, never the file.
 
 Each runs in its own session so it outlives the ``up`` command. Everything ``up`` starts is
 recorded in ``<state_dir>/state.json`` (PID, address, and a marker found in the process's
@@ -24,7 +25,7 @@ only files it wrote itself. ``status`` reports each component and, from the daem
 
 Files::
 
-    state.json  kubeconfig  cluster.json  temporal.db  logs/  pods/  prometheus/
+    state.json  kubeconfig  cluster.json  temporal.db  operator.yaml  flags.flagd.json  logs/  pods/  prometheus/
 
 The functions return pydantic models; printing is the CLI's job.
 """
@@ -79,6 +80,7 @@ __all__ = [
     "status",
     "up",
     "write_flags_file",
+    "write_operator_settings",
 ]
 
 STATE_FILE = "state.json"
@@ -93,6 +95,9 @@ TASK_QUEUE = "orchestrator"
 SANDBOX_CHAOS_NAMESPACES = "demo"
 FLAGS_FILE = "flags.flagd.json"
 DB_FILE = "orchestrator.db"
+OPERATOR_FILE = "operator.yaml"
+# The name specs give the sandbox's flag definitions: provider: {type: flagd, name: sandbox-flags}.
+SANDBOX_FLAG_PROVIDER = "sandbox-flags"
 
 
 class AlreadyRunningError(SandboxError, RefusedError):
@@ -162,6 +167,7 @@ class SandboxInfo(BaseModel):
             "ORCHESTRATOR_TEMPORAL_UI": self.temporal_ui_url,
             "ORCHESTRATOR_STATE_DIR": self.state_dir,
             "ORCHESTRATOR_DB": self.db_path,
+            "ORCHESTRATOR_SETTINGS_FILE": str(Path(self.state_dir).resolve() / OPERATOR_FILE),
             # The demo app's namespace opts in to chaos; the rails allow it too (CLI dry runs and the worker).
             "ORCHESTRATOR_CHAOS_NAMESPACES": SANDBOX_CHAOS_NAMESPACES,
         }
@@ -333,6 +339,24 @@ def write_flags_file(state_dir: Path) -> Path:
     return path
 
 
+def write_operator_settings(state_dir: Path, flags_file: Path) -> Path:
+    """``<state_dir>/operator.yaml``: the sandbox's flag definitions as the flagd provider ``sandbox-flags``."""
+    import yaml
+
+    path = Path(state_dir) / OPERATOR_FILE
+    doc = {
+        "apiVersion": "orchestrator.dev/v1",
+        "kind": "OperatorSettings",
+        "metadata": {"name": "sandbox"},
+        "spec": {"flagProviders": [{"name": SANDBOX_FLAG_PROVIDER, "type": "flagd",
+                                    "file": str(Path(flags_file).resolve())}]},
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
 def _components(state: SandboxState) -> list[ComponentInfo]:
     return [
         ComponentInfo(
@@ -483,6 +507,7 @@ def up(
             flags_file=str(write_flags_file(state_dir)),
             db_path=str(state_dir / DB_FILE),
         )
+        write_operator_settings(state_dir, Path(info.flags_file))
         if worker:
             _start_worker(state_dir, state, info, worker_env or {}, timeout)
     except BaseException:

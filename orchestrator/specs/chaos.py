@@ -390,9 +390,23 @@ class ChaosExperiment(Strict):
 
 class GameDaySpec(Strict):
     # Experiment files, relative to the GameDay file; run in this order.
-    experiments: list[str] = Field(min_length=1, max_length=MAX_STEPS)
+    experiments: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=MAX_STEPS
+    )
     # Pause between two experiments so the system settles.
     pause_between: Duration = Field(default=timedelta(0), alias="pauseBetween")
+
+    @field_validator("experiments")
+    @classmethod
+    def _beside_the_gameday(cls, paths: list[str]) -> list[str]:
+        # The file comes from whoever opened the pull request: it may name experiments beside it, never
+        # another file of the machine that runs it (whose content an error message could echo).
+        for path in paths:
+            parts = path.replace("\\", "/").split("/")
+            if path.startswith("/") or ".." in parts or any(c in path for c in "\x00\n\r"):
+                raise ValueError(f"{path!r}: experiment files are paths inside the GameDay's folder "
+                                 "(relative, no '..')")
+        return paths
 
 
 class GameDay(Strict):

@@ -4,7 +4,7 @@ Shape of a document::
 
     kind: FlagRamp
     spec:
-      provider: {type: flagd, configMap: {...}} | {type: flagd, file: ...} | {type: unleash, ...}
+      provider: {type: flagd, name: shop-flags} | {type: unleash, name: main, project: default}
       flag: new-checkout          # the flag key at the provider
       variant: "on"               # the variant being ramped (flagd); Unleash ramps the strategy itself
       control: "off"             # what everyone else gets (flagd; default: the flag's defaultVariant)
@@ -14,7 +14,9 @@ Shape of a document::
       onFailure: revert | pause
 
 The provider is a discriminated union keyed by ``type``; adding a provider is one model
-here and one line in ``orchestrator.flags``'s registry. Treatment-vs-control checks use
+here and one line in ``orchestrator.flags``'s registry. A spec names a provider the operator
+declared (``orchestrator.specs.operator``): where it lives and which credentials reach it are
+never the spec's to choose. Treatment-vs-control checks use
 the ``{{variant}}`` template variable: the query is evaluated once with the treatment
 variant and once with the control variant. The check vocabulary is shared with canaries,
 so the control side is written ``compareTo: stable`` (the experience everyone else has).
@@ -27,48 +29,89 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from orchestrator.specs.base import MAX_CHECKS, MAX_STEPS, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import Check, OnInconclusive
 from orchestrator.specs.duration import Duration
+from orchestrator.specs.operator import ProviderName, UnleashName
 from orchestrator.specs.promql import TEMPLATE_VAR
 
 FlagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=200)]
 VariantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=100)]
 
 
-class ConfigMapRef(Strict):
-    namespace: K8sName
-    name: K8sName
-    key: str = Field(default="flags.flagd.json", pattern=r"^[-._a-zA-Z0-9]+$")
+def _moved(field: str, kind: str, replacement: str) -> str:
+    return (
+        f"{field} is no longer written in a spec: the operator names where each {kind} provider lives "
+        f"(flagProviders in the operator settings file, docs/security.md); write {replacement}"
+    )
 
 
-class FlagdProviderSpec(Strict):
-    """flagd / OpenFeature flag definitions, kept in a Kubernetes ConfigMap or in a local file."""
+def _from_file(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("spec_file"))
+
+
+class _ProviderRef(Strict):
+    """What every provider reference has: a name the operator declared.
+
+    Fields a spec once used to locate its provider (``url``, ``tokenEnv``, ``file``, ``configMap``) are
+    refused in a spec file with their replacement. A run started before that still decodes from its
+    history (its name is then empty), but nothing ever reads those fields: ``orchestrator.flags``
+    refuses a reference without a name, so such a run fails visibly instead of reaching where its spec
+    pointed.
+    """
+
+    name: ProviderName | None = Field(default=None, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and _from_file(info):
+            raise ValueError("required field is missing: the name of one of the operator's flag providers")
+        return value
+
+
+class FlagdProviderSpec(_ProviderRef):
+    """A flagd / OpenFeature provider the operator named; where its definitions live is the operator's."""
 
     type: Literal["flagd"]
-    config_map: ConfigMapRef | None = Field(default=None, alias="configMap")
-    file: str | None = None
+    # Retired: a spec that chose a file or a ConfigMap could make the worker rewrite any it can reach.
+    config_map: SkipJsonSchema[object] = Field(default=None, alias="configMap", exclude=True)
+    file: SkipJsonSchema[object] = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _one_source(self) -> FlagdProviderSpec:
-        if (self.config_map is None) == (self.file is None):
-            raise ValueError("give exactly one of configMap or file")
-        return self
+    @field_validator("config_map", "file", mode="before")
+    @classmethod
+    def _no_location(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and _from_file(info):
+            field = "configMap" if info.field_name == "config_map" else "file"
+            raise ValueError(_moved(field, "flagd", "provider: {type: flagd, name: <one of its flagd providers>}"))
+        return value
 
 
-class UnleashProviderSpec(Strict):
-    """Unleash, through its Admin API: the ``rollout`` of a ``flexibleRollout`` strategy."""
+class UnleashProviderSpec(_ProviderRef):
+    """A flag at an Unleash server the operator named: the ``rollout`` of a ``flexibleRollout`` strategy."""
 
     type: Literal["unleash"]
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
-    project: str = "default"
-    environment: str = "production"
+    project: UnleashName = "default"
+    environment: UnleashName = "production"
     # Which flexibleRollout strategy to drive when the flag has several; the only one otherwise.
-    strategy_id: str | None = Field(default=None, alias="strategyId")
-    # The environment variable holding the Admin API token (never the token itself in a spec).
-    token_env: str = Field(default="ORCHESTRATOR_UNLEASH_TOKEN", alias="tokenEnv")
+    strategy_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=100)] | None = Field(
+        default=None, alias="strategyId"
+    )
+    # Retired: a spec that chose the address and the token's variable could send any secret anywhere.
+    url: SkipJsonSchema[object] = Field(default=None, exclude=True)
+    token_env: SkipJsonSchema[object] = Field(default=None, alias="tokenEnv", exclude=True)
+
+    @field_validator("url", "token_env", mode="before")
+    @classmethod
+    def _no_endpoint(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and _from_file(info):
+            field = "url" if info.field_name == "url" else "tokenEnv"
+            replacement = "provider: {type: unleash, name: <one of its Unleash providers>}"
+            raise ValueError(_moved(field, "Unleash", replacement))
+        return value
 
 
 ProviderSpec = Annotated[FlagdProviderSpec | UnleashProviderSpec, Field(discriminator="type")]

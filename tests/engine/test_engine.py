@@ -141,7 +141,7 @@ async def test_retry_is_refused_when_nothing_is_stuck(temporal_client: Client) -
 def ramp(**spec: Any) -> FlagRamp:
     return FlagRamp.model_validate({
         "kind": "FlagRamp", "metadata": {"name": "r"},
-        "spec": {"provider": {"type": "flagd", "file": "/nonexistent/flags.json"}, "flag": "new-checkout",
+        "spec": {"provider": {"type": "flagd", "name": "missing"}, "flag": "new-checkout",
                  "stages": [{"percent": 20, "hold": "1s"}, {"percent": 50, "hold": "1s"}], **spec}})
 
 

@@ -18,6 +18,7 @@ from orchestrator.flags.base import FlagTarget
 from orchestrator.flags.flagd import read_allocation
 from orchestrator.specs.flags import FlagRamp
 from orchestrator.specs.loader import load_text
+from orchestrator.specs.operator import OperatorSettings
 from tests.flags.conftest import ERROR_RATIO, REQUESTS
 
 
@@ -68,6 +69,23 @@ def sample_yaml(min_count: int, extend_by: str = "1s", max_extensions: int = 2) 
 """
 
 
+TEST_FLAGS = "test-flags"
+
+
+def flagd_operator(path: Path, name: str = TEST_FLAGS) -> OperatorSettings:
+    """Operator settings naming ``path`` as the flagd provider ``name`` (what specs write)."""
+    return OperatorSettings.model_validate(
+        {"kind": "OperatorSettings", "spec": {"flagProviders": [{"name": name, "type": "flagd", "file": str(path)}]}}
+    )
+
+
+def unleash_operator(url: str, name: str = "main", token_env: str = "ORCHESTRATOR_UNLEASH_TOKEN") -> OperatorSettings:
+    return OperatorSettings.model_validate(
+        {"kind": "OperatorSettings",
+         "spec": {"flagProviders": [{"name": name, "type": "unleash", "url": url, "tokenEnv": token_env}]}}
+    )
+
+
 def load_ramp(text: str) -> FlagRamp:
     ramp = load_text(text, "test-ramp.yaml", expect="FlagRamp")
     assert isinstance(ramp, FlagRamp)
@@ -86,12 +104,13 @@ async def ramp_worker(
     *,
     api_client: Any = None,
     env: Mapping[str, str] | None = None,
+    operator: OperatorSettings | None = None,
 ) -> AsyncIterator[Worker]:
     from orchestrator.activities.rails import RailsActivities
     from workflows.flag_ramp import FlagRampWorkflow
 
     settings = Settings(prometheus=PrometheusSettings(url=prom_url))
-    activities = FlagActivities(settings, api_client=api_client, env=env or {})
+    activities = FlagActivities(settings, api_client=api_client, env=env or {}, operator=operator)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as executor:
         worker = Worker(
             client,

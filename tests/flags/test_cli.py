@@ -16,7 +16,7 @@ kind: FlagRamp
 metadata:
   name: new-checkout
 spec:
-  provider: {type: flagd, file: /tmp/flags.json}
+  provider: {type: flagd, name: shop-flags}
   flag: new-checkout
   variant: "on"
   stages:
@@ -40,8 +40,18 @@ def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
          ":10: spec.stages.0.percent: Input should be less than or equal to 100"),
         ("{percent: 10, hold: 1m}", "{percent: 10, hold: soon}", ":10: spec.stages.0.hold: "),
         ("    - {percent: 100}\n", "    - {percent: 5}\n", ":5: spec: stage percentages must rise strictly"),
-        ("type: flagd, file: /tmp/flags.json", "type: flagd", ":6: spec.provider"),
-        ("type: flagd, file: /tmp/flags.json", "type: launchdarkly", ":6: spec.provider"),
+        ("type: flagd, name: shop-flags", "type: flagd",
+         ":6: spec.provider.name: required field is missing: the name of one of the operator"),
+        ("type: flagd, name: shop-flags", "type: flagd, name: x, file: /etc/passwd",
+         ":6: spec.provider.file: file is no longer written in a spec"),
+        ("type: flagd, name: shop-flags", "type: unleash, name: x, url: 'http://127.0.0.1:1/'",
+         ":6: spec.provider.url: url is no longer written in a spec"),
+        ("type: flagd, name: shop-flags", "type: unleash, name: x, tokenEnv: ORCHESTRATOR_DATABASE_URL",
+         ":6: spec.provider.tokenEnv: tokenEnv is no longer written in a spec"),
+        ("type: flagd, name: shop-flags", "type: flagd, name: x, configMap: {namespace: kube-system, name: x}",
+         ":6: spec.provider.configMap: configMap is no longer written in a spec"),
+        ("type: flagd, name: shop-flags", "type: flagd, name: 'http://x/'", ":6: spec.provider.name: "),
+        ("type: flagd, name: shop-flags", "type: launchdarkly", ":6: spec.provider"),
         ("  flag: new-checkout\n", "  flag: new-checkout\n  colour: red\n", ":8: spec.colour: unknown field"),
         ("  flag: new-checkout\n", "", ":5: spec.flag: required field is missing"),
         ('  variant: "on"\n', '  variant: "on"\n  onFailure: explode\n', ":9: spec.onFailure: "),

@@ -16,7 +16,15 @@ from temporalio.client import Client, WorkflowHandle
 from orchestrator.api.flags import ControlRequest, FlagRampInput, FlagRampStatus, Phase
 from orchestrator.flags.kill import kill
 from tests.flags.conftest import ERROR_RATIO, FlagProm, flags_json
-from tests.flags.helpers import file_percent, load_ramp, ramp_worker, ramp_yaml, sample_yaml
+from tests.flags.helpers import (
+    TEST_FLAGS,
+    file_percent,
+    flagd_operator,
+    load_ramp,
+    ramp_worker,
+    ramp_yaml,
+    sample_yaml,
+)
 from workflows.flag_ramp import FlagRampWorkflow
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,7 +43,8 @@ def flag_file(tmp_path: Path, flag_key: str) -> Path:
 
 
 def flagd(path: Path) -> str:
-    return f"{{type: flagd, file: '{path}'}}"
+    """The spec names the provider; ``flagd_operator(path)`` is the operator's settings that place it at ``path``."""
+    return f"{{type: flagd, name: {TEST_FLAGS}}}"
 
 
 async def start(client: Client, task_queue: str, text: str) -> WorkflowHandle[FlagRampWorkflow, FlagRampStatus]:
@@ -62,7 +71,7 @@ async def test_a_healthy_ramp_walks_every_stage(
     temporal_client: Client, task_queue: str, flag_prom: FlagProm, app_name: str, flag_key: str, flag_file: Path,
 ) -> None:
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, ramp_yaml(
             flag_key, app_name, flagd(flag_file), minimum_sample=sample_yaml(5)))
         st = await handle.result()
@@ -89,7 +98,7 @@ async def test_a_breaking_treatment_reverts_to_zero_naming_the_check_and_values(
       query: '{ERROR_RATIO}'
       condition: {{compareTo: stable, maxRatio: 3}}
       interval: 1s"""
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, ramp_yaml(
             flag_key, app_name, flagd(flag_file), checks=checks))
         st = await handle.result()
@@ -112,7 +121,7 @@ async def test_not_enough_traffic_extends_then_reverts(
     # "Not enough traffic" is a kind of inconclusive: it follows onInconclusive (here: revert at once).
     text = ramp_yaml(flag_key, app_name, flagd(flag_file), checks="[]", on_inconclusive="{action: rollback}",
                      minimum_sample=sample_yaml(10_000, extend_by="1s", max_extensions=2))
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         st = await (await start(temporal_client, task_queue, text)).result()
     assert st.phase is Phase.REVERTED
     assert st.not_enough_traffic
@@ -128,11 +137,12 @@ async def test_the_kill_switch_turns_the_flag_off_and_the_ramp_ends_aborted(
 ) -> None:
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
     text = ramp_yaml(flag_key, app_name, flagd(flag_file), stages="[{percent: 25, hold: 5m}, {percent: 100}]")
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, text)
         await wait_status(handle, lambda s: s.applied == [25])
         assert file_percent(flag_file, flag_key) == 25
-        result = await kill(flag_key, client=temporal_client, reason="pager went off")
+        result = await kill(flag_key, client=temporal_client, reason="pager went off",
+                            operator=flagd_operator(flag_file))
         # Off at the provider by the time kill returns, whatever the workflow does next.
         assert file_percent(flag_file, flag_key) == 0
         assert result.change.changed and result.change.before.percent == 25
@@ -150,7 +160,7 @@ async def test_pause_holds_resume_continues_promote_jumps_to_100(
     text = ramp_yaml(flag_key, app_name, flagd(flag_file),
                      stages="[{percent: 5, hold: 1s}, {percent: 20, hold: 1s}, {percent: 60, hold: 1h}, "
                             "{percent: 100}]")
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, text)
         await wait_status(handle, lambda s: s.applied == [5])
         await handle.execute_update(FlagRampWorkflow.pause, ControlRequest(by="sre"))
@@ -175,7 +185,7 @@ async def test_abort_reverts_and_a_finished_ramp_refuses_controls(
 
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
     text = ramp_yaml(flag_key, app_name, flagd(flag_file), stages="[{percent: 30, hold: 1h}, {percent: 100}]")
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, text)
         await wait_status(handle, lambda s: s.applied == [30])
         with pytest.raises(WorkflowUpdateFailedError):
@@ -191,7 +201,7 @@ async def test_on_failure_pause_keeps_the_flag_and_waits(
 ) -> None:
     flag_prom.traffic(app_name, {"on": (40, 0.30), "off": (40, 0.005)})
     text = ramp_yaml(flag_key, app_name, flagd(flag_file), on_failure="pause")
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url):
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, operator=flagd_operator(flag_file)):
         handle = await start(temporal_client, task_queue, text)
         st = await wait_status(handle, lambda s: s.phase is Phase.PAUSED)
         assert st.applied == [10] and file_percent(flag_file, flag_key) == 10

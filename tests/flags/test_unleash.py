@@ -21,7 +21,7 @@ from orchestrator.flags.base import FlagProvider, FlagTarget
 from orchestrator.flags.kill import kill
 from orchestrator.specs.flags import UnleashProviderSpec
 from tests.flags.conftest import FlagProm
-from tests.flags.helpers import load_ramp, ramp_worker, ramp_yaml
+from tests.flags.helpers import load_ramp, ramp_worker, ramp_yaml, unleash_operator
 from tests.flags.unleash_real import UnleashBackend, Write
 from workflows.flag_ramp import FlagRampWorkflow
 
@@ -38,8 +38,9 @@ def env_of(unleash: UnleashBackend) -> dict[str, str]:
 
 
 def provider(unleash: UnleashBackend, flag: str, env: dict[str, str] | None = None) -> FlagProvider:
-    spec = UnleashProviderSpec.model_validate({"type": "unleash", "url": unleash.url})
-    return build_provider(spec, FlagTarget(flag), ProviderClients(env=env_of(unleash) if env is None else env))
+    spec = UnleashProviderSpec.model_validate({"type": "unleash", "name": "main"})
+    return build_provider(spec, FlagTarget(flag), ProviderClients(
+        env=env_of(unleash) if env is None else env, operator=unleash_operator(unleash.url, token_env=TOKEN_ENV)))
 
 
 def test_reads_the_current_allocation(unleash: UnleashBackend) -> None:
@@ -128,8 +129,9 @@ def test_a_missing_flag_or_environment_is_not_retried(unleash: UnleashBackend) -
     assert caught.value.retryable is False
     flag = key()
     unleash.add_flexible_rollout(flag)
-    spec = UnleashProviderSpec.model_validate({"type": "unleash", "url": unleash.url, "environment": "staging"})
-    p = build_provider(spec, FlagTarget(flag), ProviderClients(env=env_of(unleash)))
+    spec = UnleashProviderSpec.model_validate({"type": "unleash", "name": "main", "environment": "staging"})
+    p = build_provider(spec, FlagTarget(flag), ProviderClients(
+        env=env_of(unleash), operator=unleash_operator(unleash.url, token_env=TOKEN_ENV)))
     with pytest.raises(FlagProviderError, match="no environment 'staging'"):
         p.current()
 
@@ -140,10 +142,11 @@ async def test_a_ramp_through_unleash_and_its_kill_switch(
     flag = key("unleash")
     unleash.add_flexible_rollout(flag, rollout=0, stickiness="userId")
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
-    text = ramp_yaml(flag, app_name, f"{{type: unleash, url: '{unleash.url}'}}",
+    text = ramp_yaml(flag, app_name, "{type: unleash, name: main}",
                      stages="[{percent: 5, hold: 1s}, {percent: 50, hold: 1s}, {percent: 100}]")
     env = env_of(unleash)
-    async with ramp_worker(temporal_client, task_queue, flag_prom.url, env=env):
+    operator = unleash_operator(unleash.url, token_env=TOKEN_ENV)
+    async with ramp_worker(temporal_client, task_queue, flag_prom.url, env=env, operator=operator):
         ramp = load_ramp(text)
         st = await (await temporal_client.start_workflow(
             FlagRampWorkflow.run, FlagRampInput(ramp=ramp), id=ramp.workflow_id(), task_queue=task_queue)).result()
@@ -152,7 +155,7 @@ async def test_a_ramp_through_unleash_and_its_kill_switch(
         assert unleash.strategy(flag)["parameters"] == {"rollout": "100", "stickiness": "userId", "groupId": flag}
 
         # With no ramp running, the kill switch needs the spec to find the provider.
-        result = await kill(flag, client=temporal_client, spec=ramp, env=env)
+        result = await kill(flag, client=temporal_client, spec=ramp, env=env, operator=operator)
         assert result.ramp == "none running" and not unleash.enabled(flag)
         assert unleash.writes(flag) == [Write("rollout", v) for v in ("5", "50", "100")] + [Write("off")]
 
@@ -161,5 +164,5 @@ def test_unleash_specs_must_use_whole_percentages(tmp_path: Path) -> None:
     from orchestrator.errors import SpecError
 
     with pytest.raises(SpecError, match="whole percentages"):
-        load_ramp(ramp_yaml("k", "app", "{type: unleash, url: 'http://127.0.0.1:1'}",
+        load_ramp(ramp_yaml("k", "app", "{type: unleash, name: main}",
                             stages="[{percent: 0.5, hold: 1s}]", checks="[]"))

@@ -44,11 +44,23 @@ def apiserver(tmp_path: Path) -> Iterator[tuple[ApiServer, Path]]:
         server.stop()
 
 
+OPERATOR = """apiVersion: orchestrator.dev/v1
+kind: OperatorSettings
+metadata: {name: test}
+spec:
+  flagProviders:
+    - {name: cluster-flags, type: flagd, configMap: {namespace: default, name: flags}}
+"""
+
+
 def start_worker(address: str, task_queue: str, kubeconfig: Path, prom_url: str) -> subprocess.Popen[str]:
+    # The worker finds the ConfigMap through the operator's settings file, as a real worker does.
+    operator = kubeconfig.parent / "operator.yaml"
+    operator.write_text(OPERATOR)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.flags._worker", address, task_queue, str(kubeconfig), prom_url],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "ORCHESTRATOR_SETTINGS_FILE": str(operator)},
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -78,7 +90,7 @@ async def test_a_killed_worker_resumes_without_repeating_a_stage_change(
 
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
     ramp = load_ramp(ramp_yaml(
-        key, app_name, "{type: flagd, configMap: {namespace: default, name: flags}}",
+        key, app_name, "{type: flagd, name: cluster-flags}",
         stages="[{percent: 10, hold: 3s}, {percent: 30, hold: 3s}, {percent: 60, hold: 3s}, {percent: 100}]"))
     first = start_worker(temporal_address, task_queue, kubeconfig, flag_prom.url)
     second = None

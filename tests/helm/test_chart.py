@@ -70,7 +70,11 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "temporal": {"tls": {"enabled": True, "existingSecret": "t"}, "apiKey": {"existingSecret": "k"}},
         "prometheus": {"auth": {"existingSecret": "prom"}, "ca": {"existingSecret": "prom-ca"}},
-        "flags": {"unleash": {"url": "https://unleash.example.com/api", "existingSecret": "unleash"}},
+        "flags": {"providers": [
+            {"name": "main", "type": "unleash", "url": "https://unleash.example.com",
+             "tokenSecret": {"name": "unleash", "key": "token"}, "projects": ["default"]},
+            {"name": "shop-flags", "type": "flagd", "configMap": {"namespace": "shop", "name": "flagd-flags"}},
+        ]},
         "notifications": {"webhook": {"existingSecret": "slack"}},
         "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
     },
@@ -256,11 +260,11 @@ def test_credentials_come_from_existing_secrets_only(chart: Chart) -> None:
     assert secret_of("ORCHESTRATOR_PROMETHEUS_TOKEN") == ("prom", "token")
     assert secret_of("ORCHESTRATOR_PROMETHEUS_USERNAME") == ("prom", "username")
     assert secret_of("ORCHESTRATOR_PROMETHEUS_PASSWORD") == ("prom", "password")
-    assert secret_of("ORCHESTRATOR_UNLEASH_TOKEN") == ("unleash", "token")
+    assert secret_of("ORCHESTRATOR_UNLEASH_TOKEN_MAIN") == ("unleash", "token")
     assert secret_of("ORCHESTRATOR_NOTIFY_WEBHOOK") == ("slack", "url")
     assert secret_of("ORCHESTRATOR_TEMPORAL_API_KEY") == ("k", "api-key")
     assert env["ORCHESTRATOR_PROMETHEUS_CA_FILE"]["value"] == "/etc/orchestrator/prometheus-ca/ca.crt"
-    assert env["ORCHESTRATOR_UNLEASH_URL"]["value"] == "https://unleash.example.com/api"
+    assert "ORCHESTRATOR_UNLEASH_URL" not in env  # where a provider lives is the operator settings' business
     # The chart never creates a Secret: credentials are referenced, never templated into the release.
     assert of_kind(objects, "Secret") == []
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
@@ -436,3 +440,25 @@ def test_the_schema_checks_network_policy_peers(chart: Chart) -> None:
     values = {"networkPolicy": {"enabled": True, "apiServer": {"to": [{"ipBlok": {"cidr": "10.96.0.1/32"}}]}}}
     with pytest.raises(helm_python.HelmValuesError, match="additional properties 'ipBlok' not allowed"):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_the_operator_settings_name_every_flag_provider_and_no_secret(chart: Chart, tmp_path: Path) -> None:
+    from orchestrator.specs.operator import load_operator_settings
+
+    objects = render(chart, COMBINATIONS["everything"])
+    [cm] = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-operator")]
+    path = tmp_path / "operator.yaml"
+    path.write_text(cm["data"]["operator.yaml"])
+    settings = load_operator_settings(path)  # what the worker reads, through the same loader
+    main = settings.flag_provider("main")
+    assert main is not None and main.type == "unleash"
+    assert (main.url, main.token_env, main.projects) == (
+        "https://unleash.example.com", "ORCHESTRATOR_UNLEASH_TOKEN_MAIN", ["default"])
+    assert settings.flag_provider_names("flagd") == ["shop-flags"]
+    assert "tokenSecret" not in cm["data"]["operator.yaml"]
+    env = env_of(objects)
+    assert env["ORCHESTRATOR_SETTINGS_FILE"]["value"] == "/etc/orchestrator/operator/operator.yaml"
+    # With no provider declared the file still validates, and every ramp is refused by name.
+    [empty] = [o for o in of_kind(render(chart), "ConfigMap") if o["metadata"]["name"].endswith("-operator")]
+    path.write_text(empty["data"]["operator.yaml"])
+    assert load_operator_settings(path).flag_provider_names() == []

@@ -85,7 +85,7 @@ def test_flag_ramp_dry_run_refuses_in_a_freeze_and_writes_nothing(
     before = flags.read_text()
     spec = tmp_path / "ramp.yaml"
     spec.write_text("apiVersion: orchestrator.dev/v1\nkind: FlagRamp\nmetadata: {name: r}\nspec:\n"
-                    f"  provider: {{type: flagd, file: {flags}}}\n  flag: new-checkout\n"
+                    "  provider: {type: flagd, name: local}\n  flag: new-checkout\n"
                     f"  target: {{namespace: {kube.namespace}, app: cart}}\n  stages: [{{percent: 100}}]\n")
     policy = tmp_path / "freeze.yaml"
     policy.write_text("apiVersion: orchestrator.dev/v1\nkind: RailsPolicy\nmetadata: {name: f}\nspec:\n"

@@ -82,7 +82,7 @@ async def test_a_canary_refuses_while_an_experiment_is_active_on_its_target(
     # An experiment on another app of the namespace is no conflict.
     other = await rails.check(RailsRequest(kind="flag", spec=FlagRamp.model_validate({
         "kind": "FlagRamp", "metadata": {"name": "f"},
-        "spec": {"provider": {"type": "flagd", "file": "/x.json"}, "flag": "f", "stages": [{"percent": 100}],
+        "spec": {"provider": {"type": "flagd", "name": "x"}, "flag": "f", "stages": [{"percent": 100}],
                  "target": {"namespace": web, "app": "cart"}}})))
     assert next(v for v in other.verdicts if v.rail == "mutual-exclusion").status is RailStatus.OK
 

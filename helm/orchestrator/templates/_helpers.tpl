@@ -70,3 +70,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "orchestrator.targetNamespaces" . | fromJsonArray | join "," }}
 {{- end }}
 {{- end }}
+
+{{/*
+The worker's variable holding an Unleash provider's Admin API token: ORCHESTRATOR_UNLEASH_TOKEN_<NAME>.
+*/}}
+{{- define "orchestrator.unleashTokenEnv" -}}
+ORCHESTRATOR_UNLEASH_TOKEN_{{ . | upper | replace "-" "_" }}
+{{- end }}
