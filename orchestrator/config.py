@@ -239,6 +239,11 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         remember_url(str(values["temporal_address"]))
+        if bool(values["temporal_tls_cert"]) != bool(values["temporal_tls_key"]):
+            # mTLS takes both; the SDK would refuse one alone with a bare ValueError.
+            given, missing = ("cert", "key") if values["temporal_tls_cert"] else ("key", "cert")
+            raise SpecError([f"{_origin('temporal_tls_' + missing, origins)}: needed with "
+                             f"ORCHESTRATOR_TEMPORAL_TLS_{given.upper()} (a client certificate takes both)"])
         check_host_port(str(values["temporal_address"]), _origin("temporal_address", origins))
         try:
             return cls.model_validate(values)

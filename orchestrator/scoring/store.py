@@ -110,11 +110,12 @@ def location_from(settings: Settings | None = None, location: str | os.PathLike[
 
 def to_url(location: str) -> URL:
     """A SQLAlchemy URL for ``location``; PostgreSQL URLs are pinned to the psycopg 3 driver."""
+    # Before anything is said about it: a mistyped URL ("postgresql:/u:pw@h") is read as a path below.
+    remember_url(location)
     if "://" not in location:
         if location == ":memory:":
             return URL.create("sqlite", database=":memory:")
         return URL.create("sqlite", database=str(Path(location).expanduser()))
-    remember_url(location)
     try:
         url = make_url(location)
     except ArgumentError:
