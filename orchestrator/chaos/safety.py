@@ -35,6 +35,7 @@ from orchestrator.chaos.objects import DEPLOYMENT, KINDS, NAMESPACE, POD, Object
 from orchestrator.errors import RefusedError
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import render, validate_value
+from orchestrator.specs.base import SYSTEM_NAMESPACES
 from orchestrator.specs.chaos import ChaosSpec, ErrorBudget
 from orchestrator.specs.checks import NoDataPolicy
 
@@ -59,7 +60,7 @@ __all__ = [
     "selectors_overlap",
 ]
 
-ALWAYS_PROTECTED = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+ALWAYS_PROTECTED = SYSTEM_NAMESPACES
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

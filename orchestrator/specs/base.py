@@ -23,6 +23,9 @@ MAX_STEPS = 100
 MAX_CHECKS = 50
 MAX_NAMES = 1000  # lists of names (nodes, namespaces, labels) a policy or fault may name
 
+# Namespaces no change of any kind may touch, whatever a spec, a policy or the operator's settings say.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
 # RFC 1123 label, as Kubernetes requires for names and namespaces. A ``pattern=`` runs on pydantic's Rust
 # engine, where ``$`` is the end of the text ("web\n" fails) and ``\Z`` does not compile; a Python ``re``
 # check must use ``fullmatch`` instead, since its ``$`` also matches before a final newline.

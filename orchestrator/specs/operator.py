@@ -45,7 +45,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import SpecError
-from orchestrator.specs.base import MAX_NAMES, K8sName, Metadata, Strict, first_duplicate
+from orchestrator.specs.base import MAX_NAMES, SYSTEM_NAMESPACES, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.loader import format_errors, parse_yaml, read_spec_text
 
 __all__ = [
@@ -72,6 +72,13 @@ class ConfigMapLocation(Strict):
     namespace: K8sName
     name: K8sName
     key: str = Field(default="flags.flagd.json", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+    @field_validator("namespace")
+    @classmethod
+    def _not_a_system_namespace(cls, value: str) -> str:
+        if value in SYSTEM_NAMESPACES:
+            raise ValueError(f"{value} is a system namespace; no change of any kind is made there")
+        return value
 
 
 class FlagdEndpoint(Strict):

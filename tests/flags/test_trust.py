@@ -160,6 +160,10 @@ def test_the_operator_settings_file_is_read_through_the_hardened_loader(tmp_path
                     "    - {name: main, type: flagd, file: /flags.json}\n")
     with pytest.raises(SpecError, match=r":2: spec: flag provider names must be unique; 'main' appears more than"):
         load_operator_settings(path)
+    path.write_text("kind: OperatorSettings\nspec:\n  flagProviders:\n"
+                    "    - {name: f, type: flagd, configMap: {namespace: kube-system, name: x}}\n")
+    with pytest.raises(SpecError, match=r":4: spec.flagProviders.0.configMap.namespace: kube-system is a system"):
+        load_operator_settings(path)
     path.write_text("kind: OperatorSettings\nspec: {flagProviders: []}\nspec: {}\n")
     with pytest.raises(SpecError, match="duplicate key"):
         load_operator_settings(path)
