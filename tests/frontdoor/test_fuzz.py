@@ -92,8 +92,8 @@ def _set(node: Any, path: tuple[Any, ...], value: Any, delete: bool = False) -> 
 
 
 @st.composite
-def mutated_specs(draw: st.DrawFn) -> str:
-    spec = draw(st.sampled_from(SPECS))
+def mutated_specs(draw: st.DrawFn, specs: list[Path] = SPECS) -> str:
+    spec = draw(st.sampled_from(specs))
     data, text = DATA[spec], TEXTS[spec]
     kind = draw(st.sampled_from(["value", "delete", "add", "truncate", "snippet", "line", "bomb"]))
     paths = _paths(data)
@@ -169,6 +169,25 @@ def test_mutated_specs_exit_0_or_2_without_traceback(tmp_path: Path, text: str) 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _check(tmp_path / "mutated.yaml", text)
     # ru_maxrss is the peak (KiB): one validation must not add hundreds of MB to it.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
+
+
+OPERATOR = [REPO / "examples" / "operator-settings.yaml"]
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
+@given(text=mutated_specs(OPERATOR))
+def test_mutated_operator_settings_exit_0_or_2_without_traceback(tmp_path: Path, text: str) -> None:
+    # The operator's settings name every endpoint and token variable: the worker reads them through this
+    # very loader when it starts, so what validate answers here is what the worker answers.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _check(tmp_path / "operator.yaml", text)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
 
 
