@@ -96,7 +96,8 @@ def real_commands() -> dict[str, click.Command]:
 def test_declared_short_help_is_the_commands_own(name: str) -> None:
     command = real_commands()[name]
     # Untruncated: the first sentence of the help's first paragraph, as click shortens it.
-    assert command.get_short_help_str(limit=10_000) == COMMANDS[name].short_help
+    own = command.get_short_help_str(limit=10_000)
+    assert own == COMMANDS[name].short_help, f"declare {own!r} for {name!r} in orchestrator/cli/main.py COMMANDS"
 
 
 def eager_group() -> click.Group:
