@@ -42,6 +42,7 @@ def _kinds() -> dict[str, type[BaseModel]]:
         ("orchestrator.specs.chaos", "GameDay"),
         ("orchestrator.specs.policy", "RailsPolicy"),
         ("orchestrator.specs.operator", "OperatorSettings"),
+        ("orchestrator.specs.release", "Release"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
@@ -233,6 +234,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def quoted(value: object, limit: int = 60) -> str:
+    """``value`` as an error line may quote it: its repr, cut to ``limit`` characters, on one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def line_for(loc: PathKey, lines: dict[PathKey, int]) -> int:
     """The line of ``loc`` in a parsed document, else of its nearest written ancestor."""
     return _line_for(loc, lines)
@@ -310,14 +317,15 @@ def load_text(text: str, source: str, expect: str | None = None) -> BaseModel:
                          f"not a {_yaml_type(kind)}"])
     if kind not in registry:
         raise SpecError(
-            [f"{source}:{lines.get(('kind',), 1)}: kind: unknown kind {kind!r} (known: {', '.join(sorted(registry))})"]
+            [f"{source}:{lines.get(('kind',), 1)}: kind: unknown kind {quoted(kind)} "
+             f"(known: {', '.join(sorted(registry))})"]
         )
     if expect is not None and kind != expect:
         raise SpecError([f"{source}:{lines.get(('kind',), 1)}: kind: expected {expect}, got {kind}"])
     api = data.get("apiVersion")
     if api is not None and api != "orchestrator.dev/v1":
         raise SpecError(
-            [f"{source}:{lines.get(('apiVersion',), 1)}: apiVersion: expected orchestrator.dev/v1, got {api!r}"]
+            [f"{source}:{lines.get(('apiVersion',), 1)}: apiVersion: expected orchestrator.dev/v1, got {quoted(api)}"]
         )
     try:
         # ``SPEC_FILE``: rules that hold for what a person writes, not for data already in a run's history.
@@ -346,7 +354,7 @@ def load_file(path: str | Path, expect: str | None = None) -> BaseModel:
 def schema(kind: str) -> dict[str, Any]:
     registry = _kinds()
     if kind not in registry:
-        raise SpecError([f"<command line>:0: kind: unknown kind {kind!r} (known: {', '.join(sorted(registry))})"])
+        raise SpecError([f"<command line>:0: kind: unknown kind {quoted(kind)} (known: {', '.join(sorted(registry))})"])
     return registry[kind].model_json_schema(by_alias=True)
 
 

@@ -58,7 +58,7 @@ from orchestrator.errors import SpecError
 from orchestrator.specs.base import MAX_CHECKS, MAX_NAMES, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import NoDataPolicy
 from orchestrator.specs.duration import Duration
-from orchestrator.specs.loader import format_errors, parse_yaml, read_spec_text
+from orchestrator.specs.loader import format_errors, parse_yaml, quoted, read_spec_text
 from orchestrator.specs.promql import TEMPLATE_VAR, placeholders, unsafe_value
 
 __all__ = [
@@ -92,11 +92,6 @@ _ZONE_KEY = re.compile(r"[A-Za-z0-9_+-]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,3}")
 Title = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-def _shown(value: object) -> str:
-    text = str(value)
-    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
-
-
 def _known_placeholders(text: str) -> None:
     """Every ``{{...}}`` of ``text`` is closed and names a variable the rails can fill."""
     if "{{" in TEMPLATE_VAR.sub("", text):
@@ -128,7 +123,7 @@ class Namespaces(Strict):
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
             if name != "*" and (len(name) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)):
-                raise ValueError(f"{_shown(name)} is not a namespace name (or \"*\" for any unprotected namespace)")
+                raise ValueError(f"{quoted(name)} is not a namespace name (or \"*\" for any unprotected namespace)")
         return value
 
 
@@ -154,7 +149,7 @@ class Incidents(Strict):
     def _matchers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
             if not _PROM_LABEL.fullmatch(name) or name.startswith("__"):
-                raise ValueError(f"{_shown(name)} is not a Prometheus label name (or is a reserved __ one)")
+                raise ValueError(f"{quoted(name)} is not a Prometheus label name (or is a reserved __ one)")
             try:
                 _known_placeholders(text)
             except ValueError as exc:
@@ -234,7 +229,7 @@ class StaffedHours(Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        unknown = ValueError(f"unknown timezone {_shown(value)} (an IANA name such as Europe/Berlin)")
+        unknown = ValueError(f"unknown timezone {quoted(value)} (an IANA name such as Europe/Berlin)")
         # The zone loader opens files named by the key: only a well-formed key that the zone database lists.
         zones = _zones()
         if not _ZONE_KEY.fullmatch(value) or (zones and value not in zones):
@@ -250,7 +245,7 @@ class StaffedHours(Strict):
     def _written_time(cls, value: Any) -> Any:
         if isinstance(value, bool | int | float):
             # Unquoted, YAML 1.1 reads 10:00 as the sexagesimal number 600.
-            raise ValueError(f"{_shown(value)} is not a time of day: write it in quotes, e.g. \"09:00\"")
+            raise ValueError(f"{quoted(value)} is not a time of day: write it in quotes, e.g. \"09:00\"")
         if not isinstance(value, str | time):
             raise ValueError("expected a time of day such as \"09:00\"")
         return value
@@ -304,7 +299,7 @@ def load_text(text: str, source: str) -> RailsPolicy:
         raise SpecError([f"{source}:1: (document): a policy is a mapping with apiVersion, kind, metadata, spec"])
     if data.get("kind") != "RailsPolicy":
         line = lines.get(("kind",), 1)
-        raise SpecError([f"{source}:{line}: kind: expected RailsPolicy, got {_shown(data.get('kind'))}"])
+        raise SpecError([f"{source}:{line}: kind: expected RailsPolicy, got {quoted(data.get('kind'))}"])
     try:
         policy = RailsPolicy.model_validate(data)
     except ValidationError as exc:
