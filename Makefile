@@ -17,6 +17,7 @@ help:
 	@echo "make demo   - sandbox up; canaries, flag ramps, the kill switch and a pod kill on its demo app (KEEP=1 keeps it)"
 	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
 	@echo "make check  - ruff, mypy and the import contracts (layers, what workflow code may import)"
+	@echo "make lock   - regenerate requirements.lock, the hashed lock every install uses (LOCK_ARGS=--upgrade)"
 
 $(DEMO_STAMP): pyproject.toml $(LOCK)
 	@command -v prometheus >/dev/null 2>&1 || { \
