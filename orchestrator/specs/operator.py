@@ -32,7 +32,13 @@ when the worker starts. Shape::
           type: flagd
           file: /var/lib/flags/flags.flagd.json
 
-Fleet releases add their cluster map to the same file.
+      clusters:                           # fleet releases: the clusters a Release may name
+        - name: eu-west-1                 # what specs write: waves: [{clusters: [eu-west-1]}]
+          taskQueue: orchestrator-eu-west-1   # polled by the worker in that cluster (default orchestrator-<name>)
+
+A cluster is reached only through its task queue: the worker installed in it (chart value
+``cluster.name``) polls ``orchestrator-<name>`` with its own in-cluster Kubernetes and Prometheus access,
+so a Release that names a cluster chooses which of the operator's workers does the work, never an address.
 """
 
 from __future__ import annotations
@@ -46,16 +52,18 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import SpecError
 from orchestrator.specs.base import MAX_NAMES, SYSTEM_NAMESPACES, K8sName, Metadata, Strict, first_duplicate
-from orchestrator.specs.loader import format_errors, parse_yaml, read_spec_text
+from orchestrator.specs.loader import format_errors, parse_yaml, quoted, read_spec_text
 
 __all__ = [
     "ENV_VAR",
+    "ClusterEntry",
     "FlagProviderEndpoint",
     "FlagdEndpoint",
     "OperatorSettings",
     "OperatorSpec",
     "ProviderName",
     "UnleashEndpoint",
+    "cluster_queue",
     "load_operator_settings",
     "operator_settings_from_env",
 ]
@@ -122,16 +130,44 @@ class UnleashEndpoint(Strict):
 FlagProviderEndpoint = Annotated[FlagdEndpoint | UnleashEndpoint, Field(discriminator="type")]
 
 
+# A Temporal task queue name as this project writes them: no spaces or control characters to hide in logs.
+TaskQueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)]
+
+
+def cluster_queue(name: str) -> str:
+    """The task queue of the worker installed in cluster ``name`` (the chart's ``cluster.name``)."""
+    return f"orchestrator-{name}"
+
+
+class ClusterEntry(Strict):
+    """One cluster a Release may name, and the task queue its own worker polls."""
+
+    name: K8sName
+    task_queue: TaskQueueName | None = Field(default=None, alias="taskQueue")
+
+    @property
+    def queue(self) -> str:
+        return self.task_queue or cluster_queue(self.name)
+
+
 class OperatorSpec(Strict):
     flag_providers: list[FlagProviderEndpoint] = Field(
         default_factory=list, alias="flagProviders", max_length=MAX_NAMES
     )
+    clusters: list[ClusterEntry] = Field(default_factory=list, max_length=MAX_NAMES)
 
     @model_validator(mode="after")
     def _unique(self) -> OperatorSpec:
         dupe = first_duplicate(p.name for p in self.flag_providers)
         if dupe is not None:
             raise ValueError(f"flag provider names must be unique; {dupe!r} appears more than once")
+        dupe = first_duplicate(c.name for c in self.clusters)
+        if dupe is not None:
+            raise ValueError(f"cluster names must be unique; {dupe!r} appears more than once")
+        # Two names on one queue would let a spec reach one cluster under another's name.
+        dupe = first_duplicate(c.queue for c in self.clusters)
+        if dupe is not None:
+            raise ValueError(f"each cluster has its own task queue; {dupe!r} is given to more than one")
         return self
 
 
@@ -148,6 +184,10 @@ class OperatorSettings(Strict):
     def flag_provider_names(self, kind: str | None = None) -> list[str]:
         return sorted(p.name for p in self.spec.flag_providers if kind is None or p.type == kind)
 
+    def cluster_queues(self) -> dict[str, str]:
+        """Cluster name -> the task queue its worker polls, for every cluster the operator named."""
+        return {c.name: c.queue for c in self.spec.clusters}
+
 
 def load_text(text: str, source: str) -> OperatorSettings:
     data, lines = parse_yaml(text, source)
@@ -157,7 +197,7 @@ def load_text(text: str, source: str) -> OperatorSettings:
         )
     if data.get("kind") != "OperatorSettings":
         raise SpecError(
-            [f"{source}:{lines.get(('kind',), 1)}: kind: expected OperatorSettings, got {data.get('kind')!r}"]
+            [f"{source}:{lines.get(('kind',), 1)}: kind: expected OperatorSettings, got {quoted(data.get('kind'))}"]
         )
     try:
         settings = OperatorSettings.model_validate(data)
