@@ -14,6 +14,7 @@ import concurrent.futures
 import importlib
 import inspect
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -153,9 +154,12 @@ async def run_worker(client: Client, settings: Settings, health_port: int | None
 
     policy_from_env()
     # Likewise the operator settings: the flag providers every ramp names must be there before one starts.
-    from orchestrator.specs.operator import operator_settings_from_env
+    from orchestrator.redact import remember
+    from orchestrator.specs.operator import UnleashEndpoint, operator_settings_from_env
 
-    operator_settings_from_env()
+    operator = operator_settings_from_env()
+    # The token variables the operator named are secrets like the built-in ones: redacted in every log line.
+    remember(*(os.environ.get(p.token_env) for p in operator.spec.flag_providers if isinstance(p, UnleashEndpoint)))
     for item in await asyncio.to_thread(run_janitor, settings):
         log.info("janitor reverted %s", item)
     await ensure_janitor_schedule(client, settings)

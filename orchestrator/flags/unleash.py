@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.errors import FlagProviderError, UnreachableError
 from orchestrator.flags.base import Allocation, Change, FlagTarget, ProviderClients
+from orchestrator.redact import remember
 
 Json = dict[str, Any]
 
@@ -162,6 +163,8 @@ def build(spec: Any, endpoint: Any, target: FlagTarget, clients: ProviderClients
     """``spec`` picks the flag's project, environment and strategy; ``endpoint`` (the operator's) says
     where the server is and which of the worker's variables holds its token."""
     token = clients.env.get(endpoint.token_env)
+    # Whatever variable the operator chose, its value is a secret from here on: no message may carry it.
+    remember(token)
     if not token:
         raise FlagProviderError(
             f"the Admin API token of Unleash provider {endpoint.name!r} is missing: set {endpoint.token_env}"

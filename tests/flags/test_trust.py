@@ -22,6 +22,7 @@ import pytest
 from orchestrator.errors import FlagProviderError, SpecError
 from orchestrator.flags import ProviderClients, build_provider, resolve
 from orchestrator.flags.base import FlagTarget
+from orchestrator.redact import redact
 from orchestrator.specs.flags import FlagdProviderSpec, UnleashProviderSpec
 from orchestrator.specs.operator import OperatorSettings, load_operator_settings
 from tests.flags.helpers import load_ramp, ramp_yaml
@@ -103,14 +104,16 @@ def test_a_run_recorded_before_the_change_reaches_nothing(attacker: Listener) ->
 def test_the_token_goes_only_to_the_operators_address(attacker: Listener) -> None:
     spec = UnleashProviderSpec.model_validate({"type": "unleash", "name": "main"})
     clients = ProviderClients(
-        env={"ORCHESTRATOR_UNLEASH_TOKEN": "tok-1", "ORCHESTRATOR_DATABASE_URL": SECRET},
+        env={"ORCHESTRATOR_UNLEASH_TOKEN": "unleash-token-9f2c41", "ORCHESTRATOR_DATABASE_URL": SECRET},
         operator=operator({"name": "main", "type": "unleash", "url": attacker.url}))
     provider = build_provider(spec, FlagTarget("f"), clients)
     with pytest.raises(FlagProviderError):
         provider.current()  # the listener's empty answer is not a flag; what matters is where it went
     assert [(m, p) for m, p, _ in attacker.requests] == [("GET", "/api/admin/projects/default/features/f")]
-    assert attacker.requests[0][2]["Authorization"] == "tok-1"
+    assert attacker.requests[0][2]["Authorization"] == "unleash-token-9f2c41"
     assert SECRET not in str(attacker.requests)
+    # The operator's variable holds a secret like the built-in ones: no message may carry its value.
+    assert "unleash-token-9f2c41" not in redact("sent unleash-token-9f2c41 to the server")
 
 
 @pytest.mark.parametrize(
