@@ -153,8 +153,8 @@ class ScoringConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sane(self) -> ScoringConfig:
-        if self.half_life <= timedelta(0):
-            raise ValueError("halfLife must be positive")
+        if self.half_life < timedelta(hours=1):
+            raise ValueError("halfLife must be at least 1h")
         if self.degraded_at > self.resilient_at:
             raise ValueError("degradedAt must not be above resilientAt")
         return self
@@ -546,6 +546,10 @@ def freshness(age: timedelta, config: ScoringConfig = DEFAULT_CONFIG) -> float:
 def _weighted_mean_sd(points: list[tuple[float, float]]) -> tuple[float, float]:
     """Weighted mean and weighted population standard deviation of (weight, value) pairs."""
     total = sum(w for w, _ in points)
+    if total <= 0.0:
+        # Every freshness underflowed to 0 (runs more than ~1075 half-lives old): the experiment weighs
+        # nothing, and its mean is the plain mean rather than 0/0.
+        points, total = [(1.0, x) for _, x in points], float(len(points))
     mean = sum(w * x for w, x in points) / total
     variance = sum(w * (x - mean) ** 2 for w, x in points) / total
     return mean, math.sqrt(max(0.0, variance))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import SpecError
 from orchestrator.scoring.config import load_config, parse_config
-from orchestrator.scoring.formula import ScoringConfig
+from orchestrator.scoring.formula import ScoringConfig, score_service
 from tests.frontdoor.helpers import assert_one_line, invoke
+from tests.scoring import T0, make_run
 
 ABSURD = [
     ("resilientAt: .nan\n", "resilientAt"),
@@ -62,3 +64,19 @@ def test_the_cli_answers_a_nan_config_with_exit_2(tmp_path: Path) -> None:
 def test_a_missing_config_file_is_exit_2_naming_it() -> None:
     with pytest.raises(SpecError, match=r"^nope.yaml:0: \(file\): no such file$"):
         load_config("nope.yaml")
+
+
+def test_a_half_life_under_an_hour_is_refused() -> None:
+    for written in ("1", "1s", "59m"):
+        with pytest.raises(SpecError, match=r"^scoring.yaml:1: \(document\): halfLife must be at least 1h"):
+            parse_config(f"halfLife: {written}\n", "scoring.yaml")
+    assert parse_config("halfLife: 1h\n", "scoring.yaml").half_life == timedelta(hours=1)
+
+
+def test_runs_whose_freshness_underflows_weigh_nothing_instead_of_dividing_by_zero() -> None:
+    # 2^(-age / half-life) is 0.0 in floating point past about 1075 half-lives: 45 days at 1h.
+    config = ScoringConfig(half_life=timedelta(hours=1))
+    runs = [make_run(run_id=f"r{i}", ended_at=T0 + timedelta(days=i, seconds=90)) for i in range(3)]
+    service = score_service("shop/checkout", runs, T0 + timedelta(days=100), config)
+    assert service.score == 0.0
+    assert all(e.weight == 0.0 and e.mean == pytest.approx(100.0) for e in service.experiments)
