@@ -275,10 +275,13 @@ def _metric(metric: dict[str, Any], path: PathKey, args: dict[str, Any], variabl
         check["noData"] = bounds.no_data
     if track:
         check["track"] = track
-    for argo, ours in (("interval", "interval"), ("initialDelay", "initialDelay"), ("failureLimit", "failureLimit"),
-                       ("inconclusiveLimit", "inconclusiveLimit"), ("consecutiveErrorLimit", "consecutiveErrorLimit")):
-        if metric.get(argo) is not None:
-            check[ours] = metric[argo]
+    for key in ("interval", "initialDelay"):
+        if metric.get(key) is not None:
+            check[key] = metric[key]
+    for key in ("failureLimit", "inconclusiveLimit", "consecutiveErrorLimit"):
+        limit = _limit(metric.get(key), (*path, key))
+        if limit is not None:
+            check[key] = limit
     if isinstance(check.get("failureLimit"), int) and check["failureLimit"] < 0:
         raise _Unconvertible("failureLimit", "a negative (unlimited) failureLimit never fails: not a gate")
     count = _count(metric.get("count"), (*path, "count"))
@@ -309,6 +312,20 @@ def _count(count: Any, path: PathKey) -> int | None:
     if not 0 <= count <= MAX_COUNT:
         raise _Malformed(path, f"must be between 0 and {MAX_COUNT:,}")
     return count
+
+
+def _limit(value: Any, path: PathKey) -> int | None:
+    """A failure, inconclusive or error limit: Argo's int-or-string, a whole number (-1 is Argo's "no limit")."""
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,7}", value.strip(), flags=re.ASCII):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown_value = _short(value) if isinstance(value, str) else _type(value)
+        raise _Malformed(path, f"must be a whole number, not {shown_value}")
+    if not -1 <= value <= MAX_COUNT:
+        raise _Malformed(path, f"must be between -1 and {MAX_COUNT:,}")
+    return value
 
 
 def _short(text: str) -> str:

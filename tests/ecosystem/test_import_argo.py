@@ -187,6 +187,8 @@ MALFORMED = {
     "condition as a list": (TEMPLATE.replace("successCondition: result[0] <= 0.01",
                                              "successCondition: [result]"), 12,
                             r"spec\.metrics\.0\.successCondition: must be a string"),
+    "failureLimit as a float": (TEMPLATE.replace("count: 3", "count: 3\n      failureLimit: 9007199254740994.0"), 11,
+                                r"spec\.metrics\.0\.failureLimit: must be a whole number"),
     "args entry not a mapping": (TEMPLATE.replace("    - name: service", "    - service"), 7,
                                  r"spec\.args\.0: must be a mapping"),
     "integer keys": (TEMPLATE.replace("        prometheus:\n", "        prometheus:\n          1: x\n"
