@@ -21,7 +21,7 @@ from temporalio.exceptions import CancelledError
 
 from orchestrator.activities.clients import ActivityClients
 from orchestrator.activities.errors import application_error, temporal_errors
-from orchestrator.api.chaos import PlanRequest, RunRecordRequest
+from orchestrator.api.chaos import PlanRequest, ReadyWait, RunRecordRequest
 from orchestrator.api.requests import EvaluateRequest
 from orchestrator.chaos.models import BudgetReading, JanitorResult, LedgerEntry, Plan
 from orchestrator.chaos.safety import ChaosPolicy
@@ -29,6 +29,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.gates.model import Measurement
 from orchestrator.rails.active import TemporalActiveWork, canary_workflow_id  # one implementation, the rails'
+from orchestrator.specs.chaos import ChaosExperiment
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -96,6 +97,8 @@ class ChaosActivities(ActivityClients):
             self.evaluate_check,
             self.save_run,
             self.janitor,
+            self.ready_counts,
+            self.wait_ready,
         ]
 
     @activity.defn(name="chaos.plan")
@@ -180,6 +183,37 @@ class ChaosActivities(ActivityClients):
             store.save(record)
         return record.run_id
 
+
+    @activity.defn(name="chaos.ready_counts")
+    @temporal_errors
+    def ready_counts(self, experiment: ChaosExperiment) -> dict[str, int]:
+        """Ready pods of each workload the experiment targets (a GameDay's "before", and its look after)."""
+        from orchestrator.chaos.radius import ready_by_workload
+
+        target = experiment.spec.target
+        return ready_by_workload(self._objects(), target.namespace, dict(target.selector))
+
+    @activity.defn(name="chaos.wait_ready")
+    @temporal_errors
+    def wait_ready(self, req: ReadyWait) -> dict[str, int]:
+        """Look until every workload is back at its ready count, or ``within_seconds`` passed; the last look.
+
+        One heartbeating activity rather than a look per workflow timer: the GameDay's history grows by one
+        wait, not by every look.
+        """
+        import time
+
+        from orchestrator.chaos.radius import ready_by_workload
+
+        target = req.experiment.spec.target
+        deadline = time.monotonic() + req.within_seconds
+        while True:
+            counts = ready_by_workload(self._objects(), target.namespace, dict(target.selector))
+            back = all(counts.get(key, 0) >= wanted for key, wanted in req.ready.items())
+            activity.heartbeat(counts)
+            if back or time.monotonic() >= deadline or activity.is_cancelled():
+                return counts
+            time.sleep(0.5)
 
     @activity.defn(name="chaos.janitor")
     @temporal_errors

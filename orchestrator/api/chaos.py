@@ -128,14 +128,26 @@ class GameDayInput(BaseModel):
     name: str
     experiments: list[ChaosInput] = Field(min_length=1)
     pause_between_seconds: float = 0.0
+    # How long the next experiment waits for the previous one's workloads to be back at their ready count.
+    recovery_wait_seconds: float = 120.0
 
 
 class GameDayResult(BaseModel):
     name: str
     results: list[ChaosStatus] = Field(default_factory=list)
-    stopped_at: str | None = None  # the experiment whose steady state did not recover
+    stopped_at: str | None = None  # the experiment whose steady state (or whose workloads) did not recover
     skipped: list[str] = Field(default_factory=list)
+    skip_reasons: dict[str, str] = Field(default_factory=dict)  # experiment -> why it was skipped
     passed: bool = False
+    events: list[Event] = Field(default_factory=list)
+
+
+class ReadyWait(BaseModel):
+    """Wait (up to ``within_seconds``) until each workload the experiment targets has ``ready`` ready pods."""
+
+    experiment: ChaosExperiment
+    ready: dict[str, int]  # "namespace/name" -> ready pods wanted
+    within_seconds: float
 
 
 def workflow_id(namespace: str, name: str) -> str:
@@ -167,6 +179,7 @@ __all__ = [
     "GameDayInput",
     "GameDayResult",
     "PlanRequest",
+    "ReadyWait",
     "RunRecordRequest",
     "StageMeasurements",
     "memo_for",

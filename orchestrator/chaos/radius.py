@@ -57,7 +57,8 @@ from orchestrator.chaos.targets import label_selector, pod_is_ready, resolve_pod
 from orchestrator.errors import RefusedError
 from orchestrator.specs.chaos import ChaosExperiment
 
-__all__ = ["apply", "check_reach", "floor_of", "floors_for", "pod_infos", "still_disruptable", "workload_floor"]
+__all__ = ["apply", "check_reach", "floor_of", "floors_for", "pod_infos", "ready_by_workload", "still_disruptable",
+           "workload_floor"]
 
 _KINDS: dict[str, Kind] = {"Deployment": DEPLOYMENT, "StatefulSet": STATEFULSET}
 _SHOWN = 10  # offending pods named in one refusal before "and N more"
@@ -161,6 +162,17 @@ def pod_infos(objects: Objects, pods: Iterable[dict[str, Any]]) -> list[PodInfo]
         everything = resolve_pods_all(objects, ns)
         out += [p for p in everything if p.name in wanted[ns]]
     return out
+
+
+def ready_by_workload(objects: Objects, namespace: str, selector: dict[str, str]) -> dict[str, int]:
+    """Ready pods of each workload the selector's pods belong to, keyed ``namespace/name``."""
+    owners = {p.owner for p in resolve_pods(objects, namespace, selector) if p.owner}
+    counts = dict.fromkeys(sorted(f"{namespace}/{o}" for o in owners), 0)
+    for pod in resolve_pods_all(objects, namespace):
+        key = f"{namespace}/{pod.owner}"
+        if pod.owner and key in counts and pod.ready:
+            counts[key] += 1
+    return counts
 
 
 def resolve_pods_all(objects: Objects, namespace: str) -> list[PodInfo]:

@@ -535,4 +535,5 @@ def _print_gameday(result: GameDayResult, output: str) -> None:
     for st in result.results:
         click.echo(f"  {st.name}: {st.phase.value}" + (f" ({st.reason})" if st.reason else ""))
     for name in result.skipped:
-        click.echo(f"  {name}: skipped")
+        reason = result.skip_reasons.get(name)
+        click.echo(f"  {name}: skipped" + (f" ({reason})" if reason else ""))

@@ -232,15 +232,58 @@ async def test_gameday_stops_at_the_first_unrecovered(kube: KubeTestEnv, tempora
                                                        task_queue: str) -> None:
     deploy(kube, replicas=4)
     ok = experiment(kube.namespace, {"type": "pod-kill"}, name="first", duration="1s")
-    broken = experiment(kube.namespace, SCALE, name="second", mode="all", max_percent=100, duration="30s",
-                        checks=_breaking_check(6), recover_within="1s")
+    # The clock check holds until 20 s from now and breaks after: wide enough for the first experiment and
+    # the wait on a loaded machine, and the 60 s fault is still in when it breaks.
+    broken = experiment(kube.namespace, SCALE, name="second", mode="all", max_percent=100, duration="60s",
+                        checks=_breaking_check(20), recover_within="1s")
     never = experiment(kube.namespace, {"type": "pod-kill"}, name="third", duration="1s")
     inp = GameDayInput(name="gd", experiments=[ChaosInput(experiment=e) for e in (ok, broken, never)])
-    result = await temporal_client.execute_workflow(
-        "GameDay", inp, id=f"gameday-{kube.namespace}", task_queue=task_queue, result_type=GameDayResult)
-    assert [r.phase for r in result.results] == [ChaosPhase.COMPLETED, ChaosPhase.BREACHED]
+    waiting = f"waiting for {kube.namespace}/web to be back at 4 ready pods (3 ready now"
+    # The killed pod's replacement is held back (no controller) until the GameDay says it waits for it: the
+    # second experiment must start on a recovered Deployment, not meet a floor its predecessor lowered.
+    with kube.server.controller_paused():
+        handle = await temporal_client.start_workflow(
+            "GameDay", inp, id=f"gameday-{kube.namespace}", task_queue=task_queue, result_type=GameDayResult)
+        await _until_event(temporal_client, handle.id, waiting)
+    result = await handle.result()
+    assert [r.phase for r in result.results] == [ChaosPhase.COMPLETED, ChaosPhase.BREACHED], result.results
     assert result.stopped_at == "second" and result.skipped == ["third"] and not result.passed
+    messages = [e.message for e in result.events]
+    assert messages.index(next(m for m in messages if m.startswith(waiting))) < messages.index("running second")
     assert _replicas(kube) == 4
+
+
+@pytest.mark.usefixtures("worker")
+async def test_gameday_skips_the_next_experiment_when_the_last_does_not_get_its_pods_back(
+        kube: KubeTestEnv, temporal_client: Client, task_queue: str) -> None:
+    deploy(kube, replicas=4)
+    ok = experiment(kube.namespace, {"type": "pod-kill"}, name="first", duration="1s")
+    second = experiment(kube.namespace, SCALE, name="second", mode="all", max_percent=100, duration="1s")
+    third = experiment(kube.namespace, {"type": "pod-kill"}, name="third", duration="1s")
+    inp = GameDayInput(name="gd", experiments=[ChaosInput(experiment=e) for e in (ok, second, third)],
+                       recovery_wait_seconds=1)
+    with kube.server.controller_paused():  # the killed pod is never replaced while the GameDay runs
+        result = await temporal_client.execute_workflow(
+            "GameDay", inp, id=f"gameday-{kube.namespace}", task_queue=task_queue, result_type=GameDayResult)
+    assert [r.phase for r in result.results] == [ChaosPhase.COMPLETED]
+    assert result.stopped_at == "first" and result.skipped == ["second", "third"] and not result.passed
+    assert result.skip_reasons == {
+        "second": f"{kube.namespace}/web was not back at 4 ready pods within 1s (3 ready)",
+        "third": "after second was skipped"}
+    assert any(e.message.startswith(f"waiting for {kube.namespace}/web to be back at 4 ready pods")
+               for e in result.events)
+    assert _replicas(kube) == 4  # the second experiment (a scale-down) never ran
+
+
+async def _until_event(client: Client, wid: str, prefix: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await client.get_workflow_handle(wid).query("status", result_type=GameDayResult)
+        if st is not None and any(e.message.startswith(prefix) for e in st.events):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no event {prefix!r}: {st.events if st else None}")
+        await asyncio.sleep(0.2)
 
 
 @pytest.mark.timeout(150)
