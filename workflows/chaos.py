@@ -54,8 +54,6 @@ with workflow.unsafe.imports_passed_through():
         Engine,
         Stop,
         UndoStep,
-        describe,
-        raise_if_cancelled,
     )
 
 # Every activity is a few API calls; a short timeout bounds how long a crashed worker's attempt
@@ -269,7 +267,8 @@ class ChaosExperimentWorkflow(Controls):
         interval = min(c.interval for c in checks)
         evaluate = self._evaluate("after")
         while True:
-            results = await asyncio.gather(*(self._look(evaluate, c) for c in checks))
+            # The engine's look: an activity that fails is one error measurement, a cancellation is raised.
+            results = await asyncio.gather(*(self.engine._look(c, evaluate) for c in checks))
             if all(m.phase is GatePhase.SUCCESSFUL for m in results):
                 self._status.recovered = True
                 self._status.recovered_at = workflow.now()
@@ -334,15 +333,6 @@ class ChaosExperimentWorkflow(Controls):
             return m
 
         return recorded
-
-    async def _look(self, evaluate: Any, check: Check) -> Measurement:
-        try:
-            m: Measurement = await evaluate(check)
-            return m
-        except ActivityError as err:  # an unmeasurable look is an error measurement
-            raise_if_cancelled(err)
-            return Measurement(check=check.name, phase=GatePhase.ERROR, query=check.query,
-                               message=f"evaluation failed: {describe(err)}", at=workflow.now())
 
     def _publish(self) -> None:
         self._status.checks = list({**self._state.before, **self._state.during}.values())
