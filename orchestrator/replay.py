@@ -7,7 +7,7 @@ duration, an ``analysis`` step looks at each check after ``initialDelay`` and th
 background checks look every ``interval`` from the start for the whole rollout. Every look is one
 instant query at the look's time (``time=``), taken by the *same* code the worker runs
 (``orchestrator.gates.evaluate``) and folded by the same verdict rules
-(``orchestrator.gates.verdict``), so a threshold tuned here behaves the same in a rollout.
+(``orchestrator.gates.verdict``, one look at a time), so a threshold tuned here behaves the same in a rollout.
 
 The first failed or errored verdict is a rollback at that look; an inconclusive one is what the
 spec's ``onInconclusive`` says (pause or rollback); the end of the steps is a promotion. A window
@@ -19,7 +19,7 @@ controls (pause, promote, abort), and retries of a Prometheus outage (an unreach
 stops the replay instead of becoming error looks).
 
 Check kinds: threshold and relative checks go through ``evaluate_sides`` and SLO checks through
-``evaluate_slo`` (``MEASURERS``, keyed by what the check carries), both folded by ``decide``; a judge
+``evaluate_slo`` (``MEASURERS``, keyed by what the check carries), both folded by the verdict rules; a judge
 check carries its state from look to look exactly as the worker's ``judge.look`` activity does
 (``read_look_sides`` then ``judge_update``, ``judge_finish`` at the end of a timed step), with the
 rollout's false-rollback bound split over its judge checks. Custom selectors apply to threshold,
@@ -45,7 +45,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal, Protocol
 
@@ -56,7 +56,8 @@ from orchestrator.gates.evaluate import Side, evaluate_sides
 from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.gates.prometheus import MetricProvider
 from orchestrator.gates.template import track_selector
-from orchestrator.gates.verdict import decide
+from orchestrator.gates.verdict import advance, finish
+from orchestrator.gates.verdict import start as start_status
 from orchestrator.specs.canary import AnalysisStep, CanaryRollout, PauseStep, SetWeightStep
 from orchestrator.specs.checks import Check, Relative
 from orchestrator.specs.duration import format_duration
@@ -169,7 +170,9 @@ class _Watch:
     started: datetime
     next: datetime
     duration: timedelta | None
-    measurements: list[Measurement] = field(default_factory=list)
+    # The verdict folded so far (``verdict.advance`` per look), not the measurements: memory and time per
+    # look stay constant however long the window is.
+    folded: CheckStatus | None = None
     status: CheckStatus | None = None
     data_seen: bool = False
     judge_state: Any = None  # orchestrator.gates.judge.JudgeState, for judge checks
@@ -251,9 +254,9 @@ class _Replayer:
             phase = "waiting"
         else:
             watch.data_seen = watch.data_seen or not (m.no_data or m.phase is Phase.ERROR)
-            watch.measurements.append(m)
+            watch.folded = advance(check, watch.folded if watch.folded is not None else start_status(check), m)
             finished = watch.duration is not None and at - watch.started >= watch.duration
-            watch.status = decide(check, watch.measurements, finished=finished)
+            watch.status = finish(check, watch.folded) if finished else watch.folded
             phase = m.phase.value
         return self._record(watch, m, phase, " (waiting for data: not counted)" if waiting else "")
 
