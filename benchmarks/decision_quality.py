@@ -45,11 +45,12 @@ from scipy.stats import mannwhitneyu, norm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.gates.judge import (
-    GRID,
+    OFFSETS,
     JudgeLook,
     JudgeState,
     Outcome,
     Side,
+    center,
     counts_increment,
     decide_counts,
     judge_finish,
@@ -70,11 +71,11 @@ ERROR_TOLERANCE, LATENCY_TOLERANCE = 1.2, 1.1
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 ERRORS_CHECK = Check.model_validate({"name": "errors", "interval": "10s", "judge": {
-    "errors": 'sum(http_requests_total{app="{{app}}",{{track_selector}},code=~"5.."})',
-    "requests": 'sum(http_requests_total{app="{{app}}",{{track_selector}}})',
+    "errors": 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}},code=~"5.."})',
+    "requests": 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}}})',
     "tolerance": f"{ERROR_TOLERANCE}x", "maxFalseRollback": ALPHA}})  # fmt: skip
 LATENCY_CHECK = Check.model_validate({"name": "latency", "interval": "10s", "judge": {
-    "latency": 'sum by (le) (http_request_duration_seconds_bucket{app="{{app}}",{{track_selector}}})',
+    "latency": 'sum by (le, pod) (http_request_duration_seconds_bucket{app="{{app}}",{{track_selector}}})',
     "quantile": 0.99, "tolerance": f"+{(LATENCY_TOLERANCE - 1) * 100:g}%", "maxFalseRollback": ALPHA}})  # fmt: skip
 
 IntArray = NDArray[np.int64]
@@ -166,16 +167,18 @@ def project_judge(cell: Cell, data: Data) -> Result:
         le, tolerance = tail_bound(control_history(), 0.99, LATENCY_TOLERANCE)
         assert le is not None
         nc, ec, n0, e0 = tail_events(data, le)
-    loglik = np.zeros((runs, GRID.size))
+    loglik = np.zeros((runs, OFFSETS.size))
     rollback = np.full(runs, np.inf)
     promoted = np.zeros(runs, dtype=bool)
     open_ = np.ones(runs, dtype=bool)
+    boundary = center(tolerance)
     for i in range(looks):
         idx = np.flatnonzero(open_)
         if idx.size == 0:
             break
-        loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i])
-        failed, within, _, _ = decide_counts(loglik[idx], ALPHA, tolerance)
+        loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
+        d = decide_counts(loglik[idx], ALPHA, tolerance, sequence=False)
+        failed, within = d.failed, d.successful
         rollback[idx[failed]] = (i + 1) * LOOK
         promoted[idx[within]] = True
         open_[idx[failed | within]] = False

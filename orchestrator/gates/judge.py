@@ -52,7 +52,9 @@ that ``judge_update`` uses for one.
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -68,16 +70,41 @@ from orchestrator.specs.judge import Direction, Judge, JudgeKind
 
 Array = NDArray[np.float64]
 
-GRID_STEP = 0.05
-GRID: Array = np.round(np.arange(-2.5, 3.5 + GRID_STEP / 2, GRID_STEP), 10)
-"""log(rho) grid: rho from 0.08 to 33 in steps of about 5 %; ``GRID[ZERO]`` is exactly 0 (no change)."""
-ZERO = int(np.argmin(np.abs(GRID)))
+OFFSETS: Array = np.unique(np.round(np.concatenate([
+    np.arange(-3.0, -0.5, 0.05), np.arange(-0.5, -0.1, 0.025), np.arange(-0.1, 0.1, 0.01),
+    np.arange(0.1, 0.5, 0.025), np.arange(0.5, 3.5 + 1e-9, 0.05)]), 10))
+"""log(rho) minus the log of the boundary ratio (the tolerance): the grid is laid on the tolerance itself,
+so every tolerance a user can write is exactly a grid point; 1 % apart within ±10 % of it, 2.5 % to ±50 %,
+5 % beyond (rho from 0.05x to 33x the boundary). About 160 points."""
+ZERO = int(np.flatnonzero(OFFSETS == 0)[0])
+GRID = OFFSETS
+"""The grid when the boundary is a ratio of 1 (``center = 0``)."""
 PRIOR_SD = 1.0
-"""Prior on log(rho): normal, sd 1 -- most mass on regressions from 1.1x to 5x; tuned by the benchmark."""
-_LOG_W: Array = -0.5 * (GRID / PRIOR_SD) ** 2
-# Cumulative log prior mass above / below each grid point (exclusive), to renormalise one-sided mixtures.
-_W_ABOVE: Array = np.append(np.logaddexp.accumulate(_LOG_W[::-1])[::-1][1:], -np.inf)
-_W_BELOW: Array = np.insert(np.logaddexp.accumulate(_LOG_W)[:-1], 0, -np.inf)
+"""Prior on the worse side of the boundary: normal in log(rho), sd 1 -- regressions 1.1x to 5x beyond it."""
+_WIDTH: Array = np.gradient(OFFSETS)
+
+
+@functools.lru_cache(maxsize=64)
+def _prior(tolerance: float, worse_up: bool) -> tuple[Array, Array, Array]:
+    """(log weights, log mass strictly above each point, strictly below) of the mixing prior over ``OFFSETS``.
+
+    Worse side: normal, sd ``PRIOR_SD``. Better side: normal with sd ``log(tolerance)`` (within [0.05, 1]),
+    since a version no different from its control sits ``log(tolerance)`` on the better side: the promotion
+    test spends its prior where promotable versions are. Fixed by the spec, before any data: valid.
+    """
+    better_sd = min(1.0, max(0.05, math.log(tolerance)))
+    worse = OFFSETS > 0 if worse_up else OFFSETS < 0
+    sd = np.where(worse, PRIOR_SD, better_sd)
+    log_w = np.log(_WIDTH) - np.log(sd) - 0.5 * (OFFSETS / sd) ** 2
+    above = np.append(np.logaddexp.accumulate(log_w[::-1])[::-1][1:], -np.inf)
+    below = np.insert(np.logaddexp.accumulate(log_w)[:-1], 0, -np.inf)
+    return log_w, above, below
+
+
+def center(tolerance: float, direction: Direction = Direction.HIGHER_IS_WORSE) -> float:
+    """log of the boundary ratio canary/control: ``tolerance`` (higher is worse) or ``1/tolerance``."""
+    return math.log(tolerance) if direction is Direction.HIGHER_IS_WORSE else -math.log(tolerance)
+
 
 MIN_GAUGE_LOOKS = 3
 MAX_MARKS = 400
@@ -243,58 +270,121 @@ def alpha_note(rollout: float, n_checks: int) -> str:
 # -- vectorised statistics ---------------------------------------------------------------------------
 
 
-def counts_increment(nc: Any, ec: Any, n0: Any, e0: Any) -> Array:
-    """Log-likelihood increments over ``GRID`` for one look (arrays broadcast; the grid is the last axis)."""
+def counts_increment(nc: Any, ec: Any, n0: Any, e0: Any, boundary: float = 0.0) -> Array:
+    """Log-likelihood increments over ``boundary + OFFSETS`` (log rho) for one look.
+
+    Arrays broadcast; the grid is the last axis. ``boundary`` is ``center(tolerance, direction)``.
+    """
     nc, ec, n0, e0 = (np.asarray(x, dtype=np.float64)[..., None] for x in (nc, ec, n0, e0))
     total = nc + n0
     informative = (nc > 0) & (n0 > 0) & ((ec + e0) > 0)
     q = np.where(informative, nc / np.where(total > 0, total, 1.0), 0.5)
+    grid = boundary + OFFSETS
     # log p/q and log (1-p)/(1-q) with p = q e^b / (q e^b + 1 - q), in a numerically stable form.
-    log_norm = np.logaddexp(np.log(q) + GRID, np.log1p(-q))
-    inc = ec * (GRID - log_norm) + e0 * (-log_norm)
+    log_norm = np.logaddexp(np.log(q) + grid, np.log1p(-q))
+    inc = ec * (grid - log_norm) + e0 * (-log_norm)
     return np.where(informative, inc, 0.0)
 
 
-def evidence(loglik: Array, at: int = ZERO, upward: bool = True) -> Array:
-    """Log e-value of the one-sided mixture against ``GRID[at]`` (upward: alternatives above it)."""
-    terms = _LOG_W + loglik
+def evidence(loglik: Array, tolerance: float = math.e**0.2, at: int = ZERO, upward: bool = True,
+             worse_up: bool = True) -> Array:  # fmt: skip
+    """Log e-value of the one-sided mixture against ``OFFSETS[at]`` (upward: alternatives above it)."""
+    log_w, w_above, w_below = _prior(tolerance, worse_up)
+    terms = log_w + loglik
     if upward:
         numerator = logsumexp(terms[..., at + 1 :], axis=-1)
-        return np.asarray(numerator - _W_ABOVE[at] - loglik[..., at], dtype=np.float64)
+        return np.asarray(numerator - w_above[at] - loglik[..., at], dtype=np.float64)
     numerator = logsumexp(terms[..., :at], axis=-1)
-    return np.asarray(numerator - _W_BELOW[at] - loglik[..., at], dtype=np.float64)
+    return np.asarray(numerator - w_below[at] - loglik[..., at], dtype=np.float64)
 
 
-def bounds(loglik: Array, alpha: float) -> tuple[Array, Array]:
-    """Confidence-sequence bounds on log(rho) at level ``1 - alpha`` each, rounded outwards to the grid."""
-    terms = _LOG_W + loglik
+def bounds(loglik: Array, alpha: float, tolerance: float = math.e**0.2, boundary: float = 0.0,
+           worse_up: bool = True) -> tuple[Array, Array]:  # fmt: skip
+    """Confidence-sequence bounds on log(rho), each end at level ``1 - alpha`` (so ``1 - 2 alpha`` for both),
+    rounded outwards to the grid."""
+    log_w, w_above, w_below = _prior(tolerance, worse_up)
+    terms = log_w + loglik
     above = np.logaddexp.accumulate(terms[..., ::-1], axis=-1)[..., ::-1]
     below = np.logaddexp.accumulate(terms, axis=-1)
     up_num = np.concatenate([above[..., 1:], np.full((*loglik.shape[:-1], 1), -np.inf)], axis=-1)
     down_num = np.concatenate([np.full((*loglik.shape[:-1], 1), -np.inf), below[..., :-1]], axis=-1)
     with np.errstate(invalid="ignore"):
-        e_up = up_num - _W_ABOVE - loglik
-        e_down = down_num - _W_BELOW - loglik
+        e_up = up_num - w_above - loglik
+        e_down = down_num - w_below - loglik
     threshold = math.log(1 / alpha)
     kept = ~(np.nan_to_num(e_up, nan=-np.inf) >= threshold) & ~(np.nan_to_num(e_down, nan=-np.inf) >= threshold)
-    n = GRID.size
+    n = OFFSETS.size
+    grid = boundary + OFFSETS
     first = np.where(kept.any(axis=-1), kept.argmax(axis=-1), 0)
     last = np.where(kept.any(axis=-1), n - 1 - kept[..., ::-1].argmax(axis=-1), n - 1)
-    lower = np.where(first > 0, GRID[np.maximum(first - 1, 0)], -np.inf)
-    upper = np.where(last < n - 1, GRID[np.minimum(last + 1, n - 1)], np.inf)
+    lower = np.where(first > 0, grid[np.maximum(first - 1, 0)], -np.inf)
+    upper = np.where(last < n - 1, grid[np.minimum(last + 1, n - 1)], np.inf)
     return lower, upper
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Arrays over judges: rollback, promotion, both log e-values, and the confidence sequence on log(rho)."""
+
+    failed: NDArray[np.bool_]
+    successful: NDArray[np.bool_]
+    log_e_fail: Array
+    log_e_promote: Array
+    lower: Array
+    upper: Array
+
+
 def decide_counts(
-    loglik: Array, alpha: float, tolerance: float, direction: Direction = Direction.HIGHER_IS_WORSE
-) -> tuple[NDArray[np.bool_], NDArray[np.bool_], Array, Array]:
-    """(failed, successful, log e-value, (lower, upper) as rows) for arrays of judges."""
+    loglik: Array,
+    alpha: float,
+    tolerance: float,
+    direction: Direction = Direction.HIGHER_IS_WORSE,
+    *,
+    promote_loglik: Array | None = None,
+    promote_rate: Any = None,
+    dispersion: Any = 1.0,
+    sequence: bool = True,
+) -> Decision:
+    """Both decisions against the tolerance, for arrays of judges (log-likelihoods over ``center + OFFSETS``).
+
+    Rollback: the mixture over ratios beyond the tolerance against the tolerance reaches ``1/alpha`` --
+    each term is a supermartingale for any ratio within it, so a version within its tolerance is rolled
+    back with probability at most ``alpha``. Promotion: the mixture over ratios within the tolerance
+    against it reaches ``1/alpha`` (from ``promote_loglik``, the current step's own data, when given), or,
+    with ``promote_rate`` (the log e-value that the canary's error rate is below the negligible rate), the
+    *average* of the two e-values does: the average of e-processes is one, so a version beyond its
+    tolerance *and* above the negligible rate is promoted with probability at most ``alpha`` -- one bound,
+    not two. ``sequence=False`` skips the confidence sequence. ``dispersion`` divides the log-likelihoods
+    (the between-look dispersion, ``gates.dispersion``).
+    """
     worse_up = direction is Direction.HIGHER_IS_WORSE
-    log_e = evidence(loglik, ZERO, upward=worse_up)
-    lower, upper = bounds(loglik, alpha)
-    failed = log_e >= math.log(1 / alpha)
-    within = upper <= math.log(tolerance) + 1e-9 if worse_up else lower >= -math.log(tolerance) - 1e-9
-    return failed, within & ~failed, log_e, np.stack([lower, upper])
+    phi = np.asarray(dispersion, dtype=np.float64)[..., None] if np.ndim(dispersion) else float(dispersion)
+    scaled = loglik / phi
+    log_e_fail = evidence(scaled, tolerance, ZERO, upward=worse_up, worse_up=worse_up)
+    promote = scaled if promote_loglik is None else promote_loglik / phi
+    log_e_promote = evidence(promote, tolerance, ZERO, upward=not worse_up, worse_up=worse_up)
+    if promote_rate is not None:
+        log_e_promote = np.logaddexp(log_e_promote, np.asarray(promote_rate, dtype=np.float64)) - math.log(2)
+    if sequence:
+        lower, upper = bounds(scaled, alpha, tolerance, center(tolerance, direction), worse_up)
+    else:  # the decisions do not need the sequence: simulations skip it
+        lower, upper = np.full(scaled.shape[:-1], -np.inf), np.full(scaled.shape[:-1], np.inf)
+    threshold = math.log(1 / alpha)
+    failed = np.asarray(log_e_fail >= threshold)
+    successful = np.asarray((log_e_promote >= threshold) & ~failed)
+    return Decision(failed, successful, log_e_fail, np.asarray(log_e_promote), lower, upper)
+
+
+def rate_log_evidence(events: float, exposure: float, u: float, prior_mean: float) -> float:
+    """Log e-value against "the Poisson rate per unit of exposure is at least ``u``" (see ``rate_upper_bound``)."""
+    if exposure <= 0 or u <= 0:
+        return 0.0
+    a = 0.5
+    b = a / max(prior_mean, 1e-12)
+    value = a * math.log(b) - float(gammaln(a)) + float(gammaln(events + a)) - (events + a) * math.log(exposure + b)
+    value += math.log(max(float(gammainc(events + a, (exposure + b) * u)), 1e-300))
+    value -= math.log(max(float(gammainc(a, b * u)), 1e-300))
+    return value - (events * math.log(u) if events > 0 else 0.0) + exposure * u
 
 
 def rate_upper_bound(events: float, exposure: float, alpha: float, prior_mean: float) -> float:
@@ -310,15 +400,10 @@ def rate_upper_bound(events: float, exposure: float, alpha: float, prior_mean: f
 
     The bound is the ``u`` where it reaches ``log(1/alpha)``, found by bisection (deterministic).
     """
-    a = 0.5
-    b = a / max(prior_mean, 1e-12)
     threshold = math.log(1 / alpha)
-    const = a * math.log(b) - float(gammaln(a)) + float(gammaln(events + a)) - (events + a) * math.log(exposure + b)
 
     def log_e(u: float) -> float:
-        value = const + math.log(max(float(gammainc(events + a, (exposure + b) * u)), 1e-300))
-        value -= math.log(max(float(gammainc(a, b * u)), 1e-300))
-        return value - (events * math.log(u) if events > 0 else 0.0) + exposure * u
+        return rate_log_evidence(events, exposure, u, prior_mean)
 
     if exposure <= 0:
         return math.inf
@@ -503,11 +588,11 @@ def _fold(judge: Judge, state: JudgeState, look: JudgeLook, marks: dict[str, flo
     else:
         nc, ec = look.canary.requests, look.canary.errors
         n0, e0 = look.control.requests, look.control.errors
-    increment = counts_increment(nc, ec, n0, e0)
-    loglik = (np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)) + increment
+    increment = counts_increment(nc, ec, n0, e0, center(_tolerance(judge, state), judge.direction))
+    loglik = (np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(OFFSETS.size)) + increment
     if state.step_since is not None:
         fresh = state.step_since != state.step_loglik_since
-        step = np.zeros(GRID.size) if fresh or not state.step_loglik else np.asarray(state.step_loglik)
+        step = np.zeros(OFFSETS.size) if fresh or not state.step_loglik else np.asarray(state.step_loglik)
         update.update(step_loglik_since=state.step_since, step_loglik=[float(x) for x in step + increment],
                       step_canary_requests=(0.0 if fresh else state.step_canary_requests) + nc,
                       step_canary_events=(0.0 if fresh else state.step_canary_events) + ec)
@@ -545,27 +630,36 @@ def _verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, checks
     return _counts_verdict(check, judge, state, alpha, reason, prefix, checks)
 
 
+def _tolerance(judge: Judge, state: JudgeState) -> float:
+    """The ratio the judge decides against: the spec's, or for latency the slow-share ratio it makes."""
+    if judge.kind is JudgeKind.LATENCY:
+        return state.tail_tolerance or judge.effective_tolerance
+    return judge.effective_tolerance
+
+
 def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, reason: str,
                     prefix: str, checks: int = 1) -> JudgeVerdict:  # fmt: skip
     latency = judge.kind is JudgeKind.LATENCY
-    tolerance = (state.tail_tolerance or judge.effective_tolerance) if latency else judge.effective_tolerance
-    loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(GRID.size)
-    failed, within_all, log_e, lu = decide_counts(loglik, alpha, tolerance, judge.direction)
-    within = bool(within_all)
+    tolerance = _tolerance(judge, state)
+    loglik = np.asarray(state.loglik, dtype=np.float64) if state.loglik else np.zeros(OFFSETS.size)
     # Failure: every look under the one alpha. Success: the current weight's own looks only.
     step = state.step_since is not None
-    if step:
-        fresh = state.step_since != state.step_loglik_since or not state.step_loglik
-        step_loglik = np.zeros(GRID.size) if fresh else np.asarray(state.step_loglik, dtype=np.float64)
-        within = not fresh and bool(decide_counts(step_loglik, alpha, tolerance, judge.direction)[1])
-    events, requests = ((state.step_canary_events, state.step_canary_requests) if step
-                        else (state.canary_events, state.canary_requests))
-    lower, upper = math.exp(float(lu[0])), math.exp(float(lu[1]))
+    fresh = step and (state.step_since != state.step_loglik_since or not state.step_loglik)
+    promote_loglik = (np.zeros(OFFSETS.size) if fresh else np.asarray(state.step_loglik, dtype=np.float64)) \
+        if step else loglik
+    events, requests = ((state.step_canary_events, state.step_canary_requests) if step and not fresh
+                        else (0.0, 0.0) if step else (state.canary_events, state.canary_requests))
     negligible = judge.negligible_rate if not latency and judge.direction is Direction.HIGHER_IS_WORSE else None
+    promote_rate = (rate_log_evidence(events, requests, negligible, negligible)
+                    if negligible is not None and requests > 0 else None)  # fmt: skip
+    d = decide_counts(loglik, alpha, tolerance, judge.direction, promote_loglik=promote_loglik,
+                      promote_rate=promote_rate)  # fmt: skip
+    failed, within = bool(d.failed), bool(d.successful) and not fresh
     canary_upper = (rate_upper_bound(events, requests, alpha, negligible)
                     if negligible is not None and requests > 0 else None)  # fmt: skip
-    clean = canary_upper is not None and negligible is not None and canary_upper <= negligible
-    e_value = math.exp(min(float(log_e), 700.0))
+    lower, upper = math.exp(float(d.lower)), math.exp(float(d.upper))
+    e_value = math.exp(min(float(d.log_e_fail), 700.0))
+    e_promote = math.exp(min(float(d.log_e_promote), 700.0))
     cr = state.canary_events / state.canary_requests if state.canary_requests > 0 else None
     kr = state.control_events / state.control_requests if state.control_requests > 0 else None
     ratio = cr / kr if cr is not None and kr else None
@@ -575,28 +669,41 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     if latency and state.tail_le is not None:
         side = f"share slower than {_num(state.tail_le)} s (the {judge.compare_to}'s p{_q(judge.quantile)}): " + side
         side += _quantiles(judge, state)
-    cs = f"{_confidence(alpha)} confidence sequence {_num(lower)}–{_num(upper)}"  # noqa: RUF001
+    # Each end of the sequence holds with 1 - alpha, so both together with 1 - 2 alpha: say that level.
+    cs = f"{_confidence(2 * alpha)} confidence sequence {_num(lower)}–{_num(upper)}"  # noqa: RUF001
     threshold = 1 / alpha
-    evidence_text = f"evidence {_num(e_value)} {'>=' if failed else '<'} {_num(threshold)}"
+    beyond = "beyond" if judge.direction is Direction.HIGHER_IS_WORSE else "below"
     tol = f"tolerance {_num(tolerance)}x"
     if latency:
         tol += f" (p{_q(judge.quantile)} +{_num((judge.effective_tolerance - 1) * 100)} %)"
+    within_text = f"within it {_num(e_promote)}"
+    if promote_rate is not None and negligible is not None:
+        within_text += f" (averaged with the evidence of errors below the negligible rate {_rate(negligible)})"
+    beyond_text = f"{beyond} it {_num(e_value)}"
+    # The deciding e-value comes last, next to its threshold and the decision.
+    evidence_text = (f"evidence against the {tol}: {within_text}, {beyond_text} {'>=' if failed else '<'} "
+                     f"{_num(threshold)}" if not within else
+                     f"evidence against the {tol}: {beyond_text}, {within_text} >= {_num(threshold)}")
     shared = _shared_outage(state, kr, ratio, tolerance)
     if failed:
         outcome, why, decision = Outcome.FAILED, "regression", "-> rollback"
     elif within:
-        outcome, why, decision = Outcome.SUCCESSFUL, "within-tolerance", f"upper bound <= {tol} -> promote"
-    elif clean:
-        outcome, why = Outcome.SUCCESSFUL, "negligible-errors"
-        decision = (f"the canary's error rate is below {_rate(canary_upper)} with {_confidence(alpha)} confidence, "
-                    f"within the negligible rate {_rate(negligible)} -> promote")  # fmt: skip
+        ratio_shown = d.upper <= center(tolerance, judge.direction) + 1e-9 if judge.direction is \
+            Direction.HIGHER_IS_WORSE else d.lower >= center(tolerance, judge.direction) - 1e-9
+        if negligible is not None and not ratio_shown:
+            outcome, why = Outcome.SUCCESSFUL, "negligible-errors"
+            decision = (f"so the canary's error rate is below {_rate(canary_upper)}, within the "
+                        f"negligible rate {_rate(negligible)} -> promote")  # fmt: skip
+        else:
+            outcome, why, decision = Outcome.SUCCESSFUL, "within-tolerance", "-> promote"
     else:
         outcome, why, decision = Outcome.RUNNING, reason or "collecting", f"undecided ({tol})"
     if latency and state.tail_le is None and state.started_at is not None:
         outcome, why = Outcome.RUNNING, reason or "no-tail-bound"
         decision = "undecided: the control's histogram had no requests above any finite bucket before the first look"
     ratio_text = f"ratio {_num(ratio)}" if ratio is not None else "ratio n/a"
-    message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; {alpha_note(alpha * checks, checks)}"
+    bound = f"{alpha_note(alpha * checks, checks)} (the same for promoting a version beyond its tolerance)"
+    message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; {bound}"
     if shared:
         message += (f"; the {judge.compare_to} degraded too ({_rate(kr)} now vs {_rate(state.history_rate)} "
                     "before the rollout): a shared cause, not the canary")
@@ -605,7 +712,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         estimate=ratio, lower=lower, upper=upper, canary_value=cr, control_value=kr, shared_outage=shared,
     )  # fmt: skip
     if outcome is Outcome.RUNNING:
-        verdict = verdict.model_copy(update=_needed(state, alpha, tolerance, ratio))
+        verdict = verdict.model_copy(update=_needed(state, alpha, tolerance, ratio, judge.direction))
     return verdict
 
 
@@ -616,8 +723,14 @@ def _shared_outage(state: JudgeState, control_rate: float | None, ratio: float |
     return degraded and ratio is not None and ratio <= tolerance
 
 
-def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | None) -> dict[str, float | None]:
-    """Roughly how many more requests until the confidence sequence can clear 1 or come within tolerance."""
+def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | None,
+            direction: Direction = Direction.HIGHER_IS_WORSE) -> dict[str, float | None]:
+    """Roughly how many more requests until one of the two e-values can reach ``1/alpha``.
+
+    The distance that has to be shown is the one between the observed ratio (1 before any event) and the
+    tolerance, in log(rho); the events needed follow from the mixture's normal approximation (information
+    ``q (1 - q)`` per event). A ratio right at the tolerance needs ever more: that is said as it is.
+    """
     n = state.canary_requests + state.control_requests
     events = state.canary_events + state.control_events
     if n <= 0 or state.canary_requests <= 0 or state.control_requests <= 0:
@@ -625,19 +738,17 @@ def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | No
     q = state.canary_requests / n
     rate = max(events, 1.0) / n
     beta = math.log(ratio) if ratio and ratio > 0 else 0.0
-    gap = max(abs(beta), abs(math.log(tolerance) - beta), 0.05) if beta < math.log(tolerance) else abs(beta)
-    gap = max(gap, 0.05)
-    # Events needed for the mixture CS's radius to shrink to the gap (normal approximation).
+    gap = max(abs(beta - center(tolerance, direction)), 0.005)
     info_per_event = q * (1 - q)
-    needed_events = events
-    for _ in range(80):
-        info = max(needed_events, 1.0) * info_per_event
+    needed_events = max(events, 1.0)
+    for _ in range(200):
+        info = needed_events * info_per_event
         v = info * PRIOR_SD**2
-        radius = math.sqrt((1 + v) / (info * v) * (2 * math.log(1 / alpha) + math.log(1 + v)))
-        if radius <= gap:
+        # A normal mixture's log e-value when the estimate sits ``gap`` from the boundary.
+        if info * gap**2 * v / (2 * (1 + v)) - 0.5 * math.log(1 + v) >= math.log(1 / alpha):
             break
-        needed_events = max(needed_events * 1.25, needed_events + 1)
-    more = max(0.0, (needed_events - events) / rate)
+        needed_events *= 1.25
+    more = max(needed_events - events, 1.0) / rate
     seconds = None
     if state.started_at and state.last_at and (elapsed := (state.last_at - state.started_at).total_seconds()) > 0:
         seconds = more / (n / elapsed)

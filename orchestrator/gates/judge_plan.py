@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.gates.judge import GRID, counts_increment, decide_counts, rate_upper_bound
+from orchestrator.gates.judge import OFFSETS, center, counts_increment, decide_counts, rate_log_evidence
 
 HORIZON = 8 * 3600.0
 
@@ -40,32 +40,37 @@ def detection_time(
     error_rate: float,
     ratio: float,
     *,
+    tolerance: float = 1.2,
     interval: float = 10.0,
     alpha: float = 0.01,
     probability: float = 0.95,
     runs: int = 200,
     seed: int = 0,
     horizon: float = HORIZON,
+    dispersion: float = 1.0,
 ) -> Sizing:
-    """Seconds until ``probability`` of simulated canaries with ``ratio`` times the errors are rolled back."""
+    """Seconds until ``probability`` of simulated canaries with ``ratio`` times the errors are decided the right
+    way: rolled back when ``ratio`` is beyond ``tolerance``, promoted when it is within."""
     sizing = Sizing(None, canary_rps, control_rps, error_rate, ratio)
     if canary_rps <= 0 or control_rps <= 0 or error_rate <= 0:
         return sizing
     rng = np.random.default_rng(seed)
-    loglik = np.zeros((runs, GRID.size))
-    caught = np.zeros(runs, dtype=bool)
+    loglik = np.zeros((runs, OFFSETS.size))
+    decided = np.zeros(runs, dtype=bool)
     looks = math.ceil(horizon / interval)
     need = math.ceil(probability * runs)
+    beyond = ratio > tolerance
+    boundary = center(tolerance)
     for i in range(1, looks + 1):
         nc = rng.poisson(canary_rps * interval, runs)
         n0 = rng.poisson(control_rps * interval, runs)
         ec = rng.binomial(nc, min(1.0, error_rate * ratio))
         e0 = rng.binomial(n0, error_rate)
-        open_ = np.flatnonzero(~caught)
-        loglik[open_] += counts_increment(nc[open_], ec[open_], n0[open_], e0[open_])
-        failed = decide_counts(loglik[open_], alpha, max(ratio, 1.0 + 1e-6))[0]
-        caught[open_[failed]] = True
-        if caught.sum() >= need:
+        open_ = np.flatnonzero(~decided)
+        loglik[open_] += counts_increment(nc[open_], ec[open_], n0[open_], e0[open_], boundary)
+        d = decide_counts(loglik[open_], alpha, tolerance, dispersion=dispersion, sequence=False)
+        decided[open_[d.failed if beyond else d.successful]] = True
+        if decided.sum() >= need:
             return Sizing(i * interval, canary_rps, control_rps, error_rate, ratio)
     return sizing
 
@@ -74,17 +79,19 @@ def clean_time(
     canary_rps: float, error_rate: float, *, negligible: float, alpha: float, interval: float = 10.0,
     horizon: float = HORIZON,
 ) -> float | None:
-    """Seconds until a canary failing ``error_rate`` of its requests is shown below ``negligible`` (the judge's
-    early promotion for counts judges with ``negligibleRate``), on the look grid; None if not within the horizon.
+    """Seconds until a canary failing ``error_rate`` of its requests is promoted on the negligible rate (the
+    average of the ratio's and the rate's e-values reaching ``1/alpha``, the ratio's taken as 1: no errors to
+    compare), on the look grid; None if not within the horizon.
 
     Taken at the expected counts (a clean canary's errors are as the stable's), so it is the typical time.
     """
     if canary_rps <= 0 or error_rate >= negligible:
         return None
+    threshold = math.log(2 / alpha - 1)
 
     def clean(seconds: float) -> bool:
         requests = canary_rps * seconds
-        return rate_upper_bound(error_rate * requests, requests, alpha, negligible) <= negligible
+        return rate_log_evidence(error_rate * requests, requests, negligible, negligible) >= threshold
 
     low, high = 1, math.floor(horizon / interval)
     if high < 1 or not clean(high * interval):
@@ -111,7 +118,12 @@ class Tail:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """One analysis step of a canary: its weight, how long it lasts, and a sizing per count or latency judge."""
+    """One analysis step of a canary: its weight, how long it lasts, and a sizing per count or latency judge.
+
+    ``sizing`` is the time to roll back a regression beyond the tolerance (``catch``, the tolerance squared:
+    twice its distance from no change, since a regression right at the tolerance is rolled back at most
+    alpha of the time by design); ``promote`` the time to promote a version no different from its control.
+    """
 
     step: int
     weight: int
@@ -128,6 +140,8 @@ class StepPlan:
     promote_after: float | None = None
     """With ``negligibleRate``: when a canary as clean as the stable is shown below it and promoted."""
     negligible: float | None = None
+    promote: Sizing | None = None
+    """The time by which 95 % of versions no different from the control are promoted."""
 
     @property
     def no_ratio(self) -> bool:
@@ -136,21 +150,27 @@ class StepPlan:
 
     @property
     def enough(self) -> bool:
-        """The step lasts long enough to decide: to catch the regression, or (stable without errors) to promote."""
-        needed = self.promote_after if self.no_ratio else self.sizing.seconds
-        return needed is not None and (self.duration is None or needed <= self.duration)
+        """The step lasts long enough for a good version to be promoted (not to end 'not enough traffic')."""
+        times = [self.promote_after] if self.no_ratio else [
+            self.promote.seconds if self.promote is not None else None, self.promote_after]
+        known = [t for t in times if t is not None]
+        return bool(known) and (self.duration is None or min(known) <= self.duration)
 
     def line(self) -> str:
         s = self.sizing
         head = (f"step {self.step}: {self.check} at {self.weight} % weight (canary {s.canary_rps:.3g} rps vs "
                 f"{self.control} {s.control_rps:.3g} rps, {s.error_rate * 100:.2g} % {self.events})")  # fmt: skip
-        target = self.target or f"a {self.tolerance:g}x error regression"
+        target = self.target or f"a {s.ratio:.3g}x error regression"
         if self.no_ratio:
             need = "the stable served no error: no error ratio to judge"
-        elif s.seconds is None:
-            need = f"{target} is not caught within {_minutes(HORIZON)} at this traffic"
         else:
-            need = f"{target} needs about {_minutes(s.seconds)} to be caught with 95 % probability"
+            promote = self.promote.seconds if self.promote is not None else None
+            need = (f"a version no different from the {self.control} is promoted after about {_minutes(promote)}"
+                    if promote is not None else f"a version no different from the {self.control} is not promoted "
+                    f"within {_minutes(HORIZON)} (tolerance {self.tolerance:g}x)")  # fmt: skip
+            need += (f"; {target} is not caught within {_minutes(HORIZON)}" if s.seconds is None
+                     else f"; {target} is caught after about {_minutes(s.seconds)}")
+            need += " (95 % of runs)"
         if self.negligible is not None:
             rate = f"(negligibleRate {self.negligible * 100:g} %)"
             need += (f"; a canary as clean is promoted after about {_minutes(self.promote_after)} {rate}"
@@ -197,7 +217,7 @@ def plan(
             extra: dict[str, Any] = {}
             if judge.kind is JudgeKind.COUNTS and check.name in rates:
                 rps, rate = rates[check.name]
-                ratio = judge.effective_tolerance
+                tolerance = judge.effective_tolerance
                 if judge.negligible_rate is not None and judge.direction is Direction.HIGHER_IS_WORSE:
                     extra["negligible"] = judge.negligible_rate
                     extra["promote_after"] = clean_time(
@@ -205,21 +225,26 @@ def plan(
                         interval=check.interval.total_seconds())
             elif judge.kind is JudgeKind.LATENCY and check.name in tails:
                 tail = tails[check.name]
-                rps, rate, ratio = tail.rps, tail.share, tail.ratio
+                rps, rate, tolerance = tail.rps, tail.share, tail.ratio
                 quantile = f"p{judge.quantile * 100:g}"
+                shift = (judge.effective_tolerance - 1) * 100
                 extra = {
                     "events": f"slower than {tail.le:g} s" if tail.le is not None else "slow (no finite bucket)",
-                    "target": f"a {quantile} +{(judge.effective_tolerance - 1) * 100:g} % latency regression "
-                              f"({ratio:.2g}x the slow share)",
+                    "target": f"a {tolerance**2:.2g}x slow-share regression (the tolerance, {quantile} +{shift:g} %, "
+                              f"is {tolerance:.2g}x the slow share)",
                 }  # fmt: skip
             else:
                 continue
             canary = rps * weight / 100
             control = canary if judge.compare_to == "baseline" else rps * (100 - weight) / 100
-            sizing = detection_time(canary, control, rate, ratio, interval=check.interval.total_seconds(),
-                                    alpha=alpha_of[check.name])  # fmt: skip
-            out.append(StepPlan(index, weight, duration, check.name, judge.effective_tolerance,
-                                alpha_of[check.name], sizing, judge.compare_to, **extra))  # fmt: skip
+            interval = check.interval.total_seconds()
+            alpha = alpha_of[check.name]
+            sizing = detection_time(canary, control, rate, tolerance**2, tolerance=tolerance, interval=interval,
+                                    alpha=alpha)  # fmt: skip
+            promote = detection_time(canary, control, rate, 1.0, tolerance=tolerance, interval=interval,
+                                     alpha=alpha, horizon=min(HORIZON, 4 * (duration or HORIZON)))  # fmt: skip
+            out.append(StepPlan(index, weight, duration, check.name, judge.effective_tolerance, alpha, sizing,
+                                judge.compare_to, promote=promote, **extra))  # fmt: skip
     return out
 
 

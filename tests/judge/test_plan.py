@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from orchestrator.gates.judge import rate_upper_bound
+from orchestrator.gates.judge import rate_log_evidence
 from orchestrator.gates.judge_plan import clean_time, plan
 from orchestrator.specs.canary import CanaryRollout
 
@@ -21,11 +22,12 @@ def rollout(judge: dict[str, Any], duration: str = "2m") -> CanaryRollout:
                 {"name": "errors", "interval": "3s", "judge": {"errors": ERRORS, "requests": REQUESTS, **judge}}]}}]}})
 
 
-def test_clean_time_is_when_the_bound_on_a_clean_canary_reaches_the_negligible_rate() -> None:
+def test_clean_time_is_when_the_averaged_evidence_of_a_clean_canary_reaches_one_over_alpha() -> None:
+    # No errors: the ratio's e-value is 1, so the average reaches 100 when the rate's reaches 199.
     seconds = clean_time(10.0, 0.0, negligible=0.02, alpha=0.01, interval=3.0)
     assert seconds is not None and seconds % 3 == 0
-    assert rate_upper_bound(0, 10.0 * seconds, 0.01, 0.02) <= 0.02  # clean by then
-    assert rate_upper_bound(0, 10.0 * (seconds - 3), 0.01, 0.02) > 0.02  # and not one look earlier
+    assert rate_log_evidence(0, 10.0 * seconds, 0.02, 0.02) >= math.log(199)  # clean by then
+    assert rate_log_evidence(0, 10.0 * (seconds - 3), 0.02, 0.02) < math.log(199)  # and not one look earlier
     assert clean_time(10.0, 0.03, negligible=0.02, alpha=0.01, interval=3.0) is None  # above it: never
 
 
@@ -45,4 +47,6 @@ def test_a_stable_with_errors_also_says_when_a_clean_canary_is_promoted() -> Non
     plans = plan(rollout({"negligibleRate": "2%", "tolerance": "2x"}, "30m"), {"errors": (100.0, 0.005)},
                  alpha_of={"errors": 0.01})
     line = plans[0].line()
-    assert "a 2x error regression needs about" in line and "a canary as clean is promoted after about" in line, line
+    assert "a version no different from the stable is promoted after about" in line, line
+    assert "a 4x error regression is caught after about" in line, line  # beyond the tolerance: its square
+    assert "a canary as clean is promoted after about" in line, line

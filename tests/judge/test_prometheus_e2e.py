@@ -297,12 +297,14 @@ spec:
     # The stable serves 20 rps with 0.5 % errors: at 5 % a 2x regression takes far longer than 5 minutes.
     assert "step 2: errors at 5 % weight (canary 1 rps vs stable 19 rps, 0.5 % errors)" in result.output
     assert any(line.startswith("step 2:") and "WARNING: too short" in line for line in lines)
-    assert any(line.startswith("step 4: errors-50") and "needs about" in line for line in lines)
+    errors_50 = next(line for line in lines if line.startswith("step 4: errors-50"))
+    assert "a version no different from the stable is promoted after about" in errors_50, errors_50
+    assert "a 4x error regression is caught after about" in errors_50, errors_50
     # The latency judge counts requests slower than the stable's p99 bucket (1 % of them, above 0.5 s): a p99
     # 50 % slower puts about 2.6 times as many there (the histogram interpolated).
     tail = next(line for line in lines if line.startswith("step 4: p99-50"))
-    assert "1 % slower than 0.5 s" in tail and "a p99 +50 % latency regression (2.6x the slow share)" in tail, tail
-    assert "needs about" in tail
+    assert "1 % slower than 0.5 s" in tail and "(the tolerance, p99 +50 %, is 2.6x the slow share)" in tail, tail
+    assert "caught after about" in tail
     assert "alpha 1 % per rollout over 3 judge check(s)" in result.output
 
 

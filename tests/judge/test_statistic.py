@@ -61,21 +61,22 @@ def test_looks_without_errors_or_without_traffic_on_a_side_carry_no_evidence() -
     assert not counts_increment(100, 2, 0, 0).any()
 
 
-def test_evidence_is_the_prior_weighted_mixture_against_no_change() -> None:
-    # Independent computation of the one-sided mixture: sum_k w_k LR_k / sum_k w_k over log rho > 0.
+def test_evidence_is_the_prior_weighted_mixture_against_the_boundary() -> None:
+    # Independent computation of the one-sided mixture: sum_k w_k LR_k / sum_k w_k over log rho > boundary,
+    # with w_k the normal prior density (sd 1) times the width of grid cell k.
     loglik = counts_increment(1000, 12, 1000, 3)
-    weights = np.exp(-0.5 * GRID**2)
+    weights = np.exp(-0.5 * GRID**2) * np.gradient(GRID)
     up = GRID > 0
     expected = np.log(np.sum(weights[up] * np.exp(loglik[up])) / np.sum(weights[up]))
-    assert float(evidence(loglik)) == pytest.approx(expected, rel=1e-9)
-    assert float(evidence(loglik, upward=False)) < 0  # a higher canary is no evidence of it being better
+    assert float(evidence(loglik, 1.2)) == pytest.approx(expected, rel=1e-9)
+    assert float(evidence(loglik, 1.2, upward=False)) < 0  # a higher canary is no evidence of it being better
 
 
 def test_confidence_sequence_brackets_the_estimate_and_shrinks_with_data() -> None:
     few = counts_increment(1000, 10, 1000, 5)
     many = counts_increment(100000, 1000, 100000, 500)
-    lo1, hi1 = (float(x) for x in bounds(few, 0.01))
-    lo2, hi2 = (float(x) for x in bounds(many, 0.01))
+    lo1, hi1 = (float(x) for x in bounds(few, 0.01, 1.2))
+    lo2, hi2 = (float(x) for x in bounds(many, 0.01, 1.2))
     assert lo1 < math.log(2) < hi1
     assert lo2 < math.log(2) < hi2
     assert hi2 - lo2 < (hi1 - lo1) / 3
@@ -161,7 +162,7 @@ def _simulate_null(seed: int, rps: float, base: float, looks: int, runs: int, dr
         ec = rng.binomial(nc, base)
         e0 = rng.binomial(n0, base)
         loglik += counts_increment(nc, ec, n0, e0)
-        rejected |= evidence(loglik) >= math.log(1 / alpha)  # the rollback rule of decide_counts
+        rejected |= decide_counts(loglik, alpha, 1.2).failed  # tested at the boundary 1x: an identical canary
     return float(rejected.mean())
 
 
@@ -187,8 +188,8 @@ def test_a_real_regression_is_caught_by_the_same_arithmetic() -> None:
     caught = np.zeros(200, dtype=bool)
     for _ in range(60):
         nc, n0 = rng.poisson(500, 200), rng.poisson(500, 200)
-        loglik += counts_increment(nc, rng.binomial(nc, 0.01), n0, rng.binomial(n0, 0.005))
-        caught |= decide_counts(loglik, 0.01, 1.2)[0]
+        loglik += counts_increment(nc, rng.binomial(nc, 0.01), n0, rng.binomial(n0, 0.005), math.log(1.2))
+        caught |= decide_counts(loglik, 0.01, 1.2).failed
     assert caught.mean() > 0.9
 
 
@@ -228,9 +229,7 @@ def test_the_verdict_says_how_the_rollouts_bound_is_split() -> None:
                      control=Side(requests=2000, errors=10))  # fmt: skip
     _, verdict = judge_update(check, state, look, alpha=alpha, checks=4)
     assert verdict.outcome is Outcome.FAILED
-    assert verdict.message.endswith(
-        "false-rollback bound 1 % for the rollout, split over 4 judge checks (0.25 % each)"
-    )
+    assert "false-rollback bound 1 % for the rollout, split over 4 judge checks (0.25 % each)" in verdict.message
     assert verdict.evidence is not None and verdict.evidence >= 400
 
 
@@ -277,7 +276,8 @@ def test_the_confidence_is_said_exactly_when_the_bound_is_split() -> None:
     look = JudgeLook(at=T0 + timedelta(seconds=10), canary=Side(requests=500, errors=9),
                      control=Side(requests=1500, errors=8))
     _, verdict = judge_update(check, state, look, alpha=0.005, checks=2)
-    assert "99.5 % confidence sequence" in verdict.message, verdict.message
+    # Each end at 99.5 %: the two-sided sequence is a 99 % one, and says so.
+    assert "99 % confidence sequence" in verdict.message, verdict.message
     assert "100 %" not in verdict.message, verdict.message
 
 
