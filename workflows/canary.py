@@ -9,9 +9,10 @@
     (pause with a timeout, or rollback) ─► rollback, each step on its own, never stuck silently:
         traffic to stable (stable full and ready first) ─► restore stable if promotion had begun
         ─► remove canary and baseline (only once the stable serves)
-    otherwise ─► promote: stable gets the new template and becomes available, then takes all
-        traffic back, then the canary is removed — capacity is never removed before its
-        replacement is ready.
+    otherwise, once nothing is paused and every background check passed at the last weight
+    (``workflows/decide.py``) ─► promote: stable gets the new template and becomes available,
+        then takes all traffic back, then the canary is removed — capacity is never removed
+        before its replacement is ready.
 
 Controls, waits, the measurement loop, continue-as-new and compensation are the engine's
 (``workflows/engine.py``); this file holds the algorithm and its state. Every side effect is an

@@ -294,13 +294,11 @@ class Engine:
         """
         for check in checks:
             states.setdefault(check.name, start(check))
-        decision = self.controls.decision
         for check in checks:
             status = states[check.name]
-            waited = (decision is not None and decision.gate == check.name) or check.name in self.controls.remeasure
-            undecided = status.phase.final and status.phase is not CheckPhase.SUCCESSFUL
-            if waited and undecided and not self.controls.promote:
-                # A new run meets the gate a decision pause waits for (or was resumed for): that decision goes on.
+            if status.phase.final and status.phase is not CheckPhase.SUCCESSFUL and not self.controls.promote:
+                # A new run meets a verdict not acted on yet (a decision pause pending, or resumed since):
+                # it is acted on again, and the core keeps the pause and its deadline as they were.
                 states[check.name] = await on_verdict(check, status)
         while True:
             self.raise_if_stopped()
@@ -320,7 +318,8 @@ class Engine:
                         before = before.model_copy(update={"phase": CheckPhase.RUNNING})
                     after = states[check.name] = self._fold(check, before, measurement, due[check.name],
                                                             since or started)
-                    if watch:
+                    changed = self.controls.weight_changed_at
+                    if watch and (changed is None or now >= changed):  # a look begun before the change is stale
                         waiting = not after.phase.final and after.measurements == before.measurements
                         self.apply(core.Looked(check.name, core.verdict_of(
                             after.phase, after.last.phase if after.last else None, waiting)))

@@ -131,7 +131,8 @@ class World:
         def look(name: str, check: str) -> Measurement:
             n = sum(1 for c, a in world.calls if c == name and a == check)
             world._call(name, check)
-            return world.looks.get(check, lambda i: measurement(check))(n)
+            answer: Callable[[int], Measurement] = world.looks.get(check, lambda i: measurement(check))
+            return answer(n)
 
         @activity.defn(name="canary.evaluate_check")
         async def evaluate_check(req: EvaluateRequest) -> Measurement:
