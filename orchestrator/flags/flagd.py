@@ -33,10 +33,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.errors import ConflictError, FlagProviderError, KubeError, NotFoundError, UnreachableError
+from orchestrator.errors import (
+    ConflictError,
+    FlagProviderError,
+    KubeError,
+    NotFoundError,
+    SpecError,
+    UnreachableError,
+)
 from orchestrator.flags.base import Allocation, Change, FlagTarget, ProviderClients
+from orchestrator.specs.files import read_text
 
 TOTAL_WEIGHT = 10_000
+# flagd definition files are kilobytes; far above that, and still small enough to hold in memory.
+MAX_FLAGS_BYTES = 4 * 1024 * 1024
 
 Json = dict[str, Any]
 
@@ -189,10 +199,12 @@ class FileStore:
         self.where = str(self.path)
 
     def read(self) -> tuple[Json, str | None]:
+        # The project's bounded reader: a regular file only, at most MAX_FLAGS_BYTES, UTF-8.
         try:
-            return _parse(self.path.read_text(encoding="utf-8"), self.where), None
-        except FileNotFoundError:
-            raise FlagProviderError(f"{self.where}: no such file") from None
+            text = read_text(self.path, limit=MAX_FLAGS_BYTES, field="flag definitions")
+        except SpecError as exc:
+            raise FlagProviderError(str(exc)) from None
+        return _parse(text, self.where), None
 
     def write(self, doc: Json, version: str | None) -> None:
         # Write then rename, so flagd's file watcher never reads half a document.

@@ -182,3 +182,12 @@ def test_a_bad_operator_settings_file_is_one_line_and_exit_2(tmp_path: Path) -> 
     assert out.stderr.strip() == f"{path}:4: spec.flagProviders.0.url: required field is missing", out.stderr
     example = ROOT / "examples" / "operator-settings.yaml"
     assert load_operator_settings(example).flag_provider_names() == ["main", "shop-flags"]
+
+
+@pytest.mark.parametrize("where", ["/dev/zero", "/nonexistent/flags.json", "/tmp"])
+def test_the_operators_flag_file_is_read_through_the_bounded_reader(where: str) -> None:
+    spec = FlagdProviderSpec.model_validate({"type": "flagd", "name": "local"})
+    clients = ProviderClients(operator=operator({"name": "local", "type": "flagd", "file": where}))
+    with pytest.raises(FlagProviderError) as refused:
+        build_provider(spec, FlagTarget("f"), clients).current()
+    assert str(refused.value).startswith(f"{where}:0: flag definitions: "), str(refused.value)
