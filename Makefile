@@ -11,12 +11,13 @@ DEMO_STAMP := $(VENV)/.installed-demo
 LOCK := requirements.lock
 KEEP ?= 0
 
-.PHONY: help install demo test lint typecheck imports check sandbox-down bench lock clean
+.PHONY: help install demo test lint typecheck imports check sandbox-down bench lock docs clean
 
 help:
 	@echo "make demo   - sandbox up; canaries, flag ramps, the kill switch and a pod kill on its demo app (KEEP=1 keeps it)"
 	@echo "make test   - the whole test suite (real Temporal, real Prometheus, real Unleash, sandbox Kubernetes API)"
 	@echo "make check  - ruff, mypy and the import contracts (layers, what workflow code may import)"
+	@echo "make docs   - the docs site (MkDocs, strict) into site/; .venv/bin/mkdocs serve previews it"
 	@echo "make lock   - regenerate requirements.lock, the hashed lock every install uses (LOCK_ARGS=--upgrade)"
 
 $(DEMO_STAMP): pyproject.toml $(LOCK)
@@ -51,7 +52,7 @@ sandbox-down: $(DEMO_STAMP)
 	$(BIN)/orchestrator sandbox down
 
 # Tests mostly wait on real servers and processes, so more workers than the 2 cores pay off; 3 measured
-# best here (see README, "Test time"). PYTEST_WORKERS=0 runs serially.
+# best here (see docs/development.md, "Test time"). PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/lint-imports
@@ -68,10 +69,14 @@ imports: $(STAMP)
 
 check: lint typecheck imports
 
+# The docs site into site/ (git-ignored); `make test` builds it too (tests/test_docs.py), strictly.
+docs: $(DEMO_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_rollback.py
 
-# Regenerates requirements.lock from pyproject.toml with pip-tools (README, "Updating the dependency lock").
+# Regenerates requirements.lock from pyproject.toml with pip-tools (docs/development.md, "The dependency lock").
 # Pins already in the lock are kept where pyproject still allows them; LOCK_ARGS=--upgrade moves every pin to
 # the newest release, LOCK_ARGS="--upgrade-package NAME" one package. Run with Python 3.11, as the image.
 LOCK_TOOLS := $(VENV)/lock-tools
