@@ -11,11 +11,22 @@ and differences them against the readings kept in ``JudgeState.marks``:
 * a series seen for the first time after the first look counts from zero: it belongs to a new pod, or
   it is an error series that did not exist because there was no error yet (missing counts as zero once
   the request series exists);
-* a series that went down was reset (a pod restarted, or a ``sum`` lost a pod): the look is *skipped*
-  for both sides (readings updated, nothing counted), so a reset can never produce a verdict by itself
-  whichever way the query aggregates. Skipping a look is decided without looking at the split of errors,
-  so the test stays valid;
+* a *request* series that went down was reset (a pod restarted, or a ``sum`` lost a pod): the look is
+  *skipped* for both sides (readings updated, nothing counted), so a reset can never produce a verdict by
+  itself whichever way the query aggregates. Resets are decided on the request series only (for latency,
+  the ``+Inf`` bucket), never on the errors: an error series that went down (it vanished and came back
+  with its first new error) counts from zero like a new one. Deciding on the errors would skip exactly
+  the looks where a side had an error, and bias the split;
+* a look where one side's requests did not advance while the other's did (its next scrape has not
+  landed yet) *waits*: nothing is counted and no reading moves on, so the next look counts both sides'
+  increments since the same starting point. Discarding it would throw away the advanced side's
+  increment (with 30 s scrapes and 10 s looks most of the data). Waiting is decided on request counts,
+  never on the errors' split, so the test stays valid;
 * series that vanish keep their last reading (bounded), so a series that comes back is not counted twice.
+
+On the first look of a worker's judge (``scrape=True``) the judge also infers each side's scrape interval
+from the spacing of the samples (``changes()`` of the request query over a 1 s subquery of 5 minutes,
+which any PromQL engine answers, Thanos and Mimir included) and warns when the look interval is shorter.
 
 Gauges need no differencing: each look reads one value per pod and side. Retryable ``MetricError``s
 propagate (the activity is retried); non-retryable ones propagate too, for the caller to record.
@@ -50,11 +61,12 @@ def track_sides(check: Check, variables: Mapping[str, str]) -> tuple[QuerySide, 
 
 
 def read_look(
-    prom: MetricProvider, check: Check, variables: Mapping[str, str], state: JudgeState, at: datetime | None = None
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], state: JudgeState, at: datetime | None = None,
+    *, scrape: bool = False,
 ) -> JudgeLook:
     """One look of a canary's judge check: canary vs its ``compareTo`` track."""
     subject, control = track_sides(check, variables)
-    return read_look_sides(prom, check, subject, control, state, at)
+    return read_look_sides(prom, check, subject, control, state, at, scrape=scrape)
 
 
 def read_look_sides(
@@ -64,8 +76,13 @@ def read_look_sides(
     control: QuerySide,
     state: JudgeState,
     at: datetime | None = None,
+    *,
+    scrape: bool = False,
 ) -> JudgeLook:
-    """One look with caller-chosen sides (a flag ramp: the treatment variant vs the control variant)."""
+    """One look with caller-chosen sides (a flag ramp: the treatment variant vs the control variant).
+
+    ``scrape``: on the first look, also infer each side's scrape interval (one more query per side).
+    """
     judge = _judge(check)
     when = at if at is not None else datetime.now(UTC)
     start = state.started_at is None
@@ -81,6 +98,8 @@ def read_look_sides(
         canary = Side(buckets=_histogram(c_buckets))
         other = Side(buckets=_histogram(k_buckets))
         history = _histogram(reader.totals["control", "latency"]) if start else []
+        advanced = (canary.buckets[-1][1] > 0 if canary.buckets else False,
+                    other.buckets[-1][1] > 0 if other.buckets else False)  # fmt: skip
     else:
         ce = reader.cumulative("canary", "errors", subject)
         ke = reader.cumulative("control", "errors", control)
@@ -88,6 +107,7 @@ def read_look_sides(
         kr = reader.cumulative("control", "requests", control)
         canary = Side(requests=sum(cr.values()), errors=sum(ce.values()))
         other = Side(requests=sum(kr.values()), errors=sum(ke.values()))
+        advanced = (canary.requests > 0, other.requests > 0)
         history = []
         if start:
             requests = sum(reader.totals["control", "requests"].values())
@@ -96,12 +116,43 @@ def read_look_sides(
     skipped = ""
     if reader.resets:
         skipped = f"counter reset in {', '.join(sorted(reader.resets))}: look skipped (nothing counted)"
-    if start or skipped:
+    waiting = ""
+    if not start and not skipped and advanced[0] != advanced[1]:
+        behind = "canary" if not advanced[0] else judge.compare_to
+        waiting = (f"the {behind}'s requests have not advanced since the last counted look: waiting for its next "
+                   "scrape (nothing is lost: the next look counts both sides from the same point)")
+    if start or skipped or waiting:
         canary, other = Side(), Side()
+    scrapes = scrape_intervals(prom, check, subject, control, at) if start and scrape else {}
     return JudgeLook(
-        at=when, canary=canary, control=other, marks=reader.marks, start=start, control_history=history,
-        skipped=skipped, queries=reader.queries,
+        at=when, canary=canary, control=other, marks={} if waiting else reader.marks, start=start,
+        control_history=history, skipped=skipped, waiting=waiting, queries=reader.queries, scrape_seconds=scrapes,
     )  # fmt: skip
+
+
+SCRAPE_WINDOW = 300
+
+
+def scrape_intervals(
+    prom: MetricProvider, check: Check, subject: QuerySide, control: QuerySide, at: datetime | None
+) -> dict[str, float]:
+    """Each side's scrape interval in seconds, inferred from how often its busiest request series changed
+    over the last five minutes (a 1 s subquery): a counter with traffic changes once per scrape. A side
+    whose series never changed, or an engine that refuses the query, gives no figure (no warning)."""
+    judge = _judge(check)
+    templates = judge.queries()
+    subject_template, control_template = templates["latency" if judge.kind is JudgeKind.LATENCY else "requests"]
+    out: dict[str, float] = {}
+    for name, template, side in (("canary", subject_template, subject), (judge.compare_to, control_template, control)):
+        query = f"changes(({render(template, side.variables, side.selectors)})[{SCRAPE_WINDOW}s:1s])"
+        try:
+            samples = prom.query(query, at)
+        except MetricError:
+            continue
+        changes = [s.value for s in samples if math.isfinite(s.value) and s.labels.get("le", "+Inf") == "+Inf"]
+        if changes and max(changes) > 0:
+            out[name] = SCRAPE_WINDOW / max(changes)
+    return out
 
 
 def _judge(check: Check) -> Judge:
@@ -143,7 +194,7 @@ class _Reader:
             if by_le and not le:
                 raise MetricError(
                     f"the latency query returned a series without an 'le' label ({labels}): "
-                    "give the _bucket series, e.g. sum by (le) (http_request_duration_seconds_bucket{...})",
+                    "give the _bucket series, e.g. sum by (le, pod) (http_request_duration_seconds_bucket{...})",
                     retryable=False,
                 )
             key = f"{side}/{metric}/" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -153,8 +204,10 @@ class _Reader:
             previous = self.state.marks.get(key)
             if previous is None:
                 increments[group] += sample.value  # a new series counts from zero
-            elif sample.value < previous:
+            elif sample.value < previous and (metric == "requests" or le == "+Inf"):
                 self.resets.add(f"{side} {metric}")
+            elif sample.value < previous:
+                increments[group] += sample.value  # an error (or bucket) series back from zero: counted as new
             else:
                 increments[group] += sample.value - previous
         self.totals[side, metric] = dict(totals)

@@ -147,7 +147,11 @@ class JudgeLook(_Data):
     """On the first look: the control's cumulative histogram (or [(0, requests), (1, errors)] for counts)."""
     skipped: str = ""
     """Why this look's increments were not counted (a counter reset), or ''."""
+    waiting: str = ""
+    """Why this look waits (one side's scrape has not landed): nothing counted, no reading moved on."""
     queries: list[str] = Field(default_factory=list)
+    scrape_seconds: dict[str, float] = Field(default_factory=dict)
+    """On the first look: each side's scrape interval inferred from its samples' spacing (when known)."""
 
 
 class JudgeState(_Data):
@@ -185,6 +189,8 @@ class JudgeState(_Data):
     step_loglik: list[float] = Field(default_factory=list)
     step_canary_requests: float = 0.0
     step_canary_events: float = 0.0
+    notes: list[str] = Field(default_factory=list)
+    """What the judge found worth saying once (a scrape interval longer than the look interval, ...)."""
 
 
 class JudgeVerdict(_Data):
@@ -457,17 +463,31 @@ def judge_update(
         return state.model_copy(update={"marks": marks, "last_at": look.at}), _final(check, state, alpha)
     if look.start or state.started_at is None:
         new = _start(judge, state, look, marks)
+        note = scrape_note(look.scrape_seconds, check.interval.total_seconds())
+        if note:
+            new = new.model_copy(update={"notes": [*new.notes, note]})
         return new, _verdict(check, judge, new, alpha, checks, reason="starting",
-                             prefix="first look: starting point set; ")  # fmt: skip
-    if look.skipped:
+                             prefix=f"first look: starting point set; {note + '; ' if note else ''}")  # fmt: skip
+    if look.skipped or look.waiting:
         new = state.model_copy(update={"marks": marks, "last_at": look.at})
-        return new, _verdict(check, judge, new, alpha, checks, reason="counter-reset", prefix=f"{look.skipped}; ")
+        why = "counter-reset" if look.skipped else "waiting-for-scrape"
+        return new, _verdict(check, judge, new, alpha, checks, reason=why, prefix=f"{look.skipped or look.waiting}; ")
     new = _fold(judge, state, look, marks)
     verdict = _verdict(check, judge, new, alpha, checks)
     # Only a failure is kept: a success stands for its own weight, the next is judged on its own data.
     decided = verdict.outcome is not Outcome.RUNNING
     new = new.model_copy(update={"outcome": verdict.outcome, "message": verdict.message if decided else new.message})
     return new, verdict
+
+
+def scrape_note(scrape_seconds: dict[str, float], interval: float) -> str:
+    """A warning when a side's samples are further apart than the look interval (its looks will often wait)."""
+    slow = {side: seconds for side, seconds in scrape_seconds.items() if seconds > interval * 1.5}
+    if not slow:
+        return ""
+    sides = ", ".join(f"the {side}'s about {seconds:.0f} s" for side, seconds in sorted(slow.items()))
+    return (f"warning: samples arrive further apart than the {interval:g} s look interval ({sides}): looks wait "
+            "for both sides' next scrape; a look interval at least the scrape interval wastes none")
 
 
 def judge_finish(check: Check, state: JudgeState, *, alpha: float, checks: int = 1) -> JudgeVerdict:

@@ -36,7 +36,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, field_validator, model_validator
 
 from orchestrator.specs.base import Strict
 from orchestrator.specs.duration import Duration
@@ -82,6 +82,9 @@ def parse_objective(value: Any) -> float:
 
 Fraction = Annotated[float, BeforeValidator(parse_fraction), PlainSerializer(_format_fraction, return_type=str)]
 
+MIN_TOLERANCE = 1.01
+"""The finest tolerance: the judge's grid is 1 % apart next to the tolerance (``gates.judge.OFFSETS``)."""
+
 _FACTOR = re.compile(r"\s*(\d+(?:\.\d+)?)\s*x\s*")
 _PERCENT = re.compile(r"\s*\+?\s*(\d+(?:\.\d+)?)\s*%\s*")
 
@@ -102,6 +105,11 @@ def parse_tolerance(value: Any) -> float:
         raise ValueError(f"{value!r} is not a tolerance: write a factor (1.2x) or a percentage (+10%)")
     if not math.isfinite(factor) or not 1 < factor <= 100:
         raise ValueError(f"tolerance {value!r} must be above 1x (no change) and at most 100x")
+    if factor < MIN_TOLERANCE - 1e-12:
+        raise ValueError(
+            f"tolerance {value!r} is finer than the judge can ever show: the smallest is +1% (1.01x), its "
+            "resolution near the tolerance; a version could never be shown within a finer one"
+        )
     return factor
 
 
@@ -126,6 +134,33 @@ class JudgeKind(StrEnum):
 DEFAULT_TOLERANCE = {JudgeKind.COUNTS: 1.2, JudgeKind.LATENCY: 1.1, JudgeKind.GAUGE: 1.1}
 
 PromQL = Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+_AGGREGATION = re.compile(
+    r"\b(sum|avg|min|max|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*(\(|by\b|without\b)")
+_GROUPING = re.compile(r"\b(by|without)\s*\(([^)]*)\)")
+_PER_POD = frozenset({"pod", "instance", "pod_name", "kubernetes_pod_name"})
+
+
+def _check_per_pod(query: str, what: str) -> str:
+    """A counter or histogram query must keep one series per pod (or instance).
+
+    The judge differences each series against its own last reading: an aggregate over pods goes down
+    when one pod's series is missed (a failed scrape, a restart) and up again, which reads as a reset
+    or, worse, double counts; per pod, only the pod concerned is affected. Per-pod series are also what
+    the pod-to-pod spread is measured on.
+    """
+    if not _AGGREGATION.search(query):
+        return query  # a bare selector keeps every label, the pod's among them
+    for kind, labels in _GROUPING.findall(query):
+        names = {label.strip() for label in labels.split(",") if label.strip()}
+        if (kind == "by" and names & _PER_POD) or (kind == "without" and not names & _PER_POD):
+            return query
+    raise ValueError(
+        f"the {what} query aggregates over pods: keep one series per pod (or instance), e.g. "
+        "sum by (pod) (http_requests_total{...}) or, for a histogram, sum by (le, pod) (..._bucket{...}); "
+        "a sum over pods loses counts when one pod's scrape fails"
+    )
 
 
 def _check_template(query: str) -> str:
@@ -153,6 +188,11 @@ class ControlQueries(Strict):
     def _template(cls, value: str | None) -> str | None:
         return None if value is None else _check_template(value)
 
+    @field_validator("errors", "requests", "latency")
+    @classmethod
+    def _per_pod(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _check_per_pod(value, f"control.{info.field_name}")
+
 
 class Judge(Strict):
     """Canary vs control with a stated false-rollback bound; see the module docstring."""
@@ -175,6 +215,11 @@ class Judge(Strict):
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return None if value is None else _check_template(value)
+
+    @field_validator("errors", "requests", "latency")
+    @classmethod
+    def _per_pod(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _check_per_pod(value, str(info.field_name))
 
     @field_validator("max_false_rollback")
     @classmethod

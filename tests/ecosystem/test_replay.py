@@ -188,8 +188,8 @@ spec:
           - name: errors-vs-stable
             interval: 1m
             judge:
-              errors: sum(http_requests_total{app="{{app}}",{{track_selector}},code="500"})
-              requests: sum(http_requests_total{app="{{app}}",{{track_selector}}})
+              errors: sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}},code="500"})
+              requests: sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}}})
               tolerance: 1.5x
               maxFalseRollback: 1%
 """

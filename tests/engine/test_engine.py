@@ -319,8 +319,8 @@ async def test_the_false_rollback_bound_is_the_rollouts_split_over_its_judge_che
 
     def judged(name: str) -> dict[str, Any]:
         return {"name": name, "interval": "1s", "judge": {
-            "errors": 'sum(x{app="{{app}}",{{track_selector}},code="500"})',
-            "requests": 'sum(x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}}
+            "errors": 'sum by (pod) (x{app="{{app}}",{{track_selector}},code="500"})',
+            "requests": 'sum by (pod) (x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}}
 
     model = canary([{"setWeight": 25}, {"analysis": {"duration": "1m", "checks": [judged("errors-25")]}},
                     {"setWeight": 50}, {"analysis": {"duration": "1m", "checks": [judged("errors-50")]}}])

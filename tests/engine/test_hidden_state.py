@@ -192,8 +192,8 @@ async def test_a_background_judge_that_said_successful_keeps_looking(temporal_cl
         return JudgeLookResult(state=req.state, verdict=verdict, measurement=measurement(req.check.name, phase))
 
     judged = {"name": "judged", "interval": "1s", "judge": {
-        "errors": 'sum(x{app="{{app}}",{{track_selector}},code="500"})',
-        "requests": 'sum(x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}}
+        "errors": 'sum by (pod) (x{app="{{app}}",{{track_selector}},code="500"})',
+        "requests": 'sum by (pod) (x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}}
     model = canary([{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {"duration": "3s"}}],
                    backgroundChecks=[judged])
     async with engine_worker(temporal_client, World(), extra=[look]) as queue:

@@ -12,8 +12,8 @@ from orchestrator.gates.judge import JudgeLook, JudgeState, Outcome, Side, judge
 from orchestrator.specs.checks import Check
 
 CHECK = Check.model_validate({"name": "errors", "interval": "10s", "judge": {
-    "errors": 'sum(x{app="{{app}}",{{track_selector}},code="500"})',
-    "requests": 'sum(x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}})
+    "errors": 'sum by (pod) (x{app="{{app}}",{{track_selector}},code="500"})',
+    "requests": 'sum by (pod) (x{app="{{app}}",{{track_selector}}})', "maxFalseRollback": "1%"}})
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -9,8 +9,8 @@ from orchestrator.gates.judge import rate_log_evidence
 from orchestrator.gates.judge_plan import clean_time, plan
 from orchestrator.specs.canary import CanaryRollout
 
-REQUESTS = 'sum(x{app="{{app}}",{{track_selector}}})'
-ERRORS = 'sum(x{app="{{app}}",{{track_selector}},code="500"})'
+REQUESTS = 'sum by (pod) (x{app="{{app}}",{{track_selector}}})'
+ERRORS = 'sum by (pod) (x{app="{{app}}",{{track_selector}},code="500"})'
 
 
 def rollout(judge: dict[str, Any], duration: str = "2m") -> CanaryRollout:

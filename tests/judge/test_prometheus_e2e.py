@@ -41,7 +41,7 @@ SLOW = (0.05, 0.2, 0.6, 0.9, 0.97, 1.0)
 
 REQUESTS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}}})'
 ERRORS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}},code="500"})'
-LATENCY = 'sum by (le) (http_request_duration_seconds_bucket{app="{{app}}",{{track_selector}}})'
+LATENCY = 'sum by (le, pod) (http_request_duration_seconds_bucket{app="{{app}}",{{track_selector}}})'
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from orchestrator.gates.model import CheckPhase, Phase
 from orchestrator.specs.checks import Check
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
-ERRORS = 'sum(http_requests_total{app="{{app}}",{{track_selector}},code=~"5.."})'
-REQUESTS = 'sum(http_requests_total{app="{{app}}",{{track_selector}}})'
+ERRORS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}},code=~"5.."})'
+REQUESTS = 'sum by (pod) (http_requests_total{app="{{app}}",{{track_selector}}})'
 
 
 def counts_check(**judge: object) -> Check:
