@@ -34,6 +34,8 @@ CAPABILITIES: list[tuple[str, list[str], str, str]] = [
     ("workflows.chaos", ["ChaosExperimentWorkflow"], "orchestrator.activities.chaos", "ChaosActivities"),
     ("workflows.gameday", ["GameDayWorkflow"], "", ""),
     ("workflows.janitor", ["JanitorWorkflow"], "", ""),
+    # Fleet releases: the parent on the central queue; ping and undo run on each cluster's own queue.
+    ("workflows.release", ["ReleaseWorkflow"], "orchestrator.activities.release", "ReleaseActivities"),
     # The pre-flight rails every workflow above calls first: activities only, no workflow of their own.
     ("workflows.canary", [], "orchestrator.activities.rails", "RailsActivities"),
     # The sequential judge's looks (canary and flag-ramp gates): activities only.

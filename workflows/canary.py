@@ -289,6 +289,7 @@ class CanaryWorkflow(Controls):
         self._status.phase = Phase.PROMOTING
         self.engine.log(f"promoting {self._image} to {spec.target.deployment}")
         self._state.stable_modified = True
+        self._status.previous_template = snapshot.template
         await self.engine.act("canary.update_stable", TemplateUpdate(
             namespace=spec.target.namespace, name=spec.target.deployment, container=snapshot.container,
             image=self._image, env=spec.change.env))

@@ -175,12 +175,6 @@ class CancelChild:
 
 
 @dataclass(frozen=True)
-class SteerChild:
-    cluster: str
-    control: str  # pause | resume
-
-
-@dataclass(frozen=True)
 class StartBake:
     cluster: str
     until: datetime
@@ -217,7 +211,7 @@ class End:
     cancelled: bool
 
 
-Command = StartChild | CancelChild | SteerChild | StartBake | CancelBake | StartTimer | RunUndo | Say | Continue | End
+Command = StartChild | CancelChild | StartBake | CancelBake | StartTimer | RunUndo | Say | Continue | End
 
 # ---- the function -----------------------------------------------------------------------------------
 
@@ -338,12 +332,12 @@ def _control(s: ReleaseState, name: str, at: datetime, out: list[Command]) -> No
         return
     if s.stop is not None:
         return  # the release is stopping: pause, resume, approve and a second abort change nothing
-    if name == "pause" and not s.paused:
+    # Pause holds what has not started; the client pauses the running canaries themselves (their controls
+    # are updates, which a workflow cannot send).
+    if name == "pause":
         s.paused = True
-        out += [SteerChild(c.name, "pause") for c in s.clusters if c.phase is ClusterPhase.RUNNING]
-    elif name == "resume" and s.paused:
+    elif name == "resume":
         s.paused = False
-        out += [SteerChild(c.name, "resume") for c in s.clusters if c.phase is ClusterPhase.RUNNING]
     elif name == "approve" and s.stage == "approval":
         s.approved = True
     elif name == "abort":
@@ -505,7 +499,6 @@ __all__ = [
     "StartChild",
     "StartTimer",
     "Started",
-    "SteerChild",
     "Stopped",
     "TimerFired",
     "UndoApplied",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -16,9 +17,9 @@ from orchestrator.specs.canary import CanaryRollout
 WORKFLOW_TYPE = "CanaryRollout"
 
 
-def workflow_id(namespace: str, deployment: str) -> str:
-    """One rollout per target: the workflow id is derived from the target."""
-    return f"canary-{namespace}-{deployment}"
+def workflow_id(namespace: str, deployment: str, cluster: str | None = None) -> str:
+    """One rollout per target: the workflow id is derived from the target (and its cluster, in a fleet release)."""
+    return f"canary-{cluster}-{namespace}-{deployment}" if cluster else f"canary-{namespace}-{deployment}"
 
 
 class Phase(StrEnum):
@@ -68,6 +69,8 @@ class CanaryStatus(BaseModel):
     canary_traffic_at: datetime | None = None
     finished_at: datetime | None = None
     runs: int = 1  # how many workflow runs this rollout has taken (continue-as-new)
+    # The stable template the promotion replaced: what a fleet release restores to undo this cluster.
+    previous_template: dict[str, Any] | None = None
     events: list[Event] = Field(default_factory=list)
     events_dropped: int = 0
 
