@@ -9,6 +9,8 @@ model of what was asked, and after each event checks the core against that model
 * I2 — a decision pause and its deadline survive every hand-over; its deadline fires once and rolls back;
 * I3 — once compensation starts, every undo step is applied, reported stuck, under way, or waits for a
   step it depends on; nothing (a cancel included) ends the run before every step applied;
+* I4 (compensation's share) — an undo step runs only once the steps it depends on were applied (the
+  canary is removed only after the stable serves);
 * I7 — the state survives a round trip through ``pydantic_data_converter`` unchanged.
 
 Derandomized, so ``make test`` runs the same few thousand steps every time; ``print_blob`` prints the
@@ -59,6 +61,9 @@ class DecisionCore(RuleBasedStateMachine):
                 self.stopped = True
                 self.pending = None
             elif isinstance(command, core.RunUndo):
+                # I4 (compensation's share): capacity is removed only after what replaces it was applied.
+                applied = {u.name for u in self.state.undo if u.state == "applied"}
+                assert set(dict(UNDO)[command.step]) <= applied, f"{command.step} ran before its dependencies"
                 self.in_flight.add(command.step)
             elif isinstance(command, core.ReportStuck):
                 self.reported.add(command.step)
