@@ -35,6 +35,8 @@ COMMANDS: dict[str, Entry] = {
                     "RailsPolicy), or of Result: the output of `canary run|status -o json`."),
     "canary": Entry("orchestrator.cli.canary", "canary",
                     "Canary rollouts: run, status, pause, resume, promote, abort, approve, retry, list."),
+    "release": Entry("orchestrator.cli.release", "release",
+                     "Fleet releases: run, status, pause, resume, abort, approve, retry."),
     "worker": Entry("orchestrator.cli.worker", "worker", "Run the worker (graceful shutdown on SIGTERM/SIGINT)."),
     "sandbox": Entry("orchestrator.cli.sandbox", "sandbox",
                      "A local sandbox: Temporal, a Kubernetes API whose pods are local processes, traffic, "
