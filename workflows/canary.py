@@ -149,6 +149,7 @@ class CanaryWorkflow(Controls):
             began = state.step_started_at = state.step_started_at or workflow.now()
             step = spec.steps[index]
             await self._run_step(step)
+            self.engine.step_done()
             kind = next(iter(step.model_dump(by_alias=True)))
             state.step_seconds.append((kind, (workflow.now() - began).total_seconds()))
             state.decided.update(state.checks)
@@ -194,7 +195,8 @@ class CanaryWorkflow(Controls):
             while True:
                 began = self._state.step_started_at
                 assert began is not None
-                until = None if step.analysis.duration is None else began + step.analysis.duration
+                until = None if step.analysis.duration is None else self.engine.step_timer(
+                    began + step.analysis.duration)
                 try:
                     await self.engine.measure(
                         step.analysis.checks, self._state.checks, self._evaluate, started=began, until=until,
@@ -203,6 +205,7 @@ class CanaryWorkflow(Controls):
                     return
                 except _Again:
                     # Resumed after a pause for an undecided gate: the analysis runs again, from its start.
+                    self.engine.step_done()
                     self._state.step_started_at = workflow.now()
                     self._state.checks = {}
 
@@ -230,7 +233,7 @@ class CanaryWorkflow(Controls):
         assert self._state.step_started_at is not None
         if pause.until_approved:
             assert pause.timeout is not None
-            deadline = self._state.step_started_at + pause.timeout
+            deadline = self.engine.step_timer(self._state.step_started_at + pause.timeout)
             self._status.phase = Phase.WAITING_APPROVAL
             self._status.waiting_for = f"manual approval (timeout {pause.timeout}, then {pause.on_timeout})"
             self._status.step_description = "waiting for approval"
@@ -254,7 +257,7 @@ class CanaryWorkflow(Controls):
             assert pause.duration is not None
             self._status.step_description = f"pause {pause.duration}"
             self._log_step()
-            await self.engine.wait(self._state.step_started_at + pause.duration)
+            await self.engine.wait(self.engine.step_timer(self._state.step_started_at + pause.duration))
 
     async def _background(self) -> None:
         started = self._status.started_at or workflow.now()

@@ -9,7 +9,8 @@ generated interleavings. The rules:
    promote, or when nothing is paused (by hand or for a decision) and every watched gate's latest
    verdict since the latest weight change is ``passed``: failed, undecided and unmeasured all hold.
 2. **A pause is state.** A decision pause (``DecisionPause``) and its deadline are fields, so they
-   survive any number of hand-overs; a gate that is still undecided when a new run looks again
+   survive any number of hand-overs, as does the end of the timed step under way (``step_end``,
+   which fires once); a gate that is still undecided when a new run looks again
    joins the pause already pending, it never starts a new one with a later deadline. The deadline
    fires once: the pause ends and the run rolls back.
 3. **Compensation always lands or is reported.** Once it starts, every undo step is pending, applied
@@ -43,6 +44,18 @@ class WeightChanged:
     """Traffic moved (a setWeight, a ramp stage): every watched gate must be measured again."""
 
     at: datetime
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """A timed step began (or a new run resumes it: the end already set stands)."""
+
+    end: datetime
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """The step under way ended (its time, a decision, an approval): its timer is gone."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,8 @@ class UndoFailed:
     error: str
 
 
-Event = (Looked | WeightChanged | Unwatched | Undecided | Remeasured | Control | TimerFired | Stopped | Cancel
-         | HandOver | CompensationStarted | UndoApplied | UndoFailed)
+Event = (Looked | WeightChanged | StepStarted | StepDone | Unwatched | Undecided | Remeasured | Control
+         | TimerFired | Stopped | Cancel | HandOver | CompensationStarted | UndoApplied | UndoFailed)
 
 # ---- commands -------------------------------------------------------------------------------------
 
@@ -133,6 +146,11 @@ class RollBack:
 
     kind: str
     reason: str
+
+
+@dataclass(frozen=True)
+class StepOver:
+    """The timed step's end came: the step ends (once)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +181,7 @@ class End:
     cancelled: bool
 
 
-Command = RollBack | NotifyPaused | RunUndo | ReportStuck | Continue | End
+Command = RollBack | StepOver | NotifyPaused | RunUndo | ReportStuck | Continue | End
 
 
 # ---- the function -----------------------------------------------------------------------------------
@@ -179,6 +197,11 @@ def decide(state: ControlState, event: Event) -> tuple[ControlState, list[Comman
         case WeightChanged(at):
             s.weight_changed_at = at
             s.verdicts = dict.fromkeys(s.verdicts, Verdict.UNMEASURED)
+        case StepStarted(end):
+            if s.step_end is None:
+                s.step_end = end
+        case StepDone():
+            s.step_end = None
         case Unwatched(gates):
             s.verdicts = {g: v for g, v in s.verdicts.items() if g not in gates}
         case Undecided():
@@ -190,6 +213,9 @@ def decide(state: ControlState, event: Event) -> tuple[ControlState, list[Comman
         case TimerFired(at) if s.compensating:
             out.extend(RunUndo(u.name) for u in s.undo if u.state == "stuck" and u.name in runnable(s))
         case TimerFired(at):
+            if s.step_end is not None and at >= s.step_end and s.stop is None:
+                s.step_end = None
+                out.append(StepOver())
             decision = s.decision
             if decision is not None and at >= decision.deadline and s.stop is None:
                 s.decision, s.paused = None, False

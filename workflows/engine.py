@@ -200,6 +200,15 @@ class Engine(Measuring):
             raise ContinueAsNew()
         return until is not None and workflow.now() >= until
 
+    def step_timer(self, end: datetime) -> datetime:
+        """The end of the timed step under way: ``end`` for a fresh step, the one carried for a resumed one."""
+        self.apply(core.StepStarted(end))
+        assert self.controls.step_end is not None
+        return self.controls.step_end
+
+    def step_done(self) -> None:
+        self.apply(core.StepDone())
+
     def weight_changed(self) -> None:
         """Traffic moved: every watched gate must pass again at the new weight before a promotion."""
         self.apply(core.WeightChanged(workflow.now()))

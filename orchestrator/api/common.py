@@ -76,6 +76,7 @@ class ControlState(BaseModel):
     remeasure: list[str] = Field(default_factory=list)  # gates resumed after a decision pause, not re-measured yet
     verdicts: dict[str, Verdict] = Field(default_factory=dict)  # the watched gates (background, current step)
     weight_changed_at: datetime | None = None
+    step_end: datetime | None = None  # when the timed step under way ends (pause, approval timeout, analysis)
     stop: str | None = None  # the kind of the stop decided (gate, inconclusive, abort, cancelled, ...)
     cancel_requested: bool = False
     compensating: bool = False

@@ -6,7 +6,8 @@ model of what was asked, and after each event checks the core against that model
 
 * I1 — the core allows a promotion only on an explicit promote, or with nothing paused, no decision
   pending and every watched gate's latest verdict since the latest weight change passed;
-* I2 — a decision pause and its deadline survive every hand-over; its deadline fires once and rolls back;
+* I2 — a decision pause and its deadline, and the timed step's end, survive every hand-over; a pause's
+  deadline fires once and rolls back, a step's end fires once;
 * I3 — once compensation starts, every undo step is applied, reported stuck, under way, or waits for a
   step it depends on; nothing (a cancel included) ends the run before every step applied;
 * I4 (compensation's share) — an undo step runs only once the steps it depends on were applied (the
@@ -45,6 +46,7 @@ class DecisionCore(RuleBasedStateMachine):
         self.manual_pause = False
         self.promote = False
         self.pending: tuple[str, datetime] | None = None  # the decision pause: gate, deadline
+        self.step_end: datetime | None = None
         self.rollbacks = 0
         self.stopped = False
         self.compensating = False
@@ -123,13 +125,27 @@ class DecisionCore(RuleBasedStateMachine):
         else:
             assert self.stopped, "abort stops the run"
 
+    @rule(seconds=st.integers(1, 600))
+    def step_started(self, seconds: int) -> None:
+        self._feed(core.StepStarted(self.now + timedelta(seconds=seconds)))
+        self.step_end = self.step_end or self.now + timedelta(seconds=seconds)
+
+    @rule()
+    def step_done(self) -> None:
+        self._feed(core.StepDone())
+        self.step_end = None
+
     @rule(seconds=st.integers(1, 900))
     def timer(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
         before = self.rollbacks
         due = self.pending is not None and self.now >= self.pending[1] and self._open()
-        self._feed(core.TimerFired(self.now))
+        step_over = self.step_end is not None and self.now >= self.step_end and not self.stopped
+        commands = self._feed(core.TimerFired(self.now))
         assert self.rollbacks == before + (1 if due else 0), "an expired decision pause rolls back, once"
+        assert commands.count(core.StepOver()) == (1 if step_over else 0), "a step's end fires once, when due"
+        if step_over:
+            self.step_end = None
 
     @rule(kind=st.sampled_from(["gate", "approval-timeout", "error"]))
     def stop(self, kind: str) -> None:
@@ -191,6 +207,8 @@ class DecisionCore(RuleBasedStateMachine):
             assert decision is not None and (decision.gate, decision.deadline) == self.pending
             assert self.state.paused
         assert self.rollbacks <= 1, "a stop is decided once"
+        if not self.compensating:
+            assert self.state.step_end == self.step_end, "the timed step's end is state"
 
     @invariant()
     def i3_compensation_lands_or_is_reported(self) -> None:
