@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +45,7 @@ from scipy.stats import mannwhitneyu, norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from orchestrator.gates.dispersion import INDEPENDENT, Noise, estimate_arrays, margin
 from orchestrator.gates.judge import (
     OFFSETS,
     JudgeLook,
@@ -135,7 +137,7 @@ def simulate(cell: Cell, runs: int, rng: np.random.Generator) -> Data:
     looks = seconds // LOOK
 
     def per_look(x: IntArray) -> IntArray:
-        return x.reshape(runs, looks, LOOK).sum(axis=2)
+        return np.asarray(x.reshape(runs, looks, LOOK).sum(axis=2), dtype=np.int64)
 
     data = Data(per_look(nc_s), per_look(ec_s), per_look(n0_s), per_look(e0_s))
     if cell.kind == "latency":
@@ -189,7 +191,9 @@ def exact_judge(cell: Cell, data: Data, run: int) -> tuple[str, float]:
     """One run through judge_update/judge_finish, one look at a time: (outcome, seconds)."""
     check = ERRORS_CHECK if cell.kind == "errors" else LATENCY_CHECK
     history = control_history() if cell.kind == "latency" else []
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, control_history=history), alpha=ALPHA)
+    # These cells simulate the judge's own model (independent requests, identical pods): declared as such.
+    start = JudgeLook(at=T0, start=True, control_history=history, noise=INDEPENDENT)
+    state, _ = judge_update(check, JudgeState(), start, alpha=ALPHA)
     les = [float(x) for x in LE]
     for i in range(data.nc.shape[1]):
         if cell.kind == "errors":
@@ -230,7 +234,7 @@ def _first_crossing(fails: NDArray[np.bool_], every: int) -> Result:
     hit = fails.any(axis=1)
     first = np.where(hit, fails.argmax(axis=1) + 1, 0) * every
     rollback = np.where(hit, first.astype(float), np.inf)
-    return Result(rollback, ~hit)
+    return Result(rollback, np.asarray(~hit))
 
 
 def window_metric(cell: Cell, data: Data, group: int) -> tuple[FloatArray, FloatArray]:
@@ -239,7 +243,8 @@ def window_metric(cell: Cell, data: Data, group: int) -> tuple[FloatArray, Float
     windows = looks // group
 
     def sum_groups(x: IntArray) -> IntArray:
-        return x[:, : windows * group].reshape(runs, windows, group, *x.shape[2:]).sum(axis=2)
+        return np.asarray(x[:, : windows * group].reshape(runs, windows, group, *x.shape[2:]).sum(axis=2),
+                          dtype=np.int64)
 
     if cell.kind == "errors":
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -324,7 +329,12 @@ def main() -> int:
     parser.add_argument("--check", type=int, default=20, help="runs per cell replayed through judge_update")
     parser.add_argument("--exact", action="store_true", help="drive every run through judge_update")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--realistic", action="store_true",
+                        help="the realistic-traffic cells (dispersion, clusters, pod spread, warm-up, scrapes)")
+    parser.add_argument("--only", help="realistic cells whose name contains this")
     args = parser.parse_args()
+    if args.realistic:
+        return live_main(args.runs, args.seed, args.check, args.markdown, args.only)
     started = time.monotonic()
     le, tail_tol = tail_bound(control_history(), 0.99, LATENCY_TOLERANCE)
     print(f"settings: canary = control = {SHARE * 100:g} % of traffic; base error rate {BASE_ERRORS * 100:g} %; "
@@ -364,6 +374,273 @@ def main() -> int:
     checked = args.runs if args.exact else min(args.check, args.runs)
     print(f"\n{checked} runs per cell replayed through judge_update/judge_finish: {mismatches} mismatches; "
           f"{time.monotonic() - started:.0f} s")  # fmt: skip
+    return 1 if mismatches else 0
+
+
+# -- realistic traffic: dispersion, clusters, pod spread, warm-up, scrape timing -------------------------
+
+TICK = 5
+"""Seconds per simulated tick: scrapes land on ticks (offsets 0, 5, 15 s...)."""
+HISTORY = 3600
+LIVE_TOLERANCE = 1.2
+
+
+@dataclass
+class Live:
+    """One realistic cell: the service's traffic and noise, and the canary's true error ratio."""
+
+    name: str
+    rps: int
+    ratio: float = 1.0
+    canary_pods: int = 2
+    stable_pods: int = 8
+    routing: str = "weight"  # weight: the canary gets WEIGHT of the traffic; replicas: its share of the pods
+    cv: float = 0.0  # per-look error-rate variation per pod (gamma, coefficient of variation)
+    cluster: float = 1.0  # mean cluster size of errors (geometric)
+    pod_sd: float = 0.0  # pods' base error rates: lognormal sd
+    warmup: float = 0.0  # seconds of 2x errors on the canary at its start
+    scrape: int = 0  # scrape interval in seconds (0: every tick); the canary's scrapes offset by half of it
+    failed_scrapes: float = 0.0
+
+    @property
+    def share(self) -> float:
+        if self.routing == "replicas":
+            return self.canary_pods / (self.canary_pods + self.stable_pods)
+        return WEIGHT
+
+
+WEIGHT = 0.05
+
+
+def _errors(rng: np.random.Generator, n: IntArray, p: FloatArray, cluster: float) -> IntArray:
+    """Errors among ``n`` requests at probability ``p``, arriving in clusters of geometric size (mean ``cluster``)."""
+    if cluster <= 1:
+        return rng.binomial(n, np.clip(p, 0, 1))
+    starts = rng.binomial(n, np.clip(p / cluster, 0, 1))
+    extra = np.where(starts > 0, rng.negative_binomial(np.maximum(starts, 1), 1 / cluster), 0)
+    return np.minimum(starts + extra, n)
+
+
+def _tick(cell: Live) -> int:
+    """Scrape timing needs 5 s ticks; without it a tick is a look (half the work)."""
+    return TICK if cell.scrape or cell.failed_scrapes else LOOK
+
+
+def _pods(rng: np.random.Generator, cell: Live, runs: int, seconds: int, rps: FloatArray, offsets: FloatArray,
+          warm: FloatArray | None = None) -> tuple[IntArray, IntArray]:  # fmt: skip
+    """Per run, pod and tick: requests and errors. ``rps`` and ``offsets`` (log error rate) per (run, pod)."""
+    tick = _tick(cell)
+    ticks = seconds // tick
+    n = rng.poisson(rps[..., None] * tick, (*rps.shape, ticks))
+    p = BASE_ERRORS * np.exp(offsets)[..., None] * np.ones((1, 1, ticks))
+    if cell.cv > 0:
+        looks = ticks * tick // LOOK
+        shape = 1 / cell.cv**2
+        g = rng.gamma(shape, 1 / shape, (*rps.shape, looks))
+        p = p * np.repeat(g, LOOK // tick, axis=-1)[..., :ticks]
+    if warm is not None:
+        p = p * warm
+    return n, _errors(rng, n, p, cell.cluster)
+
+
+def _observed(rng: np.random.Generator, cell: Live, cumulative: IntArray, offset: int) -> IntArray:
+    """What a look reads: each pod's counter as of its last successful scrape (looks on tick boundaries)."""
+    if _tick(cell) == LOOK:
+        return cumulative  # scraped at every look
+    ticks = cumulative.shape[-1]
+    index = np.arange(ticks)
+    scraped = ((index + 1) * TICK - offset) % cell.scrape == 0 if cell.scrape else np.ones(ticks, dtype=bool)
+    ok = np.broadcast_to(scraped, cumulative.shape).copy()
+    if cell.failed_scrapes > 0:
+        ok &= rng.random(cumulative.shape) >= cell.failed_scrapes
+    last = np.maximum.accumulate(np.where(ok, index, -1), axis=-1)
+    seen = np.take_along_axis(cumulative, np.maximum(last, 0), axis=-1)
+    return np.where(last >= 0, seen, 0)
+
+
+def _looks(x: IntArray, cell: Live) -> IntArray:
+    """Readings at the end of every look (a look every LOOK seconds, on the ticks)."""
+    per = LOOK // _tick(cell)
+    return x[..., per - 1 :: per]
+
+
+def live_simulate(cell: Live, runs: int, rng: np.random.Generator) -> dict[str, Any]:
+    """History (the stable's hour before) and the canary's window, read as the judge reads them."""
+    k, m = cell.canary_pods, cell.stable_pods
+    offsets = rng.normal(0, cell.pod_sd, (runs, k + m)) if cell.pod_sd > 0 else np.zeros((runs, k + m))
+    stable_off, canary_off = offsets[:, k:], offsets[:, :k]
+    # Before the rollout the stable pods serve everything.
+    hn, he = _pods(rng, cell, runs, HISTORY, np.full((runs, m), cell.rps / m), stable_off)
+    hn_obs = _looks(_observed(rng, cell, np.cumsum(hn, axis=-1), 0), cell)
+    he_obs = _looks(_observed(rng, cell, np.cumsum(he, axis=-1), 0), cell)
+    dn, de = np.diff(hn_obs, axis=-1).astype(float), np.diff(he_obs, axis=-1).astype(float)
+    looks = np.full((runs, m), float(dn.shape[-1]))
+    phi, sigma = estimate_arrays(looks, dn.sum(-1), de.sum(-1), (dn**2).sum(-1), (de**2).sum(-1),
+                                 (dn * de).sum(-1))  # fmt: skip
+    share = cell.share
+    ticks = WINDOW // _tick(cell)
+    warm = None
+    if cell.warmup > 0:
+        warm = np.where(np.arange(ticks) * _tick(cell) < cell.warmup, 2.0, 1.0)[None, None, :]
+    cn, ce = _pods(rng, cell, runs, WINDOW, np.full((runs, k), cell.rps * share / k),
+                   canary_off + math.log(cell.ratio), warm)  # fmt: skip
+    sn, se = _pods(rng, cell, runs, WINDOW, np.full((runs, m), cell.rps * (1 - share) / m), stable_off)
+    half = (cell.scrape // 2) // TICK * TICK if cell.scrape else 0
+    side = {
+        "nc": _looks(_observed(rng, cell, np.cumsum(cn, axis=-1), half), cell).sum(axis=1),
+        "ec": _looks(_observed(rng, cell, np.cumsum(ce, axis=-1), half), cell).sum(axis=1),
+        "n0": _looks(_observed(rng, cell, np.cumsum(sn, axis=-1), 0), cell).sum(axis=1),
+        "e0": _looks(_observed(rng, cell, np.cumsum(se, axis=-1), 0), cell).sum(axis=1),
+    }
+    return {**side, "phi": phi, "sigma": sigma}
+
+
+def _increments(sim: dict[str, Any]) -> tuple[list[IntArray], NDArray[np.bool_]]:
+    """Per look, the counted increments (a look where only one side's requests advanced waits), and which
+    looks waited: the rule of ``gates.counts``."""
+    nc, ec, n0, e0 = (np.asarray(sim[x]) for x in ("nc", "ec", "n0", "e0"))
+    runs, looks = nc.shape
+    marks = [x[:, 0].copy() for x in (nc, ec, n0, e0)]
+    out = [np.zeros((runs, looks - 1), dtype=np.int64) for _ in range(4)]
+    waited = np.zeros((runs, looks - 1), dtype=bool)
+    for i in range(1, looks):
+        now = [nc[:, i], ec[:, i], n0[:, i], e0[:, i]]
+        count = (now[0] > marks[0]) == (now[2] > marks[2])
+        waited[:, i - 1] = ~count
+        for j in range(4):
+            out[j][:, i - 1] = np.where(count, now[j] - marks[j], 0)
+            marks[j] = np.where(count, now[j], marks[j])
+    return out, waited
+
+
+def live_judge(cell: Live, sim: dict[str, Any]) -> tuple[Result, dict[str, FloatArray]]:
+    (nc, ec, n0, e0), _ = _increments(sim)
+    runs, looks = nc.shape
+    phi, sigma = sim["phi"], sim["sigma"]
+    shift = np.where(sigma > 0, margin(sigma, cell.canary_pods, cell.stable_pods, ALPHA, cell.stable_pods), 0.0)
+    pod_alpha = np.where(sigma > 0, ALPHA / 2, 0.0)
+    loglik = np.zeros((runs, OFFSETS.size))
+    rollback = np.full(runs, np.inf)
+    promoted = np.full(runs, np.inf)
+    open_ = np.ones(runs, dtype=bool)
+    boundary = center(LIVE_TOLERANCE)
+    for i in range(looks):
+        idx = np.flatnonzero(open_)
+        if idx.size == 0:
+            break
+        loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
+        d = decide_counts(loglik[idx], ALPHA, LIVE_TOLERANCE, dispersion=phi[idx], margin=shift[idx],
+                          pod_alpha=pod_alpha[idx], sequence=False)  # fmt: skip
+        rollback[idx[d.failed]] = (i + 1) * LOOK
+        promoted[idx[d.successful]] = (i + 1) * LOOK
+        open_[idx[d.failed | d.successful]] = False
+    return Result(rollback, np.isfinite(promoted), open_.copy()), {"phi": phi, "sigma": sigma, "margin": shift,
+                                                                   "promoted_at": promoted}
+
+
+def live_exact(cell: Live, sim: dict[str, Any], run: int) -> tuple[str, float]:
+    """One run through judge_update/judge_finish, with the history's estimates as the first look carries them."""
+    (nc, ec, n0, e0), waited = _increments(sim)
+    noise = Noise(dispersion=float(sim["phi"][run]), pod_sd=float(sim["sigma"][run]), pods=cell.stable_pods,
+                  looks=HISTORY // LOOK, source="history")  # fmt: skip
+    pods = (cell.canary_pods, cell.stable_pods)
+    start = JudgeLook(at=T0, start=True, noise=noise, pods=pods)
+    state, _ = judge_update(LIVE_CHECK, JudgeState(), start, alpha=ALPHA)
+    for i in range(nc.shape[1]):
+        at = T0 + timedelta(seconds=(i + 1) * LOOK)
+        if waited[run, i]:
+            look = JudgeLook(at=at, waiting="one side has not advanced", pods=pods)
+        else:
+            look = JudgeLook(at=at, canary=Side(requests=float(nc[run, i]), errors=float(ec[run, i])),
+                             control=Side(requests=float(n0[run, i]), errors=float(e0[run, i])), pods=pods)
+        state, verdict = judge_update(LIVE_CHECK, state, look, alpha=ALPHA)
+        if verdict.outcome is not Outcome.RUNNING:
+            return verdict.outcome.value, (i + 1) * LOOK
+    return judge_finish(LIVE_CHECK, state, alpha=ALPHA).outcome.value, math.inf
+
+
+LIVE_CHECK = Check.model_validate({"name": "errors", "interval": f"{LOOK}s", "judge": {
+    "errors": ERRORS_CHECK.judge.errors if ERRORS_CHECK.judge else "", "requests":
+    ERRORS_CHECK.judge.requests if ERRORS_CHECK.judge else "", "tolerance": f"{LIVE_TOLERANCE}x",
+    "maxFalseRollback": ALPHA}})  # fmt: skip
+
+
+def live_cells() -> list[Live]:
+    out: list[Live] = []
+    for rps in (100, 1000):
+        out += [
+            Live("independent, 2 canary pods vs 8", rps),
+            Live("per-look dispersion CV 1", rps, cv=1.0),
+            Live("per-look dispersion CV 2", rps, cv=2.0),
+            Live("clustered errors, mean 2", rps, cluster=2.0),
+            Live("clustered errors, mean 3", rps, cluster=3.0),
+            Live("pod spread sd 0.3, 1 canary pod vs 4, replicas", rps, canary_pods=1, stable_pods=4, pod_sd=0.3,
+                 routing="replicas"),
+            Live("pod spread sd 0.3, 4 canary pods vs 8, weight", rps, canary_pods=4, stable_pods=8, pod_sd=0.3),
+            Live("warm-up: canary 2x errors for 60 s", rps, warmup=60),
+            Live("scrapes every 15 s, sides 5 s apart", rps, scrape=15),
+            Live("scrapes every 30 s, sides 15 s apart", rps, scrape=30),
+            Live("1 % failed scrapes, per-pod series", rps, failed_scrapes=0.01),
+        ]
+    return out
+
+
+def upper95(k: int, n: int) -> float:
+    """Clopper-Pearson one-sided 95 % upper bound on a proportion."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+
+
+def live_main(runs: int, seed: int, check: int, markdown: bool, only: str | None) -> int:
+    started = time.monotonic()
+    print(f"settings: {runs} runs per cell, seed {seed}; window {WINDOW // 60} min, looks every {LOOK} s; alpha "
+          f"{ALPHA * 100:g} %, tolerance {LIVE_TOLERANCE}x; base error rate {BASE_ERRORS * 100:g} %; weight routing "
+          f"gives the canary {WEIGHT * 100:g} % of the traffic, replica routing its share of the pods; compareTo "
+          f"stable; the stable's hour before the rollout is simulated the same way and estimates the dispersion "
+          f"and pod spread (gates.dispersion); regressions: 2x (power), 1.5x (beyond the tolerance: must not be "
+          f"promoted)")  # fmt: skip
+    header = ["rps", "cell", "identical: rolled back (95 % upper)", "identical: promoted", "not enough traffic",
+              "1.5x promoted (95 % upper)", "2x caught in 10 / 30 min", "phi, sigma (median)", "margin (median)"]
+    rows: list[list[str]] = []
+    mismatches = 0
+    for n, base in enumerate(live_cells()):
+        if only and only not in base.name:
+            continue
+        figures: dict[str, str] = {}
+        for effect in (1.0, 1.5, 2.0):
+            cell = Live(**{**base.__dict__, "ratio": effect})
+            rng = np.random.default_rng([seed, n, int(effect * 10)])
+            # Power is a rate far from 0 or 1: a quarter of the runs measure it well enough.
+            sim = live_simulate(cell, runs if effect < 2 else max(runs // 4, 1), rng)
+            result, extra = live_judge(cell, sim)
+            caught = np.isfinite(result.rollback_at)
+            if effect == 1.0:
+                k = int(caught.sum())
+                figures["rb"] = f"{k / runs * 100:.2f} % ({upper95(k, runs) * 100:.2f} %)"
+                figures["pr"] = f"{result.promoted.mean() * 100:.1f} %"
+                figures["net"] = f"{result.not_enough.mean() * 100:.1f} %"
+                figures["noise"] = f"{np.median(extra['phi']):.2g}, {np.median(extra['sigma']):.2g}"
+                figures["margin"] = f"{math.exp(float(np.median(extra['margin']))):.2f}x"
+                for run in range(min(check, runs)):
+                    outcome, at = live_exact(cell, sim, run)
+                    want = ("failed" if caught[run] else "successful" if result.promoted[run] else
+                            "not enough traffic")  # fmt: skip
+                    if outcome != want or (outcome == "failed" and at != result.rollback_at[run]):
+                        mismatches += 1
+                        print(f"MISMATCH {cell.name} rps {cell.rps} run {run}: judge_update {outcome} at {at}, "
+                              f"vectorised {want}", file=sys.stderr)  # fmt: skip
+            elif effect == 1.5:
+                k = int(result.promoted.sum())
+                figures["beyond"] = f"{k / runs * 100:.2f} % ({upper95(k, runs) * 100:.2f} %)"
+            else:
+                figures["power"] = (f"{(result.rollback_at <= 600).mean() * 100:.1f} % / "
+                                    f"{caught.mean() * 100:.1f} %")  # fmt: skip
+        rows.append([str(base.rps), base.name, figures["rb"], figures["pr"], figures["net"], figures["beyond"],
+                     figures["power"], figures["noise"], figures["margin"]])  # fmt: skip
+    _print(header, rows, markdown)
+    print(f"\n{min(check, runs)} identical runs per cell replayed through judge_update/judge_finish: {mismatches} "
+          f"mismatches; {time.monotonic() - started:.0f} s")  # fmt: skip
     return 1 if mismatches else 0
 
 

@@ -38,13 +38,13 @@ class JudgeActivities(ActivityClients):
         from orchestrator.gates.template import track_selector
 
         if req.control_variables is None:
-            look = read_look(self.metrics, req.check, req.variables, req.state, req.at, scrape=True)
+            look = read_look(self.metrics, req.check, req.variables, req.state, req.at, service=True)
         else:
             subject = Side("treatment", {**req.variables, "track": "canary"},
                            kind="variant", selectors={"track_selector": track_selector("canary")})
             control = Side("control", {**req.control_variables, "track": "stable"},
                            kind="variant", selectors={"track_selector": track_selector("stable")})  # fmt: skip
-            look = read_look_sides(self.metrics, req.check, subject, control, req.state, req.at, scrape=True)
+            look = read_look_sides(self.metrics, req.check, subject, control, req.state, req.at, service=True)
         state, verdict = judge_update(req.check, req.state, look, alpha=req.alpha, checks=req.checks)
         return JudgeLookResult(state=state, verdict=verdict, measurement=verdict.measurement(look))
 

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.errors import MetricError
+from orchestrator.gates.dispersion import DEFAULT as DEFAULT_NOISE
+from orchestrator.gates.dispersion import Noise, PodMoments, estimate
 from orchestrator.gates.evaluate import Side as QuerySide
 from orchestrator.gates.judge import JudgeLook, JudgeState, Side, tail_bound
 from orchestrator.gates.judge_plan import Tail
@@ -62,11 +64,15 @@ def track_sides(check: Check, variables: Mapping[str, str]) -> tuple[QuerySide, 
 
 def read_look(
     prom: MetricProvider, check: Check, variables: Mapping[str, str], state: JudgeState, at: datetime | None = None,
-    *, scrape: bool = False,
+    *, service: bool = False,
 ) -> JudgeLook:
     """One look of a canary's judge check: canary vs its ``compareTo`` track."""
     subject, control = track_sides(check, variables)
-    return read_look_sides(prom, check, subject, control, state, at, scrape=scrape)
+    look = read_look_sides(prom, check, subject, control, state, at, service=service)
+    if service and look.start and _judge(check).kind is JudgeKind.COUNTS:
+        look = look.model_copy(update={"noise": read_noise(prom, check, variables, look.at,
+                                                            check.interval.total_seconds())})
+    return look
 
 
 def read_look_sides(
@@ -77,11 +83,12 @@ def read_look_sides(
     state: JudgeState,
     at: datetime | None = None,
     *,
-    scrape: bool = False,
+    service: bool = False,
 ) -> JudgeLook:
     """One look with caller-chosen sides (a flag ramp: the treatment variant vs the control variant).
 
-    ``scrape``: on the first look, also infer each side's scrape interval (one more query per side).
+    ``service``: on the first look, also infer each side's scrape interval (one more query per side); with
+    ``read_look`` (a canary) also the stable's dispersion and pod spread from its history (``read_noise``).
     """
     judge = _judge(check)
     when = at if at is not None else datetime.now(UTC)
@@ -123,14 +130,59 @@ def read_look_sides(
                    "scrape (nothing is lost: the next look counts both sides from the same point)")
     if start or skipped or waiting:
         canary, other = Side(), Side()
-    scrapes = scrape_intervals(prom, check, subject, control, at) if start and scrape else {}
+    scrapes = scrape_intervals(prom, check, subject, control, at) if start and service else {}
     return JudgeLook(
         at=when, canary=canary, control=other, marks={} if waiting else reader.marks, start=start,
         control_history=history, skipped=skipped, waiting=waiting, queries=reader.queries, scrape_seconds=scrapes,
+        pods=(reader.series.get("canary", 0), reader.series.get("control", 0)),
     )  # fmt: skip
 
 
 SCRAPE_WINDOW = 300
+NOISE_WINDOW = 3600
+
+
+def read_noise(
+    prom: MetricProvider, check: Check, variables: Mapping[str, str], at: datetime, interval: float,
+    window: float = NOISE_WINDOW,
+) -> Noise:
+    """The stable's dispersion between looks and spread between pods over ``window`` before ``at``.
+
+    Per pod, the sums ``gates.dispersion.estimate`` needs of the per-look increments (looks ``interval``
+    apart), each computed by Prometheus in one query: a look's increment is ``idelta`` over a two-look
+    subquery, and the sums are ``sum_over_time`` of it over the window (standard PromQL, so Thanos and
+    Mimir answer it too); six queries, whatever the window. A reset gives a negative increment, clamped to 0.
+    When the history is missing or too short, or the engine refuses, the stated default applies.
+    """
+    judge = _judge(check)
+    templates = judge.queries()
+    selectors = {"track_selector": track_selector("stable")}
+    stable = {**variables, "track": "stable"}
+    step = max(1, round(interval))
+
+    def delta(metric: str) -> str:
+        inner = render(templates[metric][1], stable, selectors)
+        return f"clamp_min(idelta((sum by (pod, instance) ({inner}))[{2 * step}s:{step}s]), 0)"
+
+    sums = {
+        "looks": f"count_over_time(({delta('requests')})[{int(window)}s:{step}s])",
+        "n": f"sum_over_time(({delta('requests')})[{int(window)}s:{step}s])",
+        "nn": f"sum_over_time(({delta('requests')} ^ 2)[{int(window)}s:{step}s])",
+        "e": f"sum_over_time(({delta('errors')})[{int(window)}s:{step}s])",
+        "ee": f"sum_over_time(({delta('errors')} ^ 2)[{int(window)}s:{step}s])",
+        "en": f"sum_over_time(({delta('errors')} * {delta('requests')})[{int(window)}s:{step}s])",
+    }
+    pods: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    try:
+        for name, query in sums.items():
+            for sample in prom.query(query, at):
+                if math.isfinite(sample.value):
+                    pods[sample.labels.get("pod", ""), sample.labels.get("instance", "")][name] = sample.value
+    except MetricError:
+        return DEFAULT_NOISE
+    moments = [PodMoments(**{f: values.get(f, 0.0) for f in ("looks", "n", "e", "nn", "ee", "en")})
+               for values in pods.values() if values.get("looks", 0.0) > 0]  # fmt: skip
+    return estimate(moments)
 
 
 def scrape_intervals(
@@ -171,6 +223,8 @@ class _Reader:
         self.resets: set[str] = set()
         self.queries: list[str] = []
         self.totals: dict[tuple[str, str], dict[str, float]] = {}
+        self.series: dict[str, int] = {}
+        """Per side: how many request (or +Inf bucket) series it had, i.e. its pods."""
 
     def _query(self, side: str, metric: str, query_side: QuerySide) -> list[Sample]:
         subject_template, control_template = self.templates[metric]
@@ -211,6 +265,9 @@ class _Reader:
             else:
                 increments[group] += sample.value - previous
         self.totals[side, metric] = dict(totals)
+        if metric in ("requests", "latency"):
+            self.series[side] = sum(1 for key in self.marks if key.startswith(f"{side}/{metric}/")
+                                    and (not by_le or "le=+Inf" in key.split(",") or key.endswith("le=+Inf")))
         return dict(increments)
 
 

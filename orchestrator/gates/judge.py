@@ -64,6 +64,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import gammainc, gammaln, logsumexp
 
+from orchestrator.gates.dispersion import DEFAULT as DEFAULT_NOISE
+from orchestrator.gates.dispersion import Noise, for_latency, margin
 from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.specs.checks import Check
 from orchestrator.specs.judge import Direction, Judge, JudgeKind
@@ -152,6 +154,10 @@ class JudgeLook(_Data):
     queries: list[str] = Field(default_factory=list)
     scrape_seconds: dict[str, float] = Field(default_factory=dict)
     """On the first look: each side's scrape interval inferred from its samples' spacing (when known)."""
+    noise: Noise | None = None
+    """On the first look: the stable's dispersion and pod spread from its history (None: not read)."""
+    pods: tuple[int, int] = (0, 0)
+    """How many pods (series) each side's request counter had in this look (0: not known)."""
 
 
 class JudgeState(_Data):
@@ -189,6 +195,10 @@ class JudgeState(_Data):
     step_loglik: list[float] = Field(default_factory=list)
     step_canary_requests: float = 0.0
     step_canary_events: float = 0.0
+    noise: Noise | None = None
+    """The service's dispersion and pod spread (``gates.dispersion``); None: the stated default."""
+    canary_pods: int = 0
+    control_pods: int = 0
     notes: list[str] = Field(default_factory=list)
     """What the judge found worth saying once (a scrape interval longer than the look interval, ...)."""
 
@@ -349,6 +359,8 @@ def decide_counts(
     promote_loglik: Array | None = None,
     promote_rate: Any = None,
     dispersion: Any = 1.0,
+    margin: Any = 0.0,
+    pod_alpha: Any = 0.0,
     sequence: bool = True,
 ) -> Decision:
     """Both decisions against the tolerance, for arrays of judges (log-likelihoods over ``center + OFFSETS``).
@@ -360,25 +372,69 @@ def decide_counts(
     with ``promote_rate`` (the log e-value that the canary's error rate is below the negligible rate), the
     *average* of the two e-values does: the average of e-processes is one, so a version beyond its
     tolerance *and* above the negligible rate is promoted with probability at most ``alpha`` -- one bound,
-    not two. ``sequence=False`` skips the confidence sequence. ``dispersion`` divides the log-likelihoods
-    (the between-look dispersion, ``gates.dispersion``).
+    not two. ``sequence=False`` skips the confidence sequence.
+
+    The service's noise (``gates.dispersion``): ``dispersion`` divides the log-likelihoods (and the rate's
+    log e-value); ``margin`` (log ratio) moves the rollback boundary beyond the tolerance and the promotion
+    boundary within it by the pods' spread, and ``pod_alpha`` is the part of ``alpha`` spent on that
+    spread (the tests then run at ``alpha - pod_alpha``). All three broadcast over the leading axes.
     """
     worse_up = direction is Direction.HIGHER_IS_WORSE
     phi = np.asarray(dispersion, dtype=np.float64)[..., None] if np.ndim(dispersion) else float(dispersion)
     scaled = loglik / phi
-    log_e_fail = evidence(scaled, tolerance, ZERO, upward=worse_up, worse_up=worse_up)
     promote = scaled if promote_loglik is None else promote_loglik / phi
-    log_e_promote = evidence(promote, tolerance, ZERO, upward=not worse_up, worse_up=worse_up)
+    shift = np.asarray(margin, dtype=np.float64)
+    if not shift.any():
+        log_e_fail = evidence(scaled, tolerance, ZERO, upward=worse_up, worse_up=worse_up)
+        log_e_promote = evidence(promote, tolerance, ZERO, upward=not worse_up, worse_up=worse_up)
+    else:
+        # The pods' margin moves each boundary away from the tolerance, rounded outwards to the grid.
+        above = np.searchsorted(OFFSETS, shift - 1e-12, side="left")
+        below = np.searchsorted(OFFSETS, -shift + 1e-12, side="right") - 1
+        fail_at, promote_at = (above, below) if worse_up else (below, above)
+        log_e_fail = _evidence_at(scaled, tolerance, worse_up, fail_at, upward=worse_up)
+        log_e_promote = _evidence_at(promote, tolerance, worse_up, promote_at, upward=not worse_up)
     if promote_rate is not None:
-        log_e_promote = np.logaddexp(log_e_promote, np.asarray(promote_rate, dtype=np.float64)) - math.log(2)
+        log_e_promote = np.logaddexp(log_e_promote, np.asarray(promote_rate, dtype=np.float64) / phi_of(phi)) \
+            - math.log(2)
     if sequence:
         lower, upper = bounds(scaled, alpha, tolerance, center(tolerance, direction), worse_up)
     else:  # the decisions do not need the sequence: simulations skip it
         lower, upper = np.full(scaled.shape[:-1], -np.inf), np.full(scaled.shape[:-1], np.inf)
-    threshold = math.log(1 / alpha)
+    test_alpha = np.asarray(alpha - np.asarray(pod_alpha, dtype=np.float64))
+    threshold = np.log(1 / test_alpha)
     failed = np.asarray(log_e_fail >= threshold)
     successful = np.asarray((log_e_promote >= threshold) & ~failed)
     return Decision(failed, successful, log_e_fail, np.asarray(log_e_promote), lower, upper)
+
+
+def phi_of(phi: Any) -> Any:
+    """The dispersion without the grid axis (it divides scalars such as the rate's log e-value)."""
+    return phi[..., 0] if np.ndim(phi) else phi
+
+
+def _evidence_at(loglik: Array, tolerance: float, worse_up: bool, at: Any, *, upward: bool) -> Array:
+    """``evidence`` against a boundary index per judge (``at`` broadcasts over the leading axes)."""
+    log_w, w_above, w_below = _prior(tolerance, worse_up)
+    terms = log_w + loglik
+    index = np.broadcast_to(np.asarray(at), loglik.shape[:-1])[..., None]
+    at_value = np.take_along_axis(loglik, index, axis=-1)[..., 0]
+    # Cumulative sums of exp(terms - max) in place of logaddexp.accumulate (ten times faster on thousands of
+    # judges); terms far below the maximum underflow to 0, which only matters where the e-value is negligible.
+    top = terms.max(axis=-1, keepdims=True)
+    weights = np.exp(terms - top)
+    if upward:
+        tail = np.cumsum(weights[..., ::-1], axis=-1)[..., ::-1]
+        shifted = np.concatenate([tail[..., 1:], np.zeros((*loglik.shape[:-1], 1))], axis=-1)
+        boundary = w_above[index[..., 0]]
+    else:
+        head = np.cumsum(weights, axis=-1)
+        shifted = np.concatenate([np.zeros((*loglik.shape[:-1], 1)), head[..., :-1]], axis=-1)
+        boundary = w_below[index[..., 0]]
+    mass = np.take_along_axis(shifted, index, axis=-1)[..., 0]
+    with np.errstate(divide="ignore"):
+        numerator = np.log(mass) + top[..., 0]
+    return np.asarray(numerator - boundary - at_value, dtype=np.float64)
 
 
 def rate_log_evidence(events: float, exposure: float, u: float, prior_mean: float) -> float:
@@ -529,7 +585,8 @@ def _bounded_marks(old: dict[str, float], new: dict[str, float]) -> dict[str, fl
 
 
 def _start(judge: Judge, state: JudgeState, look: JudgeLook, marks: dict[str, float]) -> JudgeState:
-    update: dict[str, Any] = {"marks": marks, "started_at": look.at, "last_at": look.at}
+    update: dict[str, Any] = {"marks": marks, "started_at": look.at, "last_at": look.at, "noise": look.noise,
+                              "canary_pods": look.pods[0], "control_pods": look.pods[1]}
     history = look.control_history
     if judge.kind is JudgeKind.COUNTS and len(history) == 2 and history[0][1] > 0:
         update["history_rate"] = history[1][1] / history[0][1]
@@ -538,6 +595,8 @@ def _start(judge: Judge, state: JudgeState, look: JudgeLook, marks: dict[str, fl
         if le is not None:
             update["tail_le"] = le
             update["tail_tolerance"] = tolerance
+            if look.noise is None:
+                update["noise"] = for_latency(tolerance, judge.effective_tolerance)
             update["history_rate"] = _share_above(history, le)
     return state.model_copy(update=update)
 
@@ -587,6 +646,10 @@ def _share_above(history: list[tuple[float, float]], x: float) -> float:
 
 def _fold(judge: Judge, state: JudgeState, look: JudgeLook, marks: dict[str, float]) -> JudgeState:
     update: dict[str, Any] = {"marks": marks, "last_at": look.at, "looks": state.looks + 1}
+    if look.pods[0] > 0:
+        update["canary_pods"] = look.pods[0]
+    if look.pods[1] > 0:
+        update["control_pods"] = look.pods[1]
     if judge.kind is JudgeKind.GAUGE:
         c, k = look.canary.gauge, look.control.gauge
         if c and k and (mk := sum(k) / len(k)) > 0:
@@ -672,8 +735,13 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     negligible = judge.negligible_rate if not latency and judge.direction is Direction.HIGHER_IS_WORSE else None
     promote_rate = (rate_log_evidence(events, requests, negligible, negligible)
                     if negligible is not None and requests > 0 else None)  # fmt: skip
+    noise = state.noise or DEFAULT_NOISE
+    k, m = max(state.canary_pods, 1), max(state.control_pods, 1)
+    pod_alpha = alpha / 2 if noise.pod_sd > 0 else 0.0
+    shift = float(margin(noise.pod_sd, k, m, alpha, noise.pods)) if noise.pod_sd > 0 else 0.0
     d = decide_counts(loglik, alpha, tolerance, judge.direction, promote_loglik=promote_loglik,
-                      promote_rate=promote_rate)  # fmt: skip
+                      promote_rate=promote_rate, dispersion=noise.dispersion, margin=shift,
+                      pod_alpha=pod_alpha)  # fmt: skip
     failed, within = bool(d.failed), bool(d.successful) and not fresh
     canary_upper = (rate_upper_bound(events, requests, alpha, negligible)
                     if negligible is not None and requests > 0 else None)  # fmt: skip
@@ -724,6 +792,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     ratio_text = f"ratio {_num(ratio)}" if ratio is not None else "ratio n/a"
     bound = f"{alpha_note(alpha * checks, checks)} (the same for promoting a version beyond its tolerance)"
     message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; {bound}"
+    message += f"; {_noise_text(judge, noise, shift, tolerance, k, m, state)}"
     if shared:
         message += (f"; the {judge.compare_to} degraded too ({_rate(kr)} now vs {_rate(state.history_rate)} "
                     "before the rollout): a shared cause, not the canary")
@@ -732,8 +801,36 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         estimate=ratio, lower=lower, upper=upper, canary_value=cr, control_value=kr, shared_outage=shared,
     )  # fmt: skip
     if outcome is Outcome.RUNNING:
-        verdict = verdict.model_copy(update=_needed(state, alpha, tolerance, ratio, judge.direction))
+        boundary = (tolerance * math.exp(shift) if ratio is not None and ratio > tolerance
+                    else tolerance * math.exp(-shift))  # fmt: skip
+        if judge.direction is Direction.LOWER_IS_WORSE:
+            boundary = tolerance * math.exp(shift) if ratio is not None and ratio < 1 / tolerance else \
+                tolerance * math.exp(-shift)
+        needed = _needed(state, alpha - pod_alpha, boundary, ratio, judge.direction, noise.dispersion)
+        verdict = verdict.model_copy(update=needed)
     return verdict
+
+
+def _noise_text(judge: Judge, noise: Noise, shift: float, tolerance: float, k: int, m: int,
+                state: JudgeState) -> str:  # fmt: skip
+    """What the service's noise costs: where it comes from, and the ratios the judge can show with these pods."""
+    text = noise.describe()
+    if judge.kind is JudgeKind.LATENCY and noise.source == "default":
+        text = "latency: " + text
+    if shift <= 0:
+        return text
+    pods = (f"{state.canary_pods or 'an unknown number of'} canary pod{'s' if state.canary_pods != 1 else ''} vs "
+            f"{state.control_pods or 'an unknown number of'} {judge.compare_to} pods")  # fmt: skip
+    up, down = tolerance * math.exp(shift), tolerance * math.exp(-shift)
+    if judge.direction is Direction.LOWER_IS_WORSE:
+        up, down = 1 / up, 1 / down
+    text += (f"; with {pods} the canary is judged as a version, not as a pod: it is rolled back only when shown "
+             f"{'beyond' if judge.direction is Direction.HIGHER_IS_WORSE else 'below'} {_num(up)}x and promoted "
+             f"only when shown {'below' if judge.direction is Direction.HIGHER_IS_WORSE else 'above'} {_num(down)}x")
+    if (down < 1) == (judge.direction is Direction.HIGHER_IS_WORSE):
+        text += (" (so an unchanged version can seldom be promoted: more canary pods, or a baseline of as many, "
+                 "narrow this)")
+    return text
 
 
 def _shared_outage(state: JudgeState, control_rate: float | None, ratio: float | None, tolerance: float) -> bool:
@@ -744,7 +841,7 @@ def _shared_outage(state: JudgeState, control_rate: float | None, ratio: float |
 
 
 def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | None,
-            direction: Direction = Direction.HIGHER_IS_WORSE) -> dict[str, float | None]:
+            direction: Direction = Direction.HIGHER_IS_WORSE, dispersion: float = 1.0) -> dict[str, float | None]:
     """Roughly how many more requests until one of the two e-values can reach ``1/alpha``.
 
     The distance that has to be shown is the one between the observed ratio (1 before any event) and the
@@ -768,6 +865,7 @@ def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | No
         if info * gap**2 * v / (2 * (1 + v)) - 0.5 * math.log(1 + v) >= math.log(1 / alpha):
             break
         needed_events *= 1.25
+    needed_events *= dispersion  # quasi-likelihood: each event carries 1/phi of its information
     more = max(needed_events - events, 1.0) / rate
     seconds = None
     if state.started_at and state.last_at and (elapsed := (state.last_at - state.started_at).total_seconds()) > 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from orchestrator.gates.dispersion import INDEPENDENT
 from orchestrator.gates.judge import JudgeLook, JudgeState, Outcome, Side, judge_update
 from orchestrator.specs.checks import Check
 
@@ -31,7 +32,7 @@ def _looks(state: JudgeState, step_since: datetime, n: int, canary_errors: float
 
 
 def _started() -> JudgeState:
-    state, _ = judge_update(CHECK, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+    state, _ = judge_update(CHECK, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
     return state
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "decision_quality.py"
 
 
-def _bench():  # type: ignore[no-untyped-def]
+def _bench() -> Any:
     spec = importlib.util.spec_from_file_location("decision_quality", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

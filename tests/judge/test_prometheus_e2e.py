@@ -25,6 +25,7 @@ from temporalio.client import Client
 
 from orchestrator.config import PrometheusSettings
 from orchestrator.gates.counts import read_look
+from orchestrator.gates.dispersion import INDEPENDENT, Noise
 from orchestrator.gates.judge import JudgeState, JudgeVerdict, Outcome, judge_finish, judge_update
 from orchestrator.gates.model import Phase
 from orchestrator.gates.prometheus import PrometheusProvider
@@ -168,13 +169,18 @@ def _judge(kind: str = "counts", **extra: object) -> Check:
 
 
 def _run(prom: PrometheusProvider, check: Check, app: str, *, minutes: float = 30,
-         first: timedelta = timedelta(seconds=30)) -> tuple[JudgeVerdict, list[JudgeVerdict], JudgeState]:  # fmt: skip
+         first: timedelta = timedelta(seconds=30), noise: Noise | None = INDEPENDENT,
+         ) -> tuple[JudgeVerdict, list[JudgeVerdict], JudgeState]:  # fmt: skip
+    # The data are exactly proportional, one pod a side: no dispersion and no pod spread, declared as such
+    # (``noise=None`` leaves the judge to its stated default, as without history).
     state = JudgeState()
     seen: list[JudgeVerdict] = []
     at = START + first
     end = at + timedelta(minutes=minutes)
     while at <= end:
         look = read_look(prom, check, {"app": app}, state, at)
+        if look.start:
+            look = look.model_copy(update={"noise": noise})
         state, verdict = judge_update(check, state, look, alpha=0.01)
         seen.append(verdict)
         if verdict.outcome is not Outcome.RUNNING:
@@ -236,6 +242,19 @@ def test_a_slower_canary_is_rolled_back_on_the_latency_tail(prom: PrometheusProv
     assert verdict.outcome is Outcome.FAILED, verdict.message
     assert state.tail_le == 0.5  # the control's p99 bucket bound, fixed before the first counted look
     assert "share slower than 0.5 s (the stable's p99)" in verdict.message
+
+
+def test_without_history_one_canary_pod_cannot_be_promoted_and_the_verdict_says_why(prom: PrometheusProvider) -> None:
+    # No stable history: the stated default (pods ±30 %) with one canary pod against one stable pod.
+    verdict, _, state = _run(prom, _judge(tolerance="1.2x"), "identical", minutes=10, noise=None)
+    assert verdict.outcome is Outcome.NOT_ENOUGH_TRAFFIC, verdict.message
+    assert (state.canary_pods, state.control_pods) == (1, 1)
+    assert "no history of the stable: the conservative default is used" in verdict.message, verdict.message
+    assert "with 1 canary pod vs 1 stable pods the canary is judged as a version, not as a pod" in verdict.message
+    assert "so an unchanged version can seldom be promoted" in verdict.message, verdict.message
+    # A 6x regression is still beyond what the pods' spread can explain.
+    failed, _, _ = _run(prom, _judge(tolerance="1.2x"), "regressed", noise=None)
+    assert failed.outcome is Outcome.FAILED, failed.message
 
 
 def test_an_identical_latency_is_promoted(prom: PrometheusProvider) -> None:

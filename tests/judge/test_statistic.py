@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.gates.dispersion import INDEPENDENT
 from orchestrator.gates.judge import (
     GRID,
     ZERO,
@@ -90,7 +91,7 @@ def test_alpha_is_split_over_the_rollouts_judge_checks() -> None:
 
 def test_a_regressed_canary_fails_with_an_explained_verdict() -> None:
     check = counts_check(tolerance="1.2x")
-    state, verdict = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+    state, verdict = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
     assert verdict.outcome is Outcome.RUNNING and verdict.reason == "starting"
     look = JudgeLook(at=T0 + timedelta(seconds=60), canary=Side(requests=2000, errors=38),
                      control=Side(requests=2100, errors=10))  # fmt: skip
@@ -111,7 +112,7 @@ def test_a_regressed_canary_fails_with_an_explained_verdict() -> None:
 
 def test_a_starved_canary_ends_not_enough_traffic_with_what_it_would_need() -> None:
     check = counts_check()
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
     state, verdict = judge_update(check, state, JudgeLook(at=T0 + timedelta(minutes=10),
                                   canary=Side(requests=300, errors=1), control=Side(requests=300, errors=2)),
                                   alpha=0.01)  # fmt: skip
@@ -129,7 +130,8 @@ def test_a_starved_canary_ends_not_enough_traffic_with_what_it_would_need() -> N
 def test_a_shared_outage_says_the_control_degraded_too() -> None:
     check = counts_check(tolerance="1.5x")
     history = [(0.0, 1_000_000.0), (1.0, 5_000.0)]  # 0.5 % before the rollout
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, control_history=history), alpha=0.01)
+    start = JudgeLook(at=T0, start=True, noise=INDEPENDENT, control_history=history)
+    state, _ = judge_update(check, JudgeState(), start, alpha=0.01)
     look = JudgeLook(at=T0 + timedelta(minutes=5), canary=Side(requests=20000, errors=1000),
                      control=Side(requests=20000, errors=1000))  # fmt: skip
     _, verdict = judge_update(check, state, look, alpha=0.01)
@@ -198,7 +200,7 @@ def test_gauges_fail_on_a_clear_increase_and_promote_when_equal() -> None:
         "gauge": 'container_memory_working_set_bytes{app="{{app}}",{{track_selector}}}', "tolerance": "+10%"}})
     rng = np.random.default_rng(3)
     for shift, expected in ((0.3, Outcome.FAILED), (0.0, Outcome.SUCCESSFUL)):
-        state, verdict = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+        state, verdict = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
         for i in range(1, 200):
             canary = list(100 * (1 + shift) + rng.normal(0, 3, 3))
             control = list(100 + rng.normal(0, 3, 5))
@@ -212,7 +214,8 @@ def test_gauges_fail_on_a_clear_increase_and_promote_when_equal() -> None:
 
 def test_state_round_trips_through_json() -> None:
     check = counts_check()
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, marks={"a": 1.0}), alpha=0.01)
+    start = JudgeLook(at=T0, start=True, noise=INDEPENDENT, marks={"a": 1.0})
+    state, _ = judge_update(check, JudgeState(), start, alpha=0.01)
     state, _ = judge_update(check, state, JudgeLook(at=T0 + timedelta(seconds=10),
                             canary=Side(requests=100, errors=1), control=Side(requests=100, errors=0)),
                             alpha=0.01)  # fmt: skip
@@ -224,7 +227,7 @@ def test_state_round_trips_through_json() -> None:
 def test_the_verdict_says_how_the_rollouts_bound_is_split() -> None:
     check = counts_check()
     alpha = alpha_per_check(0.01, 4)
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=alpha, checks=4)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=alpha, checks=4)
     look = JudgeLook(at=T0 + timedelta(seconds=60), canary=Side(requests=2000, errors=60),
                      control=Side(requests=2000, errors=10))  # fmt: skip
     _, verdict = judge_update(check, state, look, alpha=alpha, checks=4)
@@ -256,7 +259,7 @@ def test_the_rate_bound_matches_its_closed_form_and_covers_the_true_rate() -> No
 
 def test_a_clean_canary_is_promoted_below_the_negligible_rate() -> None:
     check = counts_check(negligibleRate="0.1%")
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
     state, verdict = judge_update(check, state, JudgeLook(at=T0 + timedelta(minutes=1),
                                   canary=Side(requests=1000, errors=0), control=Side(requests=1000, errors=0)),
                                   alpha=0.01)  # fmt: skip
@@ -272,7 +275,7 @@ def test_a_clean_canary_is_promoted_below_the_negligible_rate() -> None:
 def test_the_confidence_is_said_exactly_when_the_bound_is_split() -> None:
     # With two judge checks each gets 0.5 %: its confidence sequence is a 99.5 % one, not "100 %".
     check = counts_check()
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.005, checks=2)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.005, checks=2)
     look = JudgeLook(at=T0 + timedelta(seconds=10), canary=Side(requests=500, errors=9),
                      control=Side(requests=1500, errors=8))
     _, verdict = judge_update(check, state, look, alpha=0.005, checks=2)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from orchestrator.gates.dispersion import INDEPENDENT
 from orchestrator.gates.judge import JudgeLook, JudgeState, Outcome, Side, judge_finish, judge_update
 from orchestrator.specs.checks import Check
 
@@ -26,7 +27,7 @@ def counts_check(**judge: object) -> Check:
 
 
 def _start(check: Check) -> JudgeState:
-    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True), alpha=0.01)
+    state, _ = judge_update(check, JudgeState(), JudgeLook(at=T0, start=True, noise=INDEPENDENT), alpha=0.01)
     return state
 
 
