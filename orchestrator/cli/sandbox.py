@@ -38,23 +38,28 @@ def sandbox() -> None:
               help="Also run a worker on the task queue `orchestrator`.")
 @click.option("--demo-app/--no-demo-app", default=True, show_default=True,
               help="Deploy the demo app demo/shop (v1, 4 replicas) that examples/sandbox/ targets.")
+@click.option("--clusters", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Independent clusters sandbox-1..N (fleet releases), each with its own Prometheus and worker.")
 @output_option
 @click.pass_context
 @handle_errors
 def up(ctx: click.Context, state_dir: Path | None, temporal_port: int, ui_port: int, api_port: int,
-       prometheus_port: int, scrape_interval: float, worker: bool, demo_app: bool, output: str) -> None:
+       prometheus_port: int, scrape_interval: float, worker: bool, demo_app: bool, output: str,
+       clusters: int = 1) -> None:
     """Start the sandbox (all on 127.0.0.1) and print where each part listens."""
     from orchestrator.sandbox import manager
 
     where = _dir(ctx, state_dir)
     info = manager.up(where, temporal_port=temporal_port, ui_port=ui_port, api_port=api_port,
-                      prometheus_port=prometheus_port, scrape_interval=scrape_interval, worker=worker)
+                      prometheus_port=prometheus_port, scrape_interval=scrape_interval, worker=worker,
+                      clusters=clusters)
     if demo_app:
         from orchestrator.kube.client import load_api_client
         from orchestrator.sandbox.demo import deploy_app
 
         try:
-            deploy_app(load_api_client(info.kubeconfig), info.flags_file)
+            for kubeconfig in [c.kubeconfig for c in info.clusters] or [info.kubeconfig]:
+                deploy_app(load_api_client(kubeconfig), info.flags_file)
         except BaseException:
             manager.down(where)
             raise
@@ -67,6 +72,8 @@ def up(ctx: click.Context, state_dir: Path | None, temporal_port: int, ui_port: 
     click.echo(f"  Prometheus    {info.prometheus_url}")
     if worker:
         click.echo(f"  worker        task queue {info.task_queue}   log {Path(info.state_dir) / 'logs' / 'worker.log'}")
+    for c in info.clusters:
+        click.echo(f"  {c.name:<13} {c.kube_api_url}   Prometheus {c.prometheus_url}   worker queue {c.task_queue}")
     if demo_app:
         click.echo("  demo app      demo/shop v1, 4 replicas, steady load; flags in " + info.flags_file)
     click.echo("the CLI finds this sandbox by itself when no other cluster is configured; to be explicit:")

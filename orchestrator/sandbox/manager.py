@@ -16,6 +16,13 @@ The sandbox is its own operator: ``up`` writes ``<state_dir>/operator.yaml`` (``
 naming its flag definitions file as the flagd provider ``sandbox-flags``, and points the worker and
 the CLI at it (``ORCHESTRATOR_SETTINGS_FILE``); specs name that provider, never the file.
 
+With ``clusters=N`` (N > 1, fleet releases) the sandbox runs N independent clusters named
+``sandbox-1`` .. ``sandbox-N``: the first is the one above; each other one is its own daemon (its own
+API server, pods, traffic) and its own Prometheus under ``<state_dir>/clusters/sandbox-<i>/`` (one shared
+Prometheus with a ``cluster`` label would be kinder than production). The operator settings list the
+clusters, and ``worker=True`` starts, besides the central worker on ``orchestrator``, one worker per
+cluster on ``orchestrator-sandbox-<i>`` with that cluster's kubeconfig and Prometheus only.
+
 Each runs in its own session so it outlives the ``up`` command. Everything ``up`` starts is
 recorded in ``<state_dir>/state.json`` (PID, address, and a marker found in the process's
 command line, checked before any signal so a reused PID is never hit). ``down`` stops them
@@ -67,6 +74,7 @@ from orchestrator.sandbox.runtime import kill_recorded, pid_alive, reap, termina
 __all__ = [
     "DEMO_FLAGS",
     "AlreadyRunningError",
+    "ClusterInfo",
     "ComponentInfo",
     "PodInfo",
     "PortInUseError",
@@ -98,6 +106,7 @@ DB_FILE = "orchestrator.db"
 OPERATOR_FILE = "operator.yaml"
 # The name specs give the sandbox's flag definitions: provider: {type: flagd, name: sandbox-flags}.
 SANDBOX_FLAG_PROVIDER = "sandbox-flags"
+MAX_CLUSTERS = 8  # each cluster is a daemon, a Prometheus, pods and a worker on this machine
 
 
 class AlreadyRunningError(SandboxError, RefusedError):
@@ -143,6 +152,16 @@ class ComponentInfo(BaseModel):
     log: str | None = None
 
 
+class ClusterInfo(BaseModel):
+    """One cluster of a multi-cluster sandbox, and the task queue of its own worker."""
+
+    name: str
+    kubeconfig: str
+    kube_api_url: str
+    prometheus_url: str
+    task_queue: str
+
+
 class SandboxInfo(BaseModel):
     """What ``up`` started and where to reach it."""
 
@@ -156,6 +175,7 @@ class SandboxInfo(BaseModel):
     task_queue: str = TASK_QUEUE
     flags_file: str = ""
     db_path: str = ""
+    clusters: list[ClusterInfo] = Field(default_factory=list)  # with clusters=N > 1
 
     def environment(self) -> dict[str, str]:
         """The ``ORCHESTRATOR_*`` settings that point the CLI (and a worker) at this sandbox."""
@@ -339,17 +359,21 @@ def write_flags_file(state_dir: Path) -> Path:
     return path
 
 
-def write_operator_settings(state_dir: Path, flags_file: Path) -> Path:
-    """``<state_dir>/operator.yaml``: the sandbox's flag definitions as the flagd provider ``sandbox-flags``."""
+def write_operator_settings(state_dir: Path, flags_file: Path, clusters: list[str] | None = None) -> Path:
+    """``<state_dir>/operator.yaml``: the sandbox's flag definitions as the flagd provider ``sandbox-flags``,
+    and its clusters (``clusters=N``) with their default queues ``orchestrator-<name>``."""
     import yaml
 
     path = Path(state_dir) / OPERATOR_FILE
+    spec: dict[str, Any] = {"flagProviders": [{"name": SANDBOX_FLAG_PROVIDER, "type": "flagd",
+                                               "file": str(Path(flags_file).resolve())}]}
+    if clusters:
+        spec["clusters"] = [{"name": name} for name in clusters]
     doc = {
         "apiVersion": "orchestrator.dev/v1",
         "kind": "OperatorSettings",
         "metadata": {"name": "sandbox"},
-        "spec": {"flagProviders": [{"name": SANDBOX_FLAG_PROVIDER, "type": "flagd",
-                                    "file": str(Path(flags_file).resolve())}]},
+        "spec": spec,
     }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -382,12 +406,16 @@ def up(
     timeout: float = 60.0,
     worker: bool = False,
     worker_env: dict[str, str] | None = None,
+    clusters: int = 1,
 ) -> SandboxInfo:
     """Start the sandbox and wait until every part answers; on any failure, stop what started.
 
     ``worker`` also starts ``orchestrator worker`` on the task queue ``orchestrator``;
     ``worker_env`` adds to its environment (e.g. ``ORCHESTRATOR_CHAOS_NAMESPACES``).
+    ``clusters`` > 1 runs that many independent clusters, each with its own worker when ``worker``.
     """
+    if not 1 <= clusters <= MAX_CLUSTERS:
+        raise SandboxError(f"clusters must be between 1 and {MAX_CLUSTERS}, got {clusters}")
     state_dir = Path(state_dir).resolve()
     previous = load_state(state_dir)
     if previous is not None:
@@ -507,9 +535,20 @@ def up(
             flags_file=str(write_flags_file(state_dir)),
             db_path=str(state_dir / DB_FILE),
         )
-        write_operator_settings(state_dir, Path(info.flags_file))
+        if clusters > 1:
+            info.clusters = [ClusterInfo(name=cluster_name(1), kubeconfig=info.kubeconfig,
+                                         kube_api_url=info.kube_api_url, prometheus_url=info.prometheus_url,
+                                         task_queue=cluster_queue(cluster_name(1)))]
+            info.clusters += [_start_cluster(state_dir, state, i, scrape_interval, traffic_rate, prometheus_binary,
+                                             timeout) for i in range(2, clusters + 1)]
+        write_operator_settings(state_dir, Path(info.flags_file), [c.name for c in info.clusters])
         if worker:
             _start_worker(state_dir, state, info, worker_env or {}, timeout)
+            for c in info.clusters:
+                _start_worker(state_dir, state, info, {**(worker_env or {}), "ORCHESTRATOR_TASK_QUEUE": c.task_queue,
+                                                        "ORCHESTRATOR_KUBECONFIG": c.kubeconfig,
+                                                        "ORCHESTRATOR_PROMETHEUS_URL": c.prometheus_url},
+                              timeout, name=f"worker-{c.name}", kubeconfig=c.kubeconfig)
     except BaseException:
         down(state_dir)
         raise
@@ -531,11 +570,54 @@ def find_orchestrator() -> list[str]:
     return [sys.executable, "-c", "import sys; from orchestrator.cli.main import main; sys.exit(main())"]
 
 
+def cluster_name(index: int) -> str:
+    return f"sandbox-{index}"
+
+
+def cluster_queue(name: str) -> str:
+    # The operator settings' default for a cluster's queue (orchestrator.specs.operator.cluster_queue).
+    return f"orchestrator-{name}"
+
+
+def _start_cluster(state_dir: Path, state: SandboxState, index: int, scrape_interval: float, traffic_rate: float,
+                   prometheus_binary: str | None, timeout: float) -> ClusterInfo:
+    """Cluster ``index`` (2..N): its own daemon and its own Prometheus, under clusters/sandbox-<index>/."""
+    name = cluster_name(index)
+    home = state_dir / "clusters" / name
+    home.mkdir(parents=True, exist_ok=True)
+    prom_port, api_port = _free_port(), _free_port()
+    prom = PrometheusServer(home, port=prom_port, scrape_interval=scrape_interval, binary=prometheus_binary)
+    p_proc = prom.start()
+    state.components[f"prometheus-{name}"] = ComponentRecord(
+        pid=p_proc.pid, marker=str(prom.data_dir), address=f"127.0.0.1:{prom_port}", url=prom.url,
+        log=str(prom.log_file))
+    kubeconfig = home / KUBECONFIG_FILE
+    with contextlib.suppress(FileNotFoundError):
+        kubeconfig.unlink()
+    c_log = home / "logs" / "cluster.log"
+    c_proc = _spawn([sys.executable, "-m", DAEMON_MARKER, "serve", "--state-dir", str(home),
+                     "--api-port", str(api_port), "--traffic-rate", str(traffic_rate)], c_log, home)
+    api_url = f"http://127.0.0.1:{api_port}"
+    # The marker is the cluster's own directory: a signal never reaches another cluster's daemon.
+    state.components[f"cluster-{name}"] = ComponentRecord(
+        pid=c_proc.pid, marker=str(home), address=f"127.0.0.1:{api_port}", url=api_url, log=str(c_log))
+    state.ports[f"kube_api_{name}"], state.ports[f"prometheus_{name}"] = api_port, prom_port
+    _save_state(state_dir, state)
+    _wait_for(f"prometheus of {name}", prom.is_ready, p_proc, prom.log_file, timeout)
+    _wait_for(f"the cluster {name}", lambda: kubeconfig.exists() and _http_ok(f"{api_url}/version"), c_proc, c_log,
+              timeout)
+    return ClusterInfo(name=name, kubeconfig=str(kubeconfig), kube_api_url=api_url, prometheus_url=prom.url,
+                       task_queue=cluster_queue(name))
+
+
 def _start_worker(
-    state_dir: Path, state: SandboxState, info: SandboxInfo, extra_env: dict[str, str], timeout: float
+    state_dir: Path, state: SandboxState, info: SandboxInfo, extra_env: dict[str, str], timeout: float,
+    *, name: str = "worker", kubeconfig: str | None = None,
 ) -> None:
     """Start ``orchestrator worker`` for this sandbox and wait until its /readyz says it polls."""
-    w_log = state_dir / "logs" / "worker.log"
+    kubeconfig = kubeconfig or info.kubeconfig
+    queue = extra_env.get("ORCHESTRATOR_TASK_QUEUE", info.task_queue)
+    w_log = state_dir / "logs" / f"{name}.log"
     health_port = _free_port()
     w_log.parent.mkdir(parents=True, exist_ok=True)
     env = _child_env()
@@ -543,20 +625,20 @@ def _start_worker(
     env.update(info.environment())
     env.update(extra_env)
     # The kubeconfig path names this state directory: the marker that tells our worker from any other.
-    command = [*find_orchestrator(), "--kubeconfig", info.kubeconfig, "worker", "--health-port", str(health_port)]
+    command = [*find_orchestrator(), "--kubeconfig", kubeconfig, "worker", "--health-port", str(health_port)]
     with open(w_log, "ab") as out:
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env,
             start_new_session=True,
         )
-    state.components["worker"] = ComponentRecord(
-        pid=proc.pid, marker=info.kubeconfig, address=f"127.0.0.1:{health_port}",
+    state.components[name] = ComponentRecord(
+        pid=proc.pid, marker=kubeconfig, address=f"127.0.0.1:{health_port}",
         url=f"http://127.0.0.1:{health_port}/metrics", log=str(w_log),
     )
-    state.ports["worker_health"] = health_port
+    state.ports[f"{name}_health"] = health_port
     _save_state(state_dir, state)
     _wait_for(
-        f"the worker (task queue {info.task_queue})",
+        f"the worker (task queue {queue})",
         lambda: _http_ok(f"http://127.0.0.1:{health_port}/readyz"),
         proc, w_log, timeout,
     )
@@ -599,17 +681,26 @@ def down(state_dir: Path, *, purge: bool = False) -> list[str]:
     except SandboxError:
         state = None  # unreadable: still stop recorded pods below, and leave the file for the user
     if state is not None:
-        for name in STOP_ORDER:
+        # A multi-cluster sandbox's components are "<kind>-sandbox-<i>": each stops with its kind.
+        names = sorted(state.components, key=lambda n: STOP_ORDER.index(n.split("-")[0]) if n.split("-")[0]
+                       in STOP_ORDER else len(STOP_ORDER))
+        for name in names:
             rec = state.components.get(name)
             if rec is None:
                 continue
             # The worker drains its activities (graceful shutdown 20 s), the daemon stops its pods;
             # the servers stop quickly.
-            wait = {"worker": 25.0, "cluster": 15.0}.get(name, 10.0)
+            wait = {"worker": 25.0, "cluster": 15.0}.get(name.split("-")[0], 10.0)
             if terminate_pid(rec.pid, rec.marker, timeout=wait):
                 stopped.append(f"{name} (pid {rec.pid})")
             reap(rec.pid)
     stopped += kill_recorded(state_dir)
+    for home in sorted((state_dir / "clusters").glob("sandbox-*")):
+        stopped += kill_recorded(home)  # pods of a cluster whose daemon was killed
+        for own in (KUBECONFIG_FILE, CLUSTER_FILE, f".{CLUSTER_FILE}.tmp", "prometheus/prometheus.yml",
+                    "prometheus/targets.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (home / own).unlink()
 
     own_files = [
         state_dir / STATE_FILE,
