@@ -125,6 +125,7 @@ def test_a_starved_canary_ends_not_enough_traffic_with_what_it_would_need() -> N
     assert final.message.startswith("not enough traffic: canary 0.33 % errors (1/300)")
     assert final.needed_requests is not None and final.needed_requests > 10_000
     assert "more requests needed (about" in final.message
+    assert final.message.endswith("by default a pause for a decision that rolls back after its timeout (1 h)")
 
 
 def test_a_shared_outage_says_the_control_degraded_too() -> None:
@@ -210,6 +211,9 @@ def test_gauges_fail_on_a_clear_increase_and_promote_when_equal() -> None:
                 break
         assert verdict.outcome is expected, verdict.message
         assert "confidence sequence" in verdict.message
+        # Autocorrelated readings break the sequence's level: no bound is claimed for gauges.
+        assert "no false-rollback bound is stated for gauges" in verdict.message, verdict.message
+        assert "false-rollback bound 1 %" not in verdict.message
 
 
 def test_state_round_trips_through_json() -> None:
