@@ -38,7 +38,8 @@ BASE = 0.005
 OFFSETS = np.array([-1.5, -0.5, 0.5, 1.5]) * 0.3 / np.std([-1.5, -0.5, 0.5, 1.5], ddof=1)
 CHECK = Check.model_validate({"name": "errors", "interval": "10s", "judge": {
     "errors": 'sum by (pod) (http_requests_total{app="noisy",{{track_selector}},code="500"})',
-    "requests": 'sum by (pod) (http_requests_total{app="noisy",{{track_selector}}})', "tolerance": "1.2x"}})  # fmt: skip
+    "requests": 'sum by (pod) (http_requests_total{app="noisy",{{track_selector}}})',
+    "tolerance": "1.2x"}})  # fmt: skip
 
 
 def _per_look() -> tuple[np.ndarray, np.ndarray]:
