@@ -77,7 +77,7 @@ def build_worker(
     max_cached_workflows: int = 2000,
     **clients: Any,
 ) -> Worker:
-    """The worker; the limits were measured with ``benchmarks/scale.py`` (README, "Scale").
+    """The worker; the limits were measured with ``benchmarks/scale.py`` (docs/benchmarks.md, "Scale").
 
     The activities are synchronous, so the thread pool is as large as the activity limit: a task the
     worker accepts starts at once instead of queueing behind a thread while its timeout runs. The

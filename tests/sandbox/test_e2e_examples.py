@@ -1,4 +1,4 @@
-"""The README's first-run commands, run as written against the sandbox.
+"""The first-run commands of docs/getting-started.md, run as written against the sandbox.
 
 Given ``orchestrator sandbox up`` in an empty directory (no kubeconfig, no ~/.kube/config, no
 ORCHESTRATOR_* settings), the CLI finds the sandbox by itself and names it first; every spec in
