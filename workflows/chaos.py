@@ -200,6 +200,11 @@ class ChaosExperimentWorkflow(Controls):
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         finally:
             self._injecting -= 1
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled while the injection finished anyway: the SDK then hands back the activity's result and
+            # the cancellation would be lost (the run, or a cancelled round, would carry on). It is raised here.
+            raise asyncio.CancelledError()
         return done
 
     async def _repeat(self, interval: timedelta) -> None:

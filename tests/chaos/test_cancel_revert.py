@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
@@ -42,6 +43,8 @@ class Cluster:
     faulted: bool = False
     revert_broken: bool = True
     calls: list[str] = field(default_factory=list)
+    # Set: the injection returns only once released, and finishes even when cancelled meanwhile.
+    hold_inject: asyncio.Event | None = None
 
     def activities(self) -> list[Any]:
         cluster = self
@@ -66,6 +69,12 @@ class Cluster:
         async def inject(e: LedgerEntry) -> str:
             cluster.calls.append("inject")
             cluster.faulted = True
+            while cluster.hold_inject is not None and not cluster.hold_inject.is_set():
+                activity.heartbeat()
+                try:
+                    await asyncio.wait_for(cluster.hold_inject.wait(), 0.5)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass  # its write is done: it answers with its result, cancelled or not
             return "scaled shop to 1"
 
         @activity.defn(name="chaos.revert")
@@ -156,3 +165,45 @@ async def test_a_cancel_during_a_stuck_revert_ends_the_run_only_after_the_revert
     assert isinstance(failure.value.cause, CancelledError)
     assert not cluster.faulted
     assert cluster.calls.index("revert") < cluster.calls.index("save"), cluster.calls
+
+
+async def test_a_cancel_while_the_injection_finishes_anyway_still_cancels_and_reverts(
+        temporal_client: Client) -> None:
+    # With WAIT_CANCELLATION_COMPLETED the SDK hands back the result of an injection that completed after the
+    # cancellation was requested; the run must not take that as "carry on" and keep the fault in.
+    cluster = Cluster(revert_broken=False, hold_inject=asyncio.Event())
+    queue = f"chaos-cancel-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue=queue, workflows=[ChaosExperimentWorkflow],
+                      activities=cluster.activities()):
+        handle = await control.start(temporal_client, ChaosInput(experiment=_experiment(queue)), queue)
+
+        async def injecting() -> bool:
+            return "inject" in cluster.calls
+
+        await _until(injecting)
+        await handle.cancel()
+
+        async def cancel_requested() -> bool:
+            events = [e.event_type async for e in handle.fetch_history_events()]
+            return EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in events
+
+        assert cluster.hold_inject is not None
+        try:
+            await _until(cancel_requested)
+        finally:
+            cluster.hold_inject.set()  # never leave the worker waiting on a held injection
+
+        async def closed_or_carried_on() -> bool:
+            if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+                return True
+            return (await control.status(temporal_client, handle.id)).phase is ChaosPhase.RUNNING
+
+        await _until(closed_or_carried_on)
+        carried_on = (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+        if carried_on:
+            await handle.terminate("the test is over")
+        assert not carried_on, f"the run carried on with the fault in after its cancellation: {cluster.calls}"
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert not cluster.faulted and "revert" in cluster.calls
