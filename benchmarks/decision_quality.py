@@ -45,7 +45,14 @@ from scipy.stats import mannwhitneyu, norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.gates.dispersion import INDEPENDENT, Noise, estimate_arrays, margin
+from orchestrator.gates.dispersion import (
+    INDEPENDENT,
+    PROMOTE_SHARE,
+    ROLLBACK_SHARE,
+    Noise,
+    estimate_arrays,
+    margin,
+)
 from orchestrator.gates.judge import (
     OFFSETS,
     JudgeLook,
@@ -517,8 +524,12 @@ def live_judge(cell: Live, sim: dict[str, Any]) -> tuple[Result, dict[str, Float
     (nc, ec, n0, e0), _ = _increments(sim)
     runs, looks = nc.shape
     phi, sigma = sim["phi"], sim["sigma"]
-    shift = np.where(sigma > 0, margin(sigma, cell.canary_pods, cell.stable_pods, ALPHA, cell.stable_pods), 0.0)
-    pod_alpha = np.where(sigma > 0, ALPHA / 2, 0.0)
+    spread = sigma > 0
+    pod_alpha = np.where(spread, ALPHA * ROLLBACK_SHARE, 0.0)
+    promote_pod_alpha = np.where(spread, ALPHA * PROMOTE_SHARE, 0.0)
+    shift = np.where(spread, margin(sigma, cell.canary_pods, cell.stable_pods, pod_alpha, cell.stable_pods), 0.0)
+    promote_shift = np.where(spread, margin(sigma, cell.canary_pods, cell.stable_pods, promote_pod_alpha,
+                                            cell.stable_pods), 0.0)  # fmt: skip
     loglik = np.zeros((runs, OFFSETS.size))
     rollback = np.full(runs, np.inf)
     promoted = np.full(runs, np.inf)
@@ -530,7 +541,8 @@ def live_judge(cell: Live, sim: dict[str, Any]) -> tuple[Result, dict[str, Float
             break
         loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
         d = decide_counts(loglik[idx], ALPHA, LIVE_TOLERANCE, dispersion=phi[idx], margin=shift[idx],
-                          pod_alpha=pod_alpha[idx], sequence=False)  # fmt: skip
+                          pod_alpha=pod_alpha[idx], promote_margin=promote_shift[idx],
+                          promote_pod_alpha=promote_pod_alpha[idx], sequence=False)  # fmt: skip
         rollback[idx[d.failed]] = (i + 1) * LOOK
         promoted[idx[d.successful]] = (i + 1) * LOOK
         open_[idx[d.failed | d.successful]] = False

@@ -21,10 +21,10 @@ them:
   (nodes, caches, shards). A canary of ``k`` pods against ``m`` control pods then differs from its
   control by ``exp(delta)`` with ``delta ~ N(0, sigma^2 (1/k + 1/m))`` even when the versions are the
   same: evidence about the ratio does not shrink that. The null is therefore "the canary's pods are
-  exchangeable with the control's": the judge spends half of alpha on the pods and tests the other half
-  against the tolerance moved by a ``margin`` of ``t * sigma * sqrt(1/k + 1/m)`` in log(ratio), with
-  ``t`` the Student quantile for the ``m_history - 1`` degrees of freedom the spread was estimated
-  with (a prediction interval: the estimate's own uncertainty is in it). Sigma is the sample variance of
+  exchangeable with the control's": a rollback spends half of alpha on the pods (a promotion a tenth) and
+  tests the rest against the tolerance moved by a ``margin`` of ``t * sigma * sqrt(1/k + 1/m)`` in
+  log(ratio), with ``t`` the Student quantile for the ``m_history - 1`` degrees of freedom the spread was
+  estimated with (a prediction interval: the estimate's own uncertainty is in it). Sigma is the sample variance of
   the pods' log rates minus their sampling variance (phi / errors), floored at 0.
 
 Where there is no history (a new service, a fresh baseline, a histogram judge, whose history is not read),
@@ -142,21 +142,29 @@ def estimate(pods: list[PodMoments]) -> Noise:
                  looks=int(min(p.looks for p in usable)), source="history")  # fmt: skip
 
 
-def quantile(alpha: Any, history_pods: Any) -> Array:
-    """The one-sided ``1 - alpha / 2`` quantile for the pod effect: Student with ``pods - 1`` degrees of freedom
+ROLLBACK_SHARE = 0.5
+"""The part of alpha a rollback spends on the pods' spread (the test itself runs at the rest)."""
+PROMOTE_SHARE = 0.1
+"""The part of alpha a promotion spends on it: small, so the negligible-rate route (which the pods do not
+confound) keeps most of alpha, at the price of a wider margin for promotions shown on the ratio."""
+
+
+def quantile(share: Any, history_pods: Any) -> Array:
+    """The one-sided ``1 - share`` quantile of the pod effect: Student with ``pods - 1`` degrees of freedom
     when the spread was estimated on ``pods`` pods, normal for the default (``pods`` 0)."""
     pods = np.asarray(history_pods, dtype=np.float64)
-    level = 1 - np.asarray(alpha, dtype=np.float64) / 2
+    level = 1 - np.asarray(share, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         t = student_t.ppf(level, np.maximum(pods - 1, 1))
     return np.asarray(np.where(pods >= 2, t, norm.ppf(level)), dtype=np.float64)
 
 
-def margin(sigma: Any, canary_pods: Any, control_pods: Any, alpha: Any, history_pods: Any) -> Array:
-    """How far (in log ratio) the tolerance moves each way for ``k`` canary and ``m`` control pods."""
+def margin(sigma: Any, canary_pods: Any, control_pods: Any, share: Any, history_pods: Any) -> Array:
+    """How far (in log ratio) a boundary moves for ``k`` canary and ``m`` control pods, when ``share`` of
+    alpha is spent on the pods: the pods' effect exceeds it with probability at most ``share``."""
     k = np.maximum(np.asarray(canary_pods, dtype=np.float64), 1.0)
     m = np.maximum(np.asarray(control_pods, dtype=np.float64), 1.0)
-    return np.asarray(quantile(alpha, history_pods) * np.asarray(sigma) * np.sqrt(1 / k + 1 / m), dtype=np.float64)
+    return np.asarray(quantile(share, history_pods) * np.asarray(sigma) * np.sqrt(1 / k + 1 / m), dtype=np.float64)
 
 
 def best_shown(tolerance: float, margin_log: float) -> float:

@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import gammainc, gammaln, logsumexp
 
 from orchestrator.gates.dispersion import DEFAULT as DEFAULT_NOISE
-from orchestrator.gates.dispersion import Noise, for_latency, margin
+from orchestrator.gates.dispersion import PROMOTE_SHARE, ROLLBACK_SHARE, Noise, for_latency, margin
 from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.specs.checks import Check
 from orchestrator.specs.judge import Direction, Judge, JudgeKind
@@ -361,6 +361,9 @@ def decide_counts(
     dispersion: Any = 1.0,
     margin: Any = 0.0,
     pod_alpha: Any = 0.0,
+    promote_margin: Any = None,
+    promote_pod_alpha: Any = None,
+    rate_dispersion: Any = None,
     sequence: bool = True,
 ) -> Decision:
     """Both decisions against the tolerance, for arrays of judges (log-likelihoods over ``center + OFFSETS``).
@@ -375,36 +378,42 @@ def decide_counts(
     not two. ``sequence=False`` skips the confidence sequence.
 
     The service's noise (``gates.dispersion``): ``dispersion`` divides the log-likelihoods (and the rate's
-    log e-value); ``margin`` (log ratio) moves the rollback boundary beyond the tolerance and the promotion
-    boundary within it by the pods' spread, and ``pod_alpha`` is the part of ``alpha`` spent on that
-    spread (the tests then run at ``alpha - pod_alpha``). All three broadcast over the leading axes.
+    log e-value, or ``rate_dispersion`` when given); ``margin`` (log ratio) moves the rollback boundary beyond
+    the tolerance by the pods' spread and ``pod_alpha`` is the part of ``alpha`` a rollback spends on it (its
+    test runs at ``alpha - pod_alpha``); ``promote_margin`` and ``promote_pod_alpha`` are the same for a
+    promotion (default: the rollback's). All broadcast over the leading axes.
     """
     worse_up = direction is Direction.HIGHER_IS_WORSE
     phi = np.asarray(dispersion, dtype=np.float64)[..., None] if np.ndim(dispersion) else float(dispersion)
     scaled = loglik / phi
     promote = scaled if promote_loglik is None else promote_loglik / phi
     shift = np.asarray(margin, dtype=np.float64)
-    if not shift.any():
+    promote_shift = shift if promote_margin is None else np.asarray(promote_margin, dtype=np.float64)
+    if not shift.any() and not promote_shift.any():
         log_e_fail = evidence(scaled, tolerance, ZERO, upward=worse_up, worse_up=worse_up)
         log_e_promote = evidence(promote, tolerance, ZERO, upward=not worse_up, worse_up=worse_up)
     else:
-        # The pods' margin moves each boundary away from the tolerance, rounded outwards to the grid.
+        # The pods' margins move each boundary away from the tolerance, rounded outwards to the grid.
         above = np.searchsorted(OFFSETS, shift - 1e-12, side="left")
         below = np.searchsorted(OFFSETS, -shift + 1e-12, side="right") - 1
-        fail_at, promote_at = (above, below) if worse_up else (below, above)
+        p_above = np.searchsorted(OFFSETS, promote_shift - 1e-12, side="left")
+        p_below = np.searchsorted(OFFSETS, -promote_shift + 1e-12, side="right") - 1
+        fail_at, promote_at = (above, p_below) if worse_up else (below, p_above)
         log_e_fail = _evidence_at(scaled, tolerance, worse_up, fail_at, upward=worse_up)
         log_e_promote = _evidence_at(promote, tolerance, worse_up, promote_at, upward=not worse_up)
     if promote_rate is not None:
-        log_e_promote = np.logaddexp(log_e_promote, np.asarray(promote_rate, dtype=np.float64) / phi_of(phi)) \
+        rate_phi = phi_of(phi) if rate_dispersion is None else np.asarray(rate_dispersion, dtype=np.float64)
+        log_e_promote = np.logaddexp(log_e_promote, np.asarray(promote_rate, dtype=np.float64) / rate_phi) \
             - math.log(2)
     if sequence:
         lower, upper = bounds(scaled, alpha, tolerance, center(tolerance, direction), worse_up)
     else:  # the decisions do not need the sequence: simulations skip it
         lower, upper = np.full(scaled.shape[:-1], -np.inf), np.full(scaled.shape[:-1], np.inf)
-    test_alpha = np.asarray(alpha - np.asarray(pod_alpha, dtype=np.float64))
-    threshold = np.log(1 / test_alpha)
-    failed = np.asarray(log_e_fail >= threshold)
-    successful = np.asarray((log_e_promote >= threshold) & ~failed)
+    fail_alpha = np.asarray(alpha - np.asarray(pod_alpha, dtype=np.float64))
+    promote_alpha = fail_alpha if promote_pod_alpha is None else \
+        np.asarray(alpha - np.asarray(promote_pod_alpha, dtype=np.float64))
+    failed = np.asarray(log_e_fail >= np.log(1 / fail_alpha))
+    successful = np.asarray((log_e_promote >= np.log(1 / promote_alpha)) & ~failed)
     return Decision(failed, successful, log_e_fail, np.asarray(log_e_promote), lower, upper)
 
 
@@ -743,11 +752,17 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
                     if negligible is not None and requests > 0 else None)  # fmt: skip
     noise = state.noise or DEFAULT_NOISE
     k, m = max(state.canary_pods, 1), max(state.control_pods, 1)
-    pod_alpha = alpha / 2 if noise.pod_sd > 0 else 0.0
-    shift = float(margin(noise.pod_sd, k, m, alpha, noise.pods)) if noise.pod_sd > 0 else 0.0
+    spread = noise.pod_sd > 0
+    pod_alpha = alpha * ROLLBACK_SHARE if spread else 0.0
+    promote_pod_alpha = alpha * PROMOTE_SHARE if spread else 0.0
+    shift = float(margin(noise.pod_sd, k, m, pod_alpha, noise.pods)) if spread else 0.0
+    promote_shift = float(margin(noise.pod_sd, k, m, promote_pod_alpha, noise.pods)) if spread else 0.0
+    # Without history the negligible-rate evidence is taken as for independent requests (stated).
+    rate_phi = noise.dispersion if noise.source != "default" else 1.0
     d = decide_counts(loglik, alpha, tolerance, judge.direction, promote_loglik=promote_loglik,
-                      promote_rate=promote_rate, dispersion=noise.dispersion, margin=shift,
-                      pod_alpha=pod_alpha)  # fmt: skip
+                      promote_rate=promote_rate, dispersion=noise.dispersion, margin=shift, pod_alpha=pod_alpha,
+                      promote_margin=promote_shift, promote_pod_alpha=promote_pod_alpha,
+                      rate_dispersion=rate_phi)  # fmt: skip
     failed, within = bool(d.failed), bool(d.successful) and not fresh
     canary_upper = (rate_upper_bound(events, requests, alpha, negligible)
                     if negligible is not None and requests > 0 else None)  # fmt: skip
@@ -765,7 +780,8 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         side += _quantiles(judge, state)
     # Each end of the sequence holds with 1 - alpha, so both together with 1 - 2 alpha: say that level.
     cs = f"{_confidence(2 * alpha)} confidence sequence {_num(lower)}–{_num(upper)}"  # noqa: RUF001
-    threshold = 1 / alpha
+    # Each test's threshold is 1 / (its share of alpha): the pods' spread takes the rest.
+    threshold, promote_threshold = 1 / (alpha - pod_alpha), 1 / (alpha - promote_pod_alpha)
     beyond = "beyond" if judge.direction is Direction.HIGHER_IS_WORSE else "below"
     tol = f"tolerance {_num(tolerance)}x"
     if latency:
@@ -775,9 +791,9 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         within_text += f" (averaged with the evidence of errors below the negligible rate {_rate(negligible)})"
     beyond_text = f"{beyond} it {_num(e_value)}"
     # The deciding e-value comes last, next to its threshold and the decision.
-    evidence_text = (f"evidence against the {tol}: {within_text}, {beyond_text} {'>=' if failed else '<'} "
-                     f"{_num(threshold)}" if not within else
-                     f"evidence against the {tol}: {beyond_text}, {within_text} >= {_num(threshold)}")
+    evidence_text = (f"evidence against the {tol}: {within_text} (promotes at {_num(promote_threshold)}), "
+                     f"{beyond_text} {'>=' if failed else '<'} {_num(threshold)}" if not within else
+                     f"evidence against the {tol}: {beyond_text}, {within_text} >= {_num(promote_threshold)}")
     shared = _shared_outage(state, kr, ratio, tolerance)
     if failed:
         outcome, why, decision = Outcome.FAILED, "regression", "-> rollback"
@@ -798,7 +814,7 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
     ratio_text = f"ratio {_num(ratio)}" if ratio is not None else "ratio n/a"
     bound = f"{alpha_note(alpha * checks, checks)} (the same for promoting a version beyond its tolerance)"
     message = f"{prefix}{side}; {ratio_text}, {cs}; {evidence_text} {decision}; {bound}"
-    message += f"; {_noise_text(judge, noise, shift, tolerance, k, m, state)}"
+    message += f"; {_noise_text(judge, noise, shift, promote_shift, tolerance, k, m, state)}"
     if shared:
         message += (f"; the {judge.compare_to} degraded too ({_rate(kr)} now vs {_rate(state.history_rate)} "
                     "before the rollout): a shared cause, not the canary")
@@ -807,17 +823,16 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         estimate=ratio, lower=lower, upper=upper, canary_value=cr, control_value=kr, shared_outage=shared,
     )  # fmt: skip
     if outcome is Outcome.RUNNING:
-        boundary = (tolerance * math.exp(shift) if ratio is not None and ratio > tolerance
-                    else tolerance * math.exp(-shift))  # fmt: skip
-        if judge.direction is Direction.LOWER_IS_WORSE:
-            boundary = tolerance * math.exp(shift) if ratio is not None and ratio < 1 / tolerance else \
-                tolerance * math.exp(-shift)
-        needed = _needed(state, alpha - pod_alpha, boundary, ratio, judge.direction, noise.dispersion)
+        worse = ratio is not None and (ratio > tolerance if judge.direction is Direction.HIGHER_IS_WORSE
+                                       else ratio < 1 / tolerance)  # fmt: skip
+        boundary = tolerance * math.exp(shift) if worse else tolerance * math.exp(-promote_shift)
+        needed = _needed(state, alpha - (pod_alpha if worse else promote_pod_alpha), boundary, ratio,
+                         judge.direction, noise.dispersion)  # fmt: skip
         verdict = verdict.model_copy(update=needed)
     return verdict
 
 
-def _noise_text(judge: Judge, noise: Noise, shift: float, tolerance: float, k: int, m: int,
+def _noise_text(judge: Judge, noise: Noise, shift: float, promote_shift: float, tolerance: float, k: int, m: int,
                 state: JudgeState) -> str:  # fmt: skip
     """What the service's noise costs: where it comes from, and the ratios the judge can show with these pods."""
     text = noise.describe()
@@ -827,7 +842,7 @@ def _noise_text(judge: Judge, noise: Noise, shift: float, tolerance: float, k: i
         return text
     pods = (f"{state.canary_pods or 'an unknown number of'} canary pod{'s' if state.canary_pods != 1 else ''} vs "
             f"{state.control_pods or 'an unknown number of'} {judge.compare_to} pods")  # fmt: skip
-    up, down = tolerance * math.exp(shift), tolerance * math.exp(-shift)
+    up, down = tolerance * math.exp(shift), tolerance * math.exp(-promote_shift)
     if judge.direction is Direction.LOWER_IS_WORSE:
         up, down = 1 / up, 1 / down
     text += (f"; with {pods} the canary is judged as a version, not as a pod: it is rolled back only when shown "
