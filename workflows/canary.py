@@ -64,11 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.specs.checks import Check
     from orchestrator.specs.promql import image_version
     from workflows import decide as core
-    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, Stop, UndoStep
-
-class _Again(Exception):
-    """Resumed after a pause for an undecided gate: the analysis step runs again from its start."""
-
+    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, MeasureAgain, Stop, UndoStep
 
 _ONCE = RetryPolicy(maximum_attempts=1)
 FINAL_BY_STOP = {"abort": Phase.ABORTED, "cancelled": Phase.ABORTED, "refused": Phase.REFUSED}
@@ -203,7 +199,7 @@ class CanaryWorkflow(Controls):
                         data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
                         publish=self._publish, conclude=self._judges.conclude)
                     return
-                except _Again:
+                except MeasureAgain:
                     # Resumed after a pause for an undecided gate: the analysis runs again, from its start.
                     self.engine.step_done()
                     self._state.step_started_at = workflow.now()
@@ -282,7 +278,7 @@ class CanaryWorkflow(Controls):
         if check.name in self._state.background:
             self.engine.log(f"measuring {check.name} again")
             return start(check)
-        raise _Again()
+        raise MeasureAgain()
 
     async def _promote(self) -> None:
         snapshot = self._state.snapshot
@@ -347,17 +343,11 @@ class CanaryWorkflow(Controls):
                 await self.engine.act("canary.delete_copy", DeploymentRef(namespace=ns, name=name))
 
     async def _notify(self) -> None:
-        try:
-            await self.engine.act(
-                "notify.outcome",
-                NotifyRequest(kind="canary", name=self._status.name, outcome=self._status.phase.value,
-                              target=f"{self._status.namespace}/{self._status.deployment}",
-                              reason=self._status.reason, workflow_id=workflow.info().workflow_id,
-                              reason_kind=self._status.reason_kind, step_seconds=self._state.step_seconds,
-                              time_to_rollback_seconds=self._time_to_rollback()),
-                timeout=timedelta(seconds=10), retry=_ONCE)
-        except Exception:  # a notification never changes the outcome
-            workflow.logger.warning("the outcome notification failed")
+        await self.engine.notify(NotifyRequest(
+            kind="canary", name=self._status.name, outcome=self._status.phase.value,
+            target=f"{self._status.namespace}/{self._status.deployment}", reason=self._status.reason,
+            workflow_id=workflow.info().workflow_id, reason_kind=self._status.reason_kind,
+            step_seconds=self._state.step_seconds, time_to_rollback_seconds=self._time_to_rollback()))
 
     # ---- helpers ---------------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ class ContinueAsNew(Exception):
     """The history is long: the run hands its whole state to a new run (the algorithm calls ``hand_over``)."""
 
 
+class MeasureAgain(Exception):
+    """Resumed after a pause for a failed or undecided gate: the step is measured again, from its start."""
+
+
 class Reportable(Protocol):
     """The part of a status model the engine writes."""
 
@@ -304,13 +308,16 @@ class Engine(Measuring):
                 raise Stop(command.kind, command.reason, status)
 
     async def notify_paused(self, reason: str) -> None:
-        with_workflow = workflow.info().workflow_id
+        await self.notify(NotifyRequest(kind=self.kind, name=self.name, outcome="paused", reason=reason,
+                                        workflow_id=workflow.info().workflow_id))
+
+    async def notify(self, request: NotifyRequest) -> None:
+        """Tell the operator's webhook; one attempt, and a failure never changes the outcome."""
         try:
-            await workflow.execute_activity(
-                "notify.outcome", _notify_request(self.kind, self.name, "paused", reason, with_workflow),
-                start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1))
+            await self.act("notify.outcome", request, timeout=timedelta(seconds=10),
+                           retry=RetryPolicy(maximum_attempts=1))
         except ActivityError:
-            pass  # a notification never changes the outcome
+            workflow.logger.warning("the %s notification failed", request.outcome)
 
     # ---- compensation --------------------------------------------------------------------------
 
@@ -571,10 +578,5 @@ def activity_stop(err: ActivityError) -> Stop:
     return Stop("error", f"{err.activity_type or 'activity'} failed: {describe(err)}")
 
 
-def _notify_request(kind: str, name: str, outcome: str, reason: str, workflow_id: str) -> NotifyRequest:
-    return NotifyRequest(kind=kind, name=name, outcome=outcome, reason=reason,
-                         workflow_id=workflow_id)
-
-
-__all__ = ["NON_RETRYABLE", "ContinueAsNew", "Controls", "Engine", "Judges", "Stop", "UndoStep", "activity_stop",
-           "describe"]
+__all__ = ["NON_RETRYABLE", "ContinueAsNew", "Controls", "Engine", "Judges", "MeasureAgain", "Stop", "UndoStep",
+           "activity_stop", "describe"]

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
@@ -44,11 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.rails.models import RailsRequest
     from orchestrator.specs.checks import Check, OnInconclusive
     from orchestrator.specs.flags import OnFailure, Stage, ramp_workflow_id
-    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, Stop, UndoStep
-
-class _Again(Exception):
-    """Resumed after a pause for a failed or undecided gate: the stage runs again from its start."""
-
+    from workflows.engine import ContinueAsNew, Controls, Engine, Judges, MeasureAgain, Stop, UndoStep
 
 FINAL_BY_STOP = {"abort": Phase.ABORTED, "kill": Phase.ABORTED, "cancelled": Phase.ABORTED,
                  "refused": Phase.REFUSED}
@@ -160,7 +155,7 @@ class FlagRampWorkflow(Controls):
                 stop.kind, "aborted")
             record.ended_at = workflow.now()
             raise
-        except _Again:
+        except MeasureAgain:
             record.outcome = "resumed"
             record.ended_at = workflow.now()
             return False
@@ -196,7 +191,7 @@ class FlagRampWorkflow(Controls):
         if not await self._undecided(reason, None):
             return None
         self._status.not_enough_traffic = False
-        raise _Again()
+        raise MeasureAgain()
 
     async def _on_verdict(self, check: Check, status: CheckStatus) -> CheckStatus:
         percent = self._inp.ramp.spec.stages[self._status.stage].percent
@@ -212,7 +207,7 @@ class FlagRampWorkflow(Controls):
             again = await self._undecided(f"no decision at {percent:g}%: {status.reason}", status)
         if not again:
             return status  # promoted
-        raise _Again()
+        raise MeasureAgain()
 
     async def _undecided(self, reason: str, status: CheckStatus | None) -> bool:
         """Inconclusive or not enough traffic: the ramp's onInconclusive (pause with a timeout, or revert)."""
@@ -294,15 +289,10 @@ class FlagRampWorkflow(Controls):
         self._status.phase = Phase.ROLLBACK_STUCK if stuck else Phase.REVERTING
 
     async def _notify(self) -> None:
-        try:
-            await self.engine.act(
-                "notify.outcome",
-                NotifyRequest(kind="flag_ramp", name=self._status.name, outcome=self._status.phase.value,
-                              target=self._status.flag, reason=self._status.reason,
-                              workflow_id=workflow.info().workflow_id, reason_kind=self._status.reason_kind),
-                timeout=timedelta(seconds=10), retry=RetryPolicy(maximum_attempts=1))
-        except Exception:  # a notification never changes the outcome
-            workflow.logger.warning("the outcome notification failed")
+        await self.engine.notify(NotifyRequest(
+            kind="flag_ramp", name=self._status.name, outcome=self._status.phase.value, target=self._status.flag,
+            reason=self._status.reason, workflow_id=workflow.info().workflow_id,
+            reason_kind=self._status.reason_kind))
 
     def _finish(self, phase: Phase, reason: str) -> None:
         self._status.phase = phase
