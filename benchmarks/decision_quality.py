@@ -520,13 +520,13 @@ def _increments(sim: dict[str, Any]) -> tuple[list[IntArray], NDArray[np.bool_]]
     return out, waited
 
 
-def live_judge(cell: Live, sim: dict[str, Any]) -> tuple[Result, dict[str, FloatArray]]:
+def live_judge(cell: Live, sim: dict[str, Any], alpha: float = ALPHA) -> tuple[Result, dict[str, FloatArray]]:
     (nc, ec, n0, e0), _ = _increments(sim)
     runs, looks = nc.shape
     phi, sigma = sim["phi"], sim["sigma"]
     spread = sigma > 0
-    pod_alpha = np.where(spread, ALPHA * ROLLBACK_SHARE, 0.0)
-    promote_pod_alpha = np.where(spread, ALPHA * PROMOTE_SHARE, 0.0)
+    pod_alpha = np.where(spread, alpha * ROLLBACK_SHARE, 0.0)
+    promote_pod_alpha = np.where(spread, alpha * PROMOTE_SHARE, 0.0)
     shift = np.where(spread, margin(sigma, cell.canary_pods, cell.stable_pods, pod_alpha, cell.stable_pods), 0.0)
     promote_shift = np.where(spread, margin(sigma, cell.canary_pods, cell.stable_pods, promote_pod_alpha,
                                             cell.stable_pods), 0.0)  # fmt: skip
@@ -540,7 +540,7 @@ def live_judge(cell: Live, sim: dict[str, Any]) -> tuple[Result, dict[str, Float
         if idx.size == 0:
             break
         loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
-        d = decide_counts(loglik[idx], ALPHA, LIVE_TOLERANCE, dispersion=phi[idx], margin=shift[idx],
+        d = decide_counts(loglik[idx], alpha, LIVE_TOLERANCE, dispersion=phi[idx], margin=shift[idx],
                           pod_alpha=pod_alpha[idx], promote_margin=promote_shift[idx],
                           promote_pod_alpha=promote_pod_alpha[idx], sequence=False)  # fmt: skip
         rollback[idx[d.failed]] = (i + 1) * LOOK

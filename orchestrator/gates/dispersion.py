@@ -89,7 +89,8 @@ class Noise(BaseModel):
                     f"±{self.latency_sd * 100:.0f} %, ±{self.pod_sd * 100:.0f} % in the slow share)")
         if self.source == "default":
             return (f"no history of the stable: the conservative default is used (errors {self.dispersion:g}x as "
-                    f"variable between looks as independent requests, pods ±{self.pod_sd * 100:.0f} %)")
+                    f"variable between looks as independent requests, pods ±{self.pod_sd * 100:.0f} %; the "
+                    "negligible-rate evidence as for independent requests)")
         return (f"from the stable's history ({self.pods} pods, {self.looks} looks): errors "
                 f"{self.dispersion:.2g}x as variable between looks as independent requests, pods differ by "
                 f"±{self.pod_sd * 100:.0f} %")
@@ -164,7 +165,9 @@ def margin(sigma: Any, canary_pods: Any, control_pods: Any, share: Any, history_
     alpha is spent on the pods: the pods' effect exceeds it with probability at most ``share``."""
     k = np.maximum(np.asarray(canary_pods, dtype=np.float64), 1.0)
     m = np.maximum(np.asarray(control_pods, dtype=np.float64), 1.0)
-    return np.asarray(quantile(share, history_pods) * np.asarray(sigma) * np.sqrt(1 / k + 1 / m), dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # a zero share with a zero sigma: no margin
+        value = np.nan_to_num(quantile(share, history_pods) * np.asarray(sigma), nan=0.0)
+    return np.asarray(value * np.sqrt(1 / k + 1 / m), dtype=np.float64)
 
 
 def best_shown(tolerance: float, margin_log: float) -> float:

@@ -828,6 +828,13 @@ def _counts_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float,
         boundary = tolerance * math.exp(shift) if worse else tolerance * math.exp(-promote_shift)
         needed = _needed(state, alpha - (pod_alpha if worse else promote_pod_alpha), boundary, ratio,
                          judge.direction, noise.dispersion)  # fmt: skip
+        seen = ratio if ratio is not None else 1.0
+        low, high = tolerance * math.exp(-promote_shift), tolerance * math.exp(shift)
+        if judge.direction is Direction.LOWER_IS_WORSE:
+            low, high = 1 / high, 1 / low
+        if (promote_shift > 0 or shift > 0) and low < seen < high:
+            # Between what the pods let the judge show: more traffic narrows the sequence, not the margin.
+            needed = {"needed_requests": math.inf, "needed_seconds": None}
         verdict = verdict.model_copy(update=needed)
     return verdict
 
@@ -897,6 +904,9 @@ def _needed(state: JudgeState, alpha: float, tolerance: float, ratio: float | No
 def _needed_text(v: JudgeVerdict) -> str:
     if v.needed_requests is None:
         return "; no traffic reached both sides"
+    if math.isinf(v.needed_requests):
+        return ("; no decision is expected while the ratio stays between what the pods let the judge show, "
+                "whatever the traffic")
     text = f"; roughly {_int(v.needed_requests)} more requests needed"
     if v.needed_seconds is not None:
         text += f" (about {_duration(v.needed_seconds)} at the current rate)"
