@@ -6,6 +6,11 @@ stays cordoned either way until revert. Like ``kubectl drain --ignore-daemonsets
 and mirror pods are not evicted, and pods in protected namespaces are never touched. Evicted pods
 are rescheduled by their controllers; revert restores the node's recorded ``unschedulable``.
 
+The cordon is conditional on the node as read with the run's mark, and before each eviction the node
+must still carry that mark and the pod must still be Ready with its workload above its floor (the
+eviction is conditional on the pod as read). The loop asks ``alive()`` (a heartbeat) before each
+eviction and each wait: a cancelled drain stops there, so no eviction follows the revert.
+
 A drain reaches far beyond its target: it evicts every other pod on the node, in every namespace.
 The plan therefore lists each pod it would evict (``Plan.hits``, one line per node naming them all),
 and the blast-radius rules (``orchestrator.chaos.radius``) hold every one of them to the namespace
