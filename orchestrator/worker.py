@@ -1,10 +1,15 @@
-"""The Temporal worker: every workflow and activity of the project on one task queue.
+"""The Temporal worker: every workflow and activity of the project on one task queue, watches beside it.
 
 Capabilities register here, one entry each: a workflow module and an activities class
 built from the settings. ``run_worker`` connects, migrates the run store (before any activity
 can write to it), runs the chaos janitor once (faults whose
 expiry passed are reverted even if their workflow is gone), serves health and metrics,
 and shuts down gracefully on SIGTERM/SIGINT, letting running activities finish.
+
+The looks of timed steps run in ``watch`` activities (``orchestrator/activities/watch.py``) on their
+own queue, ``<queue>-watch``, served by a second worker in the same process with its own slot budget
+(``build_watch_worker``; ``build_worker`` starts and stops it with the main one): a thousand watches
+never hold a slot an undo activity needs.
 """
 
 from __future__ import annotations
@@ -66,6 +71,22 @@ def collect(settings: Settings, **clients: Any) -> tuple[list[type], list[Callab
 WORKFLOW_FAILURE_TYPES: list[type[BaseException]] = []
 
 
+class PairedWorker(Worker):
+    """The project's worker with its watch worker beside it: both run, and stop, together."""
+
+    def __init__(self, *args: Any, watcher: Worker, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watcher = watcher
+
+    async def run(self) -> None:
+        watching = asyncio.create_task(self.watcher.run())
+        try:
+            await super().run()
+        finally:
+            await self.watcher.shutdown()
+            await asyncio.gather(watching, return_exceptions=True)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -85,8 +106,9 @@ def build_worker(
     rollout replays its whole history at its next look.
     """
     workflows, activities = collect(settings, **clients)
-    return Worker(
+    return PairedWorker(
         client,
+        watcher=build_watch_worker(client, settings, task_queue=task_queue, **clients),
         task_queue=task_queue or settings.task_queue,
         workflows=workflows,
         activities=activities,
@@ -103,6 +125,23 @@ def build_worker(
         workflow_failure_exception_types=WORKFLOW_FAILURE_TYPES,
         graceful_shutdown_timeout=timedelta(seconds=20),
     )
+
+
+WATCH_SLOTS = 2000
+"""Concurrent watches per worker: each is an idle coroutine between looks (its reads share a thread pool)."""
+
+
+def build_watch_worker(client: Client, settings: Settings, *, task_queue: str | None = None,
+                       max_concurrent_activities: int = WATCH_SLOTS, **clients: Any) -> Worker:
+    """The worker of the ``watch`` activities, on the watch queue of ``task_queue``."""
+    from orchestrator.activities.watch import WatchActivities
+    from orchestrator.gates.watch_fold import WATCH_THROTTLE, watch_queue
+
+    accepted = inspect.signature(WatchActivities).parameters
+    watches = WatchActivities(settings, **{k: v for k, v in clients.items() if k in accepted})
+    return Worker(client, task_queue=watch_queue(task_queue or settings.task_queue),
+                  activities=watches.activities(), max_concurrent_activities=max_concurrent_activities,
+                  max_heartbeat_throttle_interval=WATCH_THROTTLE, graceful_shutdown_timeout=timedelta(seconds=5))
 
 
 def run_janitor(settings: Settings) -> Sequence[str]:

@@ -39,6 +39,9 @@ from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.gates.verdict import advance, finish, start
 from orchestrator.specs.checks import Check
 
+WATCH_THROTTLE = timedelta(seconds=2)
+"""Heartbeats of a watch reach the server at most this often: what a cancelled watch may read after it."""
+
 STATE_BYTES = 256_000
 """Above this (as JSON), ``bounded`` drops the kept looks' raw series: heartbeats and results stay small."""
 
@@ -213,11 +216,48 @@ def _end(spec: WatchSpec, state: WatchState, batch: Batch, *, changed: bool, was
     return None
 
 
+class WatchRequest(BaseModel):
+    """One watch: what to look at (``spec``), the state to resume from, how long before it hands over."""
+
+    spec: WatchSpec
+    state: WatchState = Field(default_factory=WatchState)
+    variables: dict[str, str]
+    step_since: datetime | None = None
+    """When the current weight began: a judge's success is established from its own data since then."""
+    max_seconds: float = 600.0
+    beat_seconds: float = 5.0
+    """How often an idle watch heartbeats (cancellation reaches it through the heartbeat's answer)."""
+
+
+class WatchResult(BaseModel):
+    state: WatchState
+    end: End
+
+
+def watch_queue(task_queue: str) -> str:
+    """The watches' own task queue beside a workflow's: their slots are never an undo activity's."""
+    return f"{task_queue}-watch"
+
+
 def heartbeat_timeout(checks: list[Check]) -> timedelta:
     """Long enough that heartbeats cost the server little, short enough that a crash costs little."""
     shortest = min((c.interval for c in checks), default=timedelta(seconds=10))
     return max(timedelta(seconds=30), 3 * shortest)
 
 
-__all__ = ["Batch", "End", "Look", "WatchSpec", "WatchState", "bounded", "due", "fold", "heartbeat_timeout",
-           "judge_state"]
+__all__ = [
+    "WATCH_THROTTLE",
+    "Batch",
+    "End",
+    "Look",
+    "WatchRequest",
+    "WatchResult",
+    "WatchSpec",
+    "WatchState",
+    "bounded",
+    "due",
+    "fold",
+    "heartbeat_timeout",
+    "judge_state",
+    "watch_queue",
+]

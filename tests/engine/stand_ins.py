@@ -4,6 +4,11 @@ The engine's rules (when to look, when to stop, what to undo in which order, wha
 depend on what a cluster or Prometheus answer, only on *that* they answer, fail or say "no data".
 These stand-ins answer as told and record every call, so each rule is checked exactly and fast.
 The activities themselves are tested against the sandbox cluster and the real Prometheus elsewhere.
+
+Looks run in the real ``watch`` activity (``orchestrator/activities/watch.py``) on its own worker and
+queue, as in production, with ``WorldLooker`` as its metric stand-in: every look is recorded under the
+name of the activity that used to take it (``canary.evaluate_check``), and a judge's look goes to a
+``judge.look`` stand-in when the test gives one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from orchestrator.activities.watch import WatchActivities
 from orchestrator.api.flag_requests import FlagCheckRequest, FlagRef, SampleRequest, SetPercentRequest
 from orchestrator.api.requests import (
     CopyRequest,
@@ -36,9 +42,13 @@ from orchestrator.api.requests import (
     WaitRequest,
     WeightResult,
 )
+from orchestrator.config import Settings
 from orchestrator.flags.base import Allocation, Change
+from orchestrator.gates.judge import JudgeLookRequest, JudgeLookResult
 from orchestrator.gates.model import Measurement, Phase
+from orchestrator.gates.watch_fold import WATCH_THROTTLE, Look, watch_queue
 from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, Verdict
+from orchestrator.specs.checks import Check
 from workflows.canary import CanaryWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
 from workflows.flag_ramp import FlagRampWorkflow
@@ -79,6 +89,12 @@ class World:
             # As the real activities raise a programming error (orchestrator.activities.errors): non-retryable.
             raise ApplicationError(f"TypeError: {name} cannot work today", type="ProgrammingError",
                                    non_retryable=True)
+
+    def look(self, name: str, check: str) -> Measurement:
+        n = sum(1 for c, a in self.calls if c == name and a == check)
+        self._call(name, check)
+        answer: Callable[[int], Measurement] = self.looks.get(check, lambda i: measurement(check))
+        return answer(n)
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -128,11 +144,7 @@ class World:
         async def delete_copy(ref: DeploymentRef) -> None:
             world._call("canary.delete_copy", ref)
 
-        def look(name: str, check: str) -> Measurement:
-            n = sum(1 for c, a in world.calls if c == name and a == check)
-            world._call(name, check)
-            answer: Callable[[int], Measurement] = world.looks.get(check, lambda i: measurement(check))
-            return answer(n)
+        look = world.look
 
         @activity.defn(name="canary.evaluate_check")
         async def evaluate_check(req: EvaluateRequest) -> Measurement:
@@ -182,11 +194,34 @@ class World:
                 flags_sample, notify, stuck]
 
 
+@dataclass
+class WorldLooker:
+    """The watch's metric stand-in: each look answers as ``World.looks`` says, a judge's through ``judge``."""
+
+    world: World
+    judge: Callable[[JudgeLookRequest], Any] | None = None
+
+    def look(self, check: Check, variables: Any, judge: JudgeLookRequest | None) -> Look:
+        if judge is not None and self.judge is not None:
+            self.world.calls.append(("judge.look", check.name))
+            result: JudgeLookResult = asyncio.run(self.judge(judge))  # the reads run on the watch's threads
+            return result
+        return self.world.look("canary.evaluate_check", check.name)
+
+
+def _activity_name(fn: Callable[..., Any]) -> str:
+    return str(activity._Definition.must_from_callable(fn).name)
+
+
 @contextlib.asynccontextmanager
 async def engine_worker(client: Client, world: World, extra: list[Callable[..., Any]] | None = None
                         ) -> AsyncIterator[str]:
     queue = f"engine-{uuid.uuid4().hex[:10]}"
+    judge = next((fn for fn in extra or [] if _activity_name(fn) == "judge.look"), None)
+    watches = WatchActivities(Settings(), looker=WorldLooker(world, judge))
     worker = Worker(client, task_queue=queue, workflows=[CanaryWorkflow, FlagRampWorkflow, ChaosExperimentWorkflow],
                     activities=world.activities() + (extra or []))
-    async with worker:
+    watcher = Worker(client, task_queue=watch_queue(queue), activities=watches.activities(),
+                     max_heartbeat_throttle_interval=WATCH_THROTTLE)
+    async with worker, watcher:
         yield queue
