@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         ClusterQueuesRequest,
         PingRequest,
         ReleaseInput,
-        ReleasePhase,
         ReleaseState,
         UndoRequest,
     )
@@ -120,24 +119,27 @@ class ReleaseWorkflow:
             refusal = await self._resolve_clusters()
             if refusal is not None:
                 self._feed(refusal)  # before Started: nothing begins in a release that is refused
-        self._inbox.insert(0, core.Started(workflow.now()))
+        # Controls a previous run received but had not applied go first: a pause sent just before the
+        # hand-over holds the next wave's canaries.
+        self._inbox[:0] = [core.Control(name, workflow.now()) for name in inp.controls] + [core.Started(workflow.now())]
         cancelled = False
         while self._ended is None and not self._hand_over:
             try:
-                await workflow.wait_condition(lambda: bool(self._inbox))
+                # A long history is noticed while the release waits (a bake adds history and no event).
+                await workflow.wait_condition(lambda: bool(self._inbox) or self._history_long(inp))
             except asyncio.CancelledError:
                 # Cancellation is an event: the children are cancelled (each rolls back), then undo runs.
                 cancelled = True
                 self._inbox.append(core.Cancel(workflow.now()))
                 continue
-            self._feed(self._inbox.pop(0))
-            if (workflow.info().is_continue_as_new_suggested()
-                    or (inp.history_limit is not None and workflow.info().get_current_history_length()
-                        >= inp.history_limit)) and not self._state.hand_over_wanted:
-                self._inbox.append(core.HistoryLong(workflow.now()))
+            if self._history_long(inp):
+                self._feed(core.HistoryLong(workflow.now()))
+            else:
+                self._feed(self._inbox.pop(0))
         if self._hand_over:
+            controls = [e.name for e in self._inbox if isinstance(e, core.Control)]  # nothing else is pending
             workflow.continue_as_new(ReleaseInput(release=inp.release, history_limit=inp.history_limit,
-                                                  state=self._state))
+                                                  state=self._state, controls=controls))
         if cancelled or (self._ended is not None and self._ended.cancelled):
             raise asyncio.CancelledError()
         return self._state
@@ -159,6 +161,13 @@ class ReleaseWorkflow:
                 "refused", "the canary is a file reference: the client inlines canaryFile before starting "
                            "(the worker reads no path)", workflow.now())
         return None
+
+    def _history_long(self, inp: ReleaseInput) -> bool:
+        if self._state.hand_over_wanted or self._ended is not None:
+            return False
+        info = workflow.info()
+        limit = inp.history_limit
+        return info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
 
     def _feed(self, event: core.Event) -> None:
         self._state, commands = core.decide(self._plan, self._state, event)
@@ -304,8 +313,5 @@ class ReleaseWorkflow:
         self._post(core.UndoApplied(cluster, workflow.now()))
 
 
-def ended(state: ReleaseState) -> bool:
-    return state.phase in (ReleasePhase.COMPLETED, ReleasePhase.STOPPED, ReleasePhase.ABORTED, ReleasePhase.REFUSED)
 
-
-__all__ = ["ReleaseWorkflow", "ended"]
+__all__ = ["ReleaseWorkflow"]

@@ -114,10 +114,11 @@ class ReleaseState(BaseModel):
 
 class ReleaseInput(BaseModel):
     release: Release  # its canary inlined by the client: the worker never reads a path
-    # Cluster name -> task queue, from the client's operator settings; the workflow checks every name
-    # against its own worker's settings too (``release.clusters`` activity) and refuses unknown ones.
+    # Hand over (continue-as-new, between waves only) once the history holds this many events
+    # (default: when Temporal suggests it).
     history_limit: int | None = None
-    state: ReleaseState | None = None
+    state: ReleaseState | None = None  # set when a long release continues as a new run
+    controls: list[str] = Field(default_factory=list)  # controls received but not yet applied at a hand-over
 
 
 class ClusterQueuesRequest(BaseModel):
@@ -132,13 +133,6 @@ class ClusterQueues(BaseModel):
 
 class PingRequest(BaseModel):
     cluster: str
-
-
-class BakeLook(BaseModel):
-    """One bake look, in the cluster's worker (its Prometheus): the check folded with its new measurement."""
-
-    cluster: str
-    variables: dict[str, str]
 
 
 class UndoRequest(BaseModel):
@@ -159,7 +153,6 @@ class UndoResult(BaseModel):
 __all__ = [
     "FINAL_PHASES",
     "WORKFLOW_TYPE",
-    "BakeLook",
     "ClusterPhase",
     "ClusterQueues",
     "ClusterQueuesRequest",

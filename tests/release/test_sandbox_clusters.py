@@ -7,7 +7,6 @@ their default queues, and ``down`` (the fixture's teardown) stops every process 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from kubernetes import client
 
 from orchestrator.kube.client import load_api_client
 from orchestrator.sandbox import manager
+from orchestrator.sandbox.runtime import pid_alive
 from orchestrator.specs.operator import load_operator_settings
 from tests.fixtures_kube import deployment_manifest
 from tests.fixtures_temporal import free_port
@@ -33,21 +33,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ma
         yield state_dir, info
     finally:
         stopped = manager.down(state_dir)
-    assert any(s.startswith("cluster-sandbox-2") for s in stopped), stopped
+    log = state_dir / "clusters" / "sandbox-2" / "logs" / "cluster.log"
+    assert any(s.startswith("cluster-sandbox-2") for s in stopped), (stopped, log.read_text()[-2000:])
     assert any(s.startswith("prometheus-sandbox-2") for s in stopped), stopped
     assert not alive(pids), f"down left {alive(pids)} running"
 
 
-def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        out.append(pid)
-    return out
 
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if pid_alive(pid)]  # a zombie not reaped yet is not running
 
 def test_each_cluster_is_its_own_api_server_and_prometheus(sandbox: tuple[Path, manager.SandboxInfo]) -> None:
     state_dir, info = sandbox

@@ -72,15 +72,20 @@ def fresh_app() -> str:
     return f"app-{secrets.token_hex(3)}"
 
 
-async def start(temporal: Client, model: Release, workers: Workers) -> WorkflowHandle[Any, ReleaseState]:
-    return await temporal.start_workflow(ReleaseWorkflow.run, ReleaseInput(release=model),
+async def start(temporal: Client, model: Release, workers: Workers, history_limit: int | None = None
+                ) -> WorkflowHandle[Any, ReleaseState]:
+    return await temporal.start_workflow(ReleaseWorkflow.run, ReleaseInput(release=model, history_limit=history_limit),
                                          id=workflow_id(model.metadata.name), task_queue=workers.central)
 
 
-async def until(handle: WorkflowHandle[Any, ReleaseState], predicate: Any, timeout: float = 60) -> ReleaseState:
+async def until(temporal: Client, handle: WorkflowHandle[Any, ReleaseState], predicate: Any, timeout: float = 60
+                ) -> ReleaseState:
+    # The latest run's status (no run id): a release may have handed over to a new run between waves.
+    latest = temporal.get_workflow_handle_for(ReleaseWorkflow.run, handle.id)
+
     async def poll() -> ReleaseState:
         while True:
-            state = await handle.query(ReleaseWorkflow.status)
+            state: ReleaseState = await latest.query(ReleaseWorkflow.status)
             if predicate(state):
                 return state
             await asyncio.sleep(0.1)
@@ -108,15 +113,18 @@ async def test_a_healthy_release_promotes_wave_by_wave_with_a_bake_and_an_approv
     model = release(app, [{"clusters": ["east"], "bake": bake(3)},
                           {"clusters": ["west", "north"], "approval": {"timeout": "2m"}}])
     async with running(temporal_client, clusters) as workers:
-        handle = await start(temporal_client, model, workers)
-        waiting = await until(handle, lambda s: s.phase is ReleasePhase.WAITING_APPROVAL)
+        # A short history limit: the release hands over to a new run between the waves, and only there.
+        handle = await start(temporal_client, model, workers, history_limit=40)
+        waiting = await until(temporal_client, handle, lambda s: s.phase is ReleasePhase.WAITING_APPROVAL)
         # Nothing of the second wave runs before it is approved; the first baked already.
         assert [c.phase for c in waiting.clusters] == [ClusterPhase.BAKED, ClusterPhase.PENDING, ClusterPhase.PENDING]
         assert clusters["west"].image(app) == "demo:1"
-        await handle.execute_update(ReleaseWorkflow.approve, ControlRequest(by="test"))
+        latest = temporal_client.get_workflow_handle_for(ReleaseWorkflow.run, handle.id)
+        await latest.execute_update(ReleaseWorkflow.approve, ControlRequest(by="test"))
         result = await handle.result()
 
     assert result.phase is ReleasePhase.COMPLETED, messages(result)
+    assert result.runs == 2, "one hand-over, between the waves"
     assert all(c.phase is ClusterPhase.BAKED for c in result.clusters)
     log = messages(result)
     promoted = [m.split()[0] for m in log if m.endswith("all steps passed") and " promoted" in m]
@@ -140,7 +148,7 @@ async def test_a_regression_in_the_second_wave_stops_the_release_and_restores_th
                     overrides={"west": {"env": {"ERROR_RATIO": "0.2"}}}, onFailure={"undo": "release"})
     async with running(temporal_client, clusters) as workers:
         handle = await start(temporal_client, model, workers)
-        await until(handle, lambda s: s.cluster("east").phase is ClusterPhase.BAKED)
+        await until(temporal_client, handle, lambda s: s.cluster("east").phase is ClusterPhase.BAKED)
         assert clusters["east"].image(app) == "demo:2"
         with Sampler(clusters["east"], app) as sampler:
             result = await handle.result()
@@ -169,7 +177,7 @@ async def test_abort_during_a_bake_stops_the_release_and_undoes_the_wave(
                     onFailure={"undo": "wave"})
     async with running(temporal_client, clusters) as workers:
         handle = await start(temporal_client, model, workers)
-        await until(handle, lambda s: s.phase is ReleasePhase.BAKING)
+        await until(temporal_client, handle, lambda s: s.phase is ReleasePhase.BAKING)
         await handle.execute_update(ReleaseWorkflow.abort, ControlRequest(by="test"))
         result = await handle.result()
 
@@ -186,7 +194,7 @@ async def test_a_cluster_without_a_worker_is_reported_then_stops_the_release(
     model = release(app, [{"clusters": ["north"]}], noWorkerTimeout="2s")
     async with running(temporal_client, clusters, absent=("north",)) as workers:
         handle = await start(temporal_client, model, workers)
-        missing = await until(handle, lambda s: s.cluster("north").phase is ClusterPhase.NO_WORKER)
+        missing = await until(temporal_client, handle, lambda s: s.cluster("north").phase is ClusterPhase.NO_WORKER)
         assert any(m.startswith(f"no worker in north (task queue {workers.queues['north']})")
                    for m in messages(missing))
         result = await handle.result()
