@@ -176,6 +176,7 @@ class ChaosExperimentWorkflow(Controls):
         self.engine.log("steady state holds")
 
     async def _apply(self, plan: Plan) -> None:
+        cancelled = False
         for entry in plan.entries:
             self.engine.raise_if_stopped()
             # Into the workflow's ledger first: whatever happens next, the revert covers it.
@@ -183,13 +184,23 @@ class ChaosExperimentWorkflow(Controls):
             recorded: LedgerEntry = await self.engine.act("chaos.record", entry, LedgerEntry, timeout=ACTIVITY_TIMEOUT)
             self._status.ledger[-1] = recorded
             self.engine.log(f"recorded {recorded.object} in the ledger")
-            done = await self._inject(recorded)
+            done, cancelled = await self._inject(recorded)
             self.engine.log(done)
+            if cancelled:
+                break
         self._status.touched += [p.name for p in plan.targets.chosen]
         self._status.rounds += 1
+        if cancelled:
+            # Cancelled while the injection finished anyway: the SDK then hands back the activity's result and
+            # the cancellation would be lost (the run, or a cancelled round, would carry on). The round that
+            # landed is counted, then the cancellation is raised.
+            raise asyncio.CancelledError()
 
-    async def _inject(self, entry: LedgerEntry) -> str:
-        """One injection; a cancellation waits until it has stopped, so no write of it follows the revert."""
+    async def _inject(self, entry: LedgerEntry) -> tuple[str, bool]:
+        """One injection, and whether the run (or round) was cancelled meanwhile.
+
+        A cancellation waits until the injection has stopped, so no write of it follows the revert.
+        """
         # A drain waits on PodDisruptionBudgets for up to its eviction timeout.
         extra = timedelta(seconds=float(entry.action.get("evictionTimeoutSeconds", 0)))
         self._injecting += 1
@@ -201,11 +212,7 @@ class ChaosExperimentWorkflow(Controls):
         finally:
             self._injecting -= 1
         task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Cancelled while the injection finished anyway: the SDK then hands back the activity's result and
-            # the cancellation would be lost (the run, or a cancelled round, would carry on). It is raised here.
-            raise asyncio.CancelledError()
-        return done
+        return done, task is not None and task.cancelling() > 0
 
     async def _repeat(self, interval: timedelta) -> None:
         """A repeated fault: every round re-plans with every rail and floor, then injects or skips."""
