@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -332,6 +332,27 @@ def load_text(text: str, source: str, expect: str | None = None) -> BaseModel:
         return registry[kind].model_validate(data, context=SPEC_FILE)
     except ValidationError as exc:
         raise SpecError(format_errors(exc, data, lines, source)) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_document(text: str, source: str, model: type[M], kind: str, what: str) -> M:
+    """One of the operator's documents (a policy, the operator settings): ``kind`` only, its ``source`` kept.
+
+    ``what`` begins the message for a document that is not a mapping (``"a policy is"``).
+    """
+    data, lines = parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise SpecError([f"{source}:1: (document): {what} a mapping with apiVersion, kind, metadata, spec"])
+    if data.get("kind") != kind:
+        line = lines.get(("kind",), 1)
+        raise SpecError([f"{source}:{line}: kind: expected {kind}, got {quoted(data.get('kind'))}"])
+    try:
+        document = model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc, data, lines, source)) from None
+    return document.model_copy(update={"source": source})
 
 
 def _yaml_type(value: Any) -> str:

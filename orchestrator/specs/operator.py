@@ -48,11 +48,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from orchestrator.errors import SpecError
 from orchestrator.specs.base import MAX_NAMES, SYSTEM_NAMESPACES, K8sName, Metadata, Strict, first_duplicate
-from orchestrator.specs.loader import format_errors, parse_yaml, quoted, read_spec_text
+from orchestrator.specs.loader import load_document, read_spec_text
 
 __all__ = [
     "ENV_VAR",
@@ -190,20 +189,7 @@ class OperatorSettings(Strict):
 
 
 def load_text(text: str, source: str) -> OperatorSettings:
-    data, lines = parse_yaml(text, source)
-    if not isinstance(data, dict):
-        raise SpecError(
-            [f"{source}:1: (document): operator settings are a mapping with apiVersion, kind, metadata, spec"]
-        )
-    if data.get("kind") != "OperatorSettings":
-        raise SpecError(
-            [f"{source}:{lines.get(('kind',), 1)}: kind: expected OperatorSettings, got {quoted(data.get('kind'))}"]
-        )
-    try:
-        settings = OperatorSettings.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(format_errors(exc, data, lines, source)) from None
-    return settings.model_copy(update={"source": source})
+    return load_document(text, source, OperatorSettings, "OperatorSettings", "operator settings are")
 
 
 def load_operator_settings(path: str | Path) -> OperatorSettings:

@@ -58,7 +58,7 @@ from orchestrator.errors import SpecError
 from orchestrator.specs.base import MAX_CHECKS, MAX_NAMES, K8sName, Metadata, Strict, first_duplicate
 from orchestrator.specs.checks import NoDataPolicy
 from orchestrator.specs.duration import Duration
-from orchestrator.specs.loader import format_errors, parse_yaml, quoted, read_spec_text
+from orchestrator.specs.loader import load_document, quoted, read_spec_text
 from orchestrator.specs.promql import TEMPLATE_VAR, placeholders, unsafe_value
 
 __all__ = [
@@ -294,17 +294,7 @@ class RailsPolicy(Strict):
 
 
 def load_text(text: str, source: str) -> RailsPolicy:
-    data, lines = parse_yaml(text, source)
-    if not isinstance(data, dict):
-        raise SpecError([f"{source}:1: (document): a policy is a mapping with apiVersion, kind, metadata, spec"])
-    if data.get("kind") != "RailsPolicy":
-        line = lines.get(("kind",), 1)
-        raise SpecError([f"{source}:{line}: kind: expected RailsPolicy, got {quoted(data.get('kind'))}"])
-    try:
-        policy = RailsPolicy.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(format_errors(exc, data, lines, source)) from None
-    return policy.model_copy(update={"source": source})
+    return load_document(text, source, RailsPolicy, "RailsPolicy", "a policy is")
 
 
 def load_policy(path: str | Path) -> RailsPolicy:
