@@ -40,6 +40,7 @@ from typing import Any
 from kubernetes import client, config
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from orchestrator.api.canary import CanaryStatus
 from orchestrator.api.common import ControlRequest
@@ -178,9 +179,12 @@ async def abort_once(temporal: Client, clusters: list[Cluster], prometheus: str)
         while True:
             state = await handle.query(ReleaseWorkflow.status)
             if all(c.workflow_id and c.phase is ClusterPhase.RUNNING for c in state.clusters):
-                weights = [await temporal.get_workflow_handle(c.workflow_id).query("status", result_type=CanaryStatus)
-                           for c in state.clusters]
-                if all(w.weight == 50 for w in weights):
+                try:
+                    weights = [await temporal.get_workflow_handle(c.workflow_id).query(
+                        "status", result_type=CanaryStatus) for c in state.clusters]
+                except RPCError:
+                    weights = []  # a child named but not started yet
+                if weights and all(w.weight == 50 for w in weights):
                     break
             await asyncio.sleep(0.2)
         sent = time.time()

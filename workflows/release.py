@@ -25,7 +25,14 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    TimeoutError,
+    TimeoutType,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.api.canary import WORKFLOW_TYPE as CANARY_TYPE
@@ -217,7 +224,7 @@ class ReleaseWorkflow:
                 result_type=CanaryStatus,
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED)
-        except (asyncio.CancelledError, ChildWorkflowError, ActivityError) as exc:
+        except (asyncio.CancelledError, ChildWorkflowError, ActivityError, WorkflowAlreadyStartedError) as exc:
             cause = exc if isinstance(exc, asyncio.CancelledError) else (exc.cause or exc)
             cancelled = isinstance(cause, asyncio.CancelledError) or "cancel" in str(cause).lower()
             reason = "its canary was cancelled and rolled back" if c.workflow_id else "stopped before its canary began"
