@@ -406,6 +406,7 @@ class Live:
     cluster: float = 1.0  # mean cluster size of errors (geometric)
     pod_sd: float = 0.0  # pods' base error rates: lognormal sd
     warmup: float = 0.0  # seconds of 2x errors on the canary at its start
+    skip: float = 0.0  # the judge's declared warm-up: looks within it are not counted
     scrape: int = 0  # scrape interval in seconds (0: every tick); the canary's scrapes offset by half of it
     failed_scrapes: float = 0.0
 
@@ -539,7 +540,8 @@ def live_judge(cell: Live, sim: dict[str, Any], alpha: float = ALPHA) -> tuple[R
         idx = np.flatnonzero(open_)
         if idx.size == 0:
             break
-        loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
+        if (i + 1) * LOOK > cell.skip:
+            loglik[idx] += counts_increment(nc[idx, i], ec[idx, i], n0[idx, i], e0[idx, i], boundary)
         d = decide_counts(loglik[idx], alpha, LIVE_TOLERANCE, dispersion=phi[idx], margin=shift[idx],
                           pod_alpha=pod_alpha[idx], promote_margin=promote_shift[idx],
                           promote_pod_alpha=promote_pod_alpha[idx], sequence=False)  # fmt: skip
@@ -557,18 +559,20 @@ def live_exact(cell: Live, sim: dict[str, Any], run: int) -> tuple[str, float]:
                   looks=HISTORY // LOOK, source="history")  # fmt: skip
     pods = (cell.canary_pods, cell.stable_pods)
     start = JudgeLook(at=T0, start=True, noise=noise, pods=pods)
-    state, _ = judge_update(LIVE_CHECK, JudgeState(), start, alpha=ALPHA)
+    check = LIVE_CHECK if not cell.skip else LIVE_CHECK.model_copy(update={"judge": LIVE_CHECK.judge.model_copy(
+        update={"warmup": timedelta(seconds=cell.skip)}) if LIVE_CHECK.judge else None})
+    state, _ = judge_update(check, JudgeState(), start, alpha=ALPHA)
     for i in range(nc.shape[1]):
         at = T0 + timedelta(seconds=(i + 1) * LOOK)
-        if waited[run, i]:
+        if waited[run, i] and (i + 1) * LOOK > cell.skip:
             look = JudgeLook(at=at, waiting="one side has not advanced", pods=pods)
         else:
             look = JudgeLook(at=at, canary=Side(requests=float(nc[run, i]), errors=float(ec[run, i])),
                              control=Side(requests=float(n0[run, i]), errors=float(e0[run, i])), pods=pods)
-        state, verdict = judge_update(LIVE_CHECK, state, look, alpha=ALPHA)
+        state, verdict = judge_update(check, state, look, alpha=ALPHA)
         if verdict.outcome is not Outcome.RUNNING:
             return verdict.outcome.value, (i + 1) * LOOK
-    return judge_finish(LIVE_CHECK, state, alpha=ALPHA).outcome.value, math.inf
+    return judge_finish(check, state, alpha=ALPHA).outcome.value, math.inf
 
 
 LIVE_CHECK = Check.model_validate({"name": "errors", "interval": f"{LOOK}s", "judge": {
@@ -590,6 +594,7 @@ def live_cells() -> list[Live]:
                  routing="replicas"),
             Live("pod spread sd 0.3, 4 canary pods vs 8, weight", rps, canary_pods=4, stable_pods=8, pod_sd=0.3),
             Live("warm-up: canary 2x errors for 60 s", rps, warmup=60),
+            Live("warm-up 60 s, the judge's warmup: 60s declared", rps, warmup=60, skip=60),
             Live("scrapes every 15 s, sides 5 s apart", rps, scrape=15),
             Live("scrapes every 30 s, sides 15 s apart", rps, scrape=30),
             Live("1 % failed scrapes, per-pod series", rps, failed_scrapes=0.01),

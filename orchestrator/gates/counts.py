@@ -124,7 +124,10 @@ def read_look_sides(
     if reader.resets:
         skipped = f"counter reset in {', '.join(sorted(reader.resets))}: look skipped (nothing counted)"
     waiting = ""
-    if not start and not skipped and advanced[0] != advanced[1]:
+    # During a declared warm-up nothing is counted, so readings always move on (nothing to wait for).
+    warming = (judge.warmup is not None and state.started_at is not None
+               and when - state.started_at <= judge.warmup)  # fmt: skip
+    if not start and not skipped and not warming and advanced[0] != advanced[1]:
         behind = "canary" if not advanced[0] else judge.compare_to
         waiting = (f"the {behind}'s requests have not advanced since the last counted look: waiting for its next "
                    "scrape (nothing is lost: the next look counts both sides from the same point)")

@@ -539,6 +539,11 @@ def judge_update(
         new = state.model_copy(update={"marks": marks, "last_at": look.at})
         why = "counter-reset" if look.skipped else "waiting-for-scrape"
         return new, _verdict(check, judge, new, alpha, checks, reason=why, prefix=f"{look.skipped or look.waiting}; ")
+    if judge.warmup is not None and look.at - state.started_at <= judge.warmup:
+        # The readings move on, so the warm-up's increments are never counted.
+        new = state.model_copy(update={"marks": marks, "last_at": look.at})
+        prefix = f"warm-up: looks within {_duration(judge.warmup.total_seconds())} of the first are not counted; "
+        return new, _verdict(check, judge, new, alpha, checks, reason="warm-up", prefix=prefix)
     new = _fold(judge, state, look, marks)
     verdict = _verdict(check, judge, new, alpha, checks)
     # Only a failure is kept: a success stands for its own weight, the next is judged on its own data.

@@ -207,6 +207,10 @@ class Judge(Strict):
     tolerance: Tolerance | None = None
     max_false_rollback: Fraction = Field(default=0.01, alias="maxFalseRollback")
     direction: Direction = Direction.HIGHER_IS_WORSE
+    warmup: Duration | None = None
+    """Looks within this long of the judge's first look are not counted: a canary's cold start (caches,
+    JIT, connection pools) is a real difference from a warm stable, not the version's. Prefer
+    ``compareTo: baseline`` (fresh pods on both sides); declare this when judging against the stable."""
     negligible_rate: Fraction | None = Field(default=None, alias="negligibleRate")
     """An error rate so low that a ratio does not matter (e.g. 0.1%): a canary shown to stay below it is
     promoted even when too few errors exist to bound the ratio (counts judges, higher is worse)."""

@@ -102,3 +102,17 @@ def test_the_two_sided_sequence_is_labelled_with_its_real_level() -> None:
     state = _start(check)
     _, verdict = judge_update(check, state, _look(0, 500, 9, 1500, 8), alpha=0.01)
     assert "98 % confidence sequence" in verdict.message, verdict.message
+
+
+def test_a_declared_warmup_is_not_counted_and_counting_resumes_after_it() -> None:
+    # A canary failing 5x the stable's rate for its first minute (cold caches), then as the stable: with
+    # warmup: 60s its first looks carry no evidence and do not roll it back.
+    check = counts_check(tolerance="1.2x", warmup="60s")
+    state = _start(check)
+    for i in range(6):
+        state, verdict = judge_update(check, state, _look(i, 20000, 500, 20000, 100), alpha=0.01)
+        assert verdict.reason == "warm-up" and "warm-up: looks within 60 s of the first are not counted" in \
+            verdict.message, verdict.message
+    assert state.canary_requests == 0 and state.outcome is Outcome.RUNNING
+    state, verdict = judge_update(check, state, _look(6, 20000, 100, 20000, 100), alpha=0.01)
+    assert state.canary_requests == 20000 and verdict.outcome is not Outcome.FAILED, verdict.message
