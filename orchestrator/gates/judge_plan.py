@@ -156,6 +156,16 @@ class StepPlan:
         known = [t for t in times if t is not None]
         return bool(known) and (self.duration is None or min(known) <= self.duration)
 
+    def single_pod(self) -> str:
+        """What one canary pod can show when pods differ by the judge's stated default (before it measures)."""
+        from orchestrator.gates.dispersion import DEFAULT_POD_SD, ROLLBACK_SHARE, margin
+
+        # Against many control pods (1/m -> 0): the least the pods' spread costs one canary pod.
+        shift = float(margin(DEFAULT_POD_SD, 1, 10**6, self.alpha * ROLLBACK_SHARE, 0))
+        return (f"pods differing by ±{DEFAULT_POD_SD * 100:g} % (the stated default until the judge measures the "
+                f"stable's own spread at its first look) let a single canary pod be rolled back only when shown "
+                f"beyond {self.tolerance * math.exp(shift):.2g}x")
+
     def line(self) -> str:
         s = self.sizing
         head = (f"step {self.step}: {self.check} at {self.weight} % weight (canary {s.canary_rps:.3g} rps vs "
@@ -175,6 +185,7 @@ class StepPlan:
             rate = f"(negligibleRate {self.negligible * 100:g} %)"
             need += (f"; a canary as clean is promoted after about {_minutes(self.promote_after)} {rate}"
                      if self.promote_after is not None else f"; a canary as clean is not shown negligible {rate}")
+        need += "; " + self.single_pod()
         if self.duration is None:
             return f"{head}: {need}"
         verdict = "enough" if self.enough else "WARNING: too short, expect 'not enough traffic'"

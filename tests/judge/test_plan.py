@@ -50,3 +50,10 @@ def test_a_stable_with_errors_also_says_when_a_clean_canary_is_promoted() -> Non
     assert "a version no different from the stable is promoted after about" in line, line
     assert "a 4x error regression is caught after about" in line, line  # beyond the tolerance: its square
     assert "a canary as clean is promoted after about" in line, line
+
+
+def test_the_plan_says_what_a_single_canary_pod_can_show() -> None:
+    # Pods ±30 % (the default), alpha 1 %: half of it on the pods, z(0.995) = 2.576, so one canary pod is
+    # rolled back only beyond 2x * exp(2.576 * 0.3) = 4.3x.
+    line = plan(rollout({"tolerance": "2x"}, "30m"), {"errors": (100.0, 0.005)}, alpha_of={"errors": 0.01})[0].line()
+    assert "let a single canary pod be rolled back only when shown beyond 4.3x" in line, line
