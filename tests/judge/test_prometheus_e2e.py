@@ -336,7 +336,7 @@ async def test_the_judge_activities_in_a_real_worker_carry_the_state_between_loo
 
     from orchestrator.activities.judge import JudgeActivities
     from orchestrator.config import Settings
-    from tests.judge.judge_workflow import JudgeRun, JudgeRunResult, JudgeRunWorkflow
+    from tests.judge.judge_workflow import JudgeRun, JudgeRunWorkflow
 
     activities = JudgeActivities(Settings(), metrics=prom).activities()
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
@@ -348,7 +348,6 @@ async def test_the_judge_activities_in_a_real_worker_carry_the_state_between_loo
                                start=START + timedelta(seconds=30), looks=looks, alpha=0.01)  # fmt: skip
                 results[app] = await temporal_client.execute_workflow(
                     JudgeRunWorkflow.run, run, id=f"judge-{app}-{task_queue}", task_queue=task_queue,
-                    result_type=JudgeRunResult,
                 )  # fmt: skip
     assert results["regressed"].verdict.outcome is Outcome.FAILED
     assert results["regressed"].messages[0].startswith("first look: starting point set")
