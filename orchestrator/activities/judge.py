@@ -34,6 +34,7 @@ class JudgeActivities(ActivityClients):
     @temporal_errors
     def look(self, req: JudgeLookRequest) -> JudgeLookResult:
         from orchestrator.gates.counts import read_look, read_look_sides
+        from orchestrator.gates.dispersion import PAIRED
         from orchestrator.gates.evaluate import Side
         from orchestrator.gates.template import track_selector
 
@@ -45,6 +46,9 @@ class JudgeActivities(ActivityClients):
             control = Side("control", {**req.control_variables, "track": "stable"},
                            kind="variant", selectors={"track_selector": track_selector("stable")})  # fmt: skip
             look = read_look_sides(self.metrics, req.check, subject, control, req.state, req.at, service=True)
+            if look.start:
+                # A flag's variants share their pods: no pod spread between the sides.
+                look = look.model_copy(update={"noise": PAIRED})
         state, verdict = judge_update(req.check, req.state, look, alpha=req.alpha, checks=req.checks)
         return JudgeLookResult(state=state, verdict=verdict, measurement=verdict.measurement(look))
 

@@ -87,6 +87,10 @@ class Noise(BaseModel):
             return (f"no latency history of the stable: the conservative default is used (slow requests "
                     f"{self.dispersion:g}x as variable between looks as independent requests, pods' latencies "
                     f"±{self.latency_sd * 100:.0f} %, ±{self.pod_sd * 100:.0f} % in the slow share)")
+        if self.source == "default" and self.pod_sd == 0:
+            return (f"both variants run on the same pods, so pods add no spread between them; no history: the "
+                    f"conservative default dispersion is used (errors {self.dispersion:g}x as variable between "
+                    "looks as independent requests; the negligible-rate evidence as for independent requests)")
         if self.source == "default":
             return (f"no history of the stable: the conservative default is used (errors {self.dispersion:g}x as "
                     f"variable between looks as independent requests, pods ±{self.pod_sd * 100:.0f} %; the "
@@ -97,6 +101,8 @@ class Noise(BaseModel):
 
 
 DEFAULT = Noise()
+PAIRED = Noise(pod_sd=0.0)
+"""A flag ramp's default: both variants on the same pods (no pod spread between them), dispersion as stated."""
 INDEPENDENT = Noise(dispersion=1.0, pod_sd=0.0, source="declared")
 """The judge's original model (independent requests, identical pods): for simulations that hold it true."""
 

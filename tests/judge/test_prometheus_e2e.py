@@ -379,3 +379,18 @@ def test_judge_messages_survive_temporals_data_converter() -> None:
         payloads = converter.to_payloads([value])
         assert converter.from_payloads(payloads, [type(value)])[0] == value
         assert len(payloads[0].data) < 8000
+
+
+def test_a_flag_ramps_judge_takes_no_pod_spread_between_variants_on_the_same_pods(prom: PrometheusProvider) -> None:
+    # Through the worker's activity (a plain call), as a flag ramp calls it: the sides are variable sets.
+    from orchestrator.activities.judge import JudgeActivities
+    from orchestrator.config import Settings
+    from orchestrator.gates.judge import JudgeLookRequest
+
+    look = JudgeActivities(Settings(), metrics=prom).look
+    req = JudgeLookRequest(check=_judge(tolerance="1.2x"), variables={"app": "identical"},
+                           control_variables={"app": "identical"}, alpha=0.01, at=START + timedelta(minutes=5))
+    first = look(req)
+    assert first.state.noise is not None and first.state.noise.pod_sd == 0, first.state.noise
+    assert "both variants run on the same pods, so pods add no spread between them" in first.verdict.message
+    assert "judged as a version, not as a pod" not in first.verdict.message
