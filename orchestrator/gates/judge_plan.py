@@ -265,3 +265,52 @@ def _minutes(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def preflight(
+    rollout: object,
+    rates: dict[str, tuple[float, float]],
+    *,
+    alpha_of: dict[str, float],
+    tails: dict[str, Tail] | None = None,
+) -> list[str]:
+    """Know before you start: one line per judged step that cannot promote a good version in its time at the
+    current traffic, with the duration, weight or tolerance that would (the rest of the plan's arithmetic).
+
+    Pure, like ``plan``: the caller reads the traffic (``counts.service_rates`` / ``service_tail``) where
+    Prometheus is reachable (the worker), and refuses the run on any line when the spec asks for a strict plan.
+    """
+    out: list[str] = []
+    for p in plan(rollout, rates, alpha_of=alpha_of, tails=tails):
+        if p.enough or p.duration is None:
+            continue
+        s = p.sizing
+        interval = 10.0
+        hints: list[str] = []
+        promote = detection_time(s.canary_rps, s.control_rps, s.error_rate, 1.0, tolerance=p.tolerance,
+                                 interval=interval, alpha=p.alpha, runs=100).seconds  # fmt: skip
+        if promote is not None:
+            hints.append(f"a step of at least {_minutes(promote)}")
+        total = s.canary_rps * 100 / max(p.weight, 1)
+        for weight in (10, 25, 50):  # 100 % leaves no stable side to compare with
+            if weight <= p.weight:
+                continue
+            canary = total * weight / 100
+            control = canary if p.control == "baseline" else total * (100 - weight) / 100
+            if detection_time(canary, control, s.error_rate, 1.0, tolerance=p.tolerance, interval=interval,
+                              alpha=p.alpha, horizon=p.duration).seconds is not None:  # fmt: skip
+                hints.append(f"{weight} % weight")
+                break
+        for tolerance in (1.5, 2.0, 3.0):
+            if tolerance <= p.tolerance:
+                continue
+            if detection_time(s.canary_rps, s.control_rps, s.error_rate, 1.0, tolerance=tolerance, interval=interval,
+                              alpha=p.alpha, horizon=p.duration).seconds is not None:  # fmt: skip
+                hints.append(f"a {tolerance:g}x tolerance")
+                break
+        would = " or ".join(hints) if hints else "no duration, weight or tolerance within reach at this traffic"
+        out.append(f"step {p.step}: {p.check} at {p.weight} % weight cannot promote a version no different from the "
+                   f"{p.control} within its {_minutes(p.duration)} at the current traffic (canary "
+                   f"{s.canary_rps:.3g} rps, {s.error_rate * 100:.2g} % {p.events}): it would end 'not enough "
+                   f"traffic', which never promotes; it would decide with {would}")  # fmt: skip
+    return out

@@ -57,3 +57,17 @@ def test_the_plan_says_what_a_single_canary_pod_can_show() -> None:
     # rolled back only beyond 2x * exp(2.576 * 0.3) = 4.3x.
     line = plan(rollout({"tolerance": "2x"}, "30m"), {"errors": (100.0, 0.005)}, alpha_of={"errors": 0.01})[0].line()
     assert "let a single canary pod be rolled back only when shown beyond 4.3x" in line, line
+
+
+def test_preflight_says_before_the_start_which_step_cannot_decide_and_what_would() -> None:
+    from orchestrator.gates.judge_plan import preflight
+
+    # 400 rps with 0.5 % errors, 25 % weight for 2 minutes: too little to show an unchanged version within 1.2x.
+    lines = preflight(rollout({"tolerance": "1.2x"}, "2m"), {"errors": (400.0, 0.005)}, alpha_of={"errors": 0.01})
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("step 2: errors at 25 % weight cannot promote a version no different from the stable "
+                               "within its 2 min"), lines[0]  # fmt: skip
+    assert "it would end 'not enough traffic', which never promotes; it would decide with a step of at least" \
+        in lines[0], lines[0]
+    # Plenty of traffic: nothing to say.
+    assert preflight(rollout({"tolerance": "2x"}, "30m"), {"errors": (5000.0, 0.01)}, alpha_of={"errors": 0.01}) == []
