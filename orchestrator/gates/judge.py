@@ -15,19 +15,29 @@ changes at every ``setWeight`` (or drifts with load balancing) keeps the test ex
 ``rho`` the product over looks of the binomial likelihood ratios against ``rho'`` is a test martingale
 when the truth is ``rho'``; mixing it over a prior on ``log rho`` gives the e-process. Because ``q``
 changes from look to look there is no conjugate prior, so the mixture is a fixed grid of ``log rho``
-values (``GRID``) with normal prior weights: the state is the log-likelihood at each grid point, and
-every quantity below is a log-sum-exp over it (``scipy.special.logsumexp``).
+values laid on the tolerance (``center + OFFSETS``, 1 % apart near it, so every tolerance from +1 % is a
+grid point) with normal prior weights: the state is the log-likelihood at each grid point, and every
+quantity below is a log-sum-exp over it.
 
-* rollback (``failed``): the mixture over ``rho > 1`` against ``rho = 1`` reaches ``1/alpha``. For
-  ``rho <= 1`` each of its terms is a supermartingale (the binomial likelihood ratio is increasing in
-  ``p``), so by Ville's inequality an identical or better canary is rolled back with probability at most
-  ``alpha``, however often the judge looks;
-* confidence sequence: ``rho'`` is excluded from below when the mixture over ``rho > rho'`` against
-  ``rho'`` reaches ``1/alpha`` (and from above symmetrically); each bound holds at every look with
-  probability ``1 - alpha``, reported at the grid's resolution, rounded outwards;
-* promote early (``successful``): the upper bound is within the tolerance. A version worse than its
-  tolerance is promoted with probability at most ``alpha``;
-* ``not enough traffic``: neither happened when the step's time is over.
+* rollback (``failed``): the mixture over ratios beyond the tolerance against the tolerance reaches
+  ``1/alpha``. For any ratio within it each term is a supermartingale (the binomial likelihood ratio is
+  monotone in ``p``), so by Ville's inequality a version within its tolerance is rolled back with
+  probability at most ``alpha``, however often the judge looks. Failure evidence accumulates over the
+  whole rollout;
+* promote early (``successful``): the mixture over ratios within the tolerance against it reaches
+  ``1/alpha``, from the current weight's own looks (``step_since``): a version beyond its tolerance is
+  promoted with probability at most ``alpha``. ``negligibleRate`` does not add a second route: its
+  e-value (the canary's rate below it) is *averaged* with the ratio's, and the average decides, so the
+  bound stays ``alpha``;
+* confidence sequence: ``rho'`` is excluded when a one-sided mixture against it reaches ``1/alpha``;
+  each end holds with ``1 - alpha``, the interval with ``1 - 2 alpha``, and is labelled so;
+* ``not enough traffic``: neither happened when the step's time is over (never a promotion).
+
+The service's noise (``gates.dispersion``, measured from the stable's history by ``gates.counts``): the
+log-likelihoods are divided by the dispersion between looks (quasi-likelihood), and the pods' spread moves
+the rollback boundary beyond the tolerance (and the promotion boundary within it) by a Student margin,
+with part of ``alpha`` spent on it, so the canary is judged as a version rather than as a pod. A declared
+``warmup`` leaves the first looks uncounted.
 
 Latency (histograms) -- Lindon & Malek (NeurIPS 2022) test multinomial counts with a Dirichlet mixture;
 we collapse the buckets to two categories, "slower than the control's ``quantile``" and the rest, which
@@ -38,14 +48,15 @@ control's histogram (a power law within the bucket: log-share linear in log-late
 
 Gauges (CPU, memory per pod) -- no counts to condition on: each look gives one relative difference of
 the sides' means, and the asymptotic confidence sequence of Waudby-Smith et al. (2021, "Time-uniform
-central limit theory") on its mean decides (rollback when the CS lies above 0, promote when it lies
-within the tolerance). It is valid as the number of looks grows, not exactly at three looks: the docs say
-so, and the judge waits for ``MIN_GAUGE_LOOKS`` looks.
+central limit theory") on its mean decides (rollback when the CS lies beyond the tolerance, promote when
+it lies within it). It assumes independent looks, which gauge readings (memory above all) are not, so
+gauge verdicts state no false-rollback bound; the judge waits for ``MIN_GAUGE_LOOKS`` looks.
 
 One alpha per rollout: ``alpha_per_check`` splits it evenly over the rollout's judge checks (Bonferroni):
 the chance that *any* of them rolls back a good release stays below the rollout's bound.
 
-The vectorised functions (``counts_increment``, ``evidence``, ``bounds``) take arrays with any leading
+The vectorised functions (``counts_increment``, ``evidence``, ``bounds``, ``decide_counts``) take arrays
+with any leading
 shape, so the decision-quality benchmark runs thousands of judges at once through the same arithmetic
 that ``judge_update`` uses for one.
 """
@@ -926,15 +937,15 @@ def _gauge_verdict(check: Check, judge: Judge, state: JudgeState, alpha: float, 
     lower, upper = state.gauge_mean - radius, state.gauge_mean + radius
     tol = judge.effective_tolerance - 1
     if judge.direction is Direction.HIGHER_IS_WORSE:
-        failed, within = lower > 0, upper <= tol
+        failed, within = lower > tol, upper <= tol
     else:
-        failed, within = upper < 0, lower >= -tol
+        failed, within = upper < -tol, lower >= -tol
     side = (f"canary mean {_num(state.canary_gauge)} vs {judge.compare_to} {_num(state.control_gauge)} "
             f"(last look); difference {_signed_pct(state.gauge_mean)} over {n} looks")
     cs = (f"{_confidence(alpha)} confidence sequence {_signed_pct(lower)} to {_signed_pct(upper)}"
           if math.isfinite(radius) else f"confidence sequence after {MIN_GAUGE_LOOKS} looks")
     if failed:
-        outcome, why, decision = Outcome.FAILED, "regression", "excludes 0 -> rollback"
+        outcome, why, decision = Outcome.FAILED, "regression", f"beyond the tolerance {_signed_pct(tol)} -> rollback"
     elif within:
         outcome, why = Outcome.SUCCESSFUL, "within-tolerance"
         decision = f"within tolerance {_signed_pct(tol)} -> promote"

@@ -116,3 +116,16 @@ def test_a_declared_warmup_is_not_counted_and_counting_resumes_after_it() -> Non
     assert state.canary_requests == 0 and state.outcome is Outcome.RUNNING
     state, verdict = judge_update(check, state, _look(6, 20000, 100, 20000, 100), alpha=0.01)
     assert state.canary_requests == 20000 and verdict.outcome is not Outcome.FAILED, verdict.message
+
+
+def test_a_gauge_within_its_tolerance_is_not_rolled_back() -> None:
+    # Memory 5 % above the control with a +10 % tolerance: shown above 0, but not beyond the tolerance.
+    check = Check.model_validate({"name": "memory", "judge": {
+        "gauge": 'container_memory_working_set_bytes{app="{{app}}",{{track_selector}}}', "tolerance": "+10%"}})
+    state = _start(check)
+    rng = np.random.default_rng(4)
+    for i in range(300):
+        look = JudgeLook(at=T0 + timedelta(seconds=30 * (i + 1)), canary=Side(gauge=list(105 + rng.normal(0, 1, 3))),
+                         control=Side(gauge=list(100 + rng.normal(0, 1, 5))))  # fmt: skip
+        state, verdict = judge_update(check, state, look, alpha=0.01)
+        assert verdict.outcome is not Outcome.FAILED, verdict.message
