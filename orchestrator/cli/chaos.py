@@ -509,6 +509,7 @@ def gameday(ctx: click.Context, file: str, wait: bool, output: str) -> None:
 
         client = await connect_temporal(s)
         inp = GameDayInput(name=gd.metadata.name, experiments=inputs,
+                           recovery_wait_seconds=gd.spec.recovery_wait.total_seconds(),
                            pause_between_seconds=gd.spec.pause_between.total_seconds())
         from temporalio.exceptions import WorkflowAlreadyStartedError
 

@@ -395,6 +395,9 @@ class GameDaySpec(Strict):
     )
     # Pause between two experiments so the system settles.
     pause_between: Duration = Field(default=timedelta(0), alias="pauseBetween")
+    # How long the next experiment waits for the previous one's workloads to be back at their ready count;
+    # past it, the rest of the GameDay is skipped with the reason (never refused by a rail half-recovered).
+    recovery_wait: Duration = Field(default=timedelta(minutes=2), alias="recoveryWait")
 
     @field_validator("experiments")
     @classmethod

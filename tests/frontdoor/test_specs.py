@@ -255,3 +255,15 @@ def test_a_duration_written_as_a_huge_integer_is_refused_at_its_line(tmp_path: P
     outcome, path = validate_text(tmp_path, _sub("progressDeadline: 10m", "progressDeadline: " + "9" * 400))
     line = assert_one_line(outcome, 2, rf"^{re.escape(path)}:21: spec\.progressDeadline: ")
     assert "longer than the longest duration" in line and len(line) < 300
+
+
+def test_a_gameday_states_how_long_it_waits_for_recovery() -> None:
+    from orchestrator.specs.chaos import GameDay
+
+    text = "apiVersion: orchestrator.dev/v1\nkind: GameDay\nmetadata: {name: g}\nspec:\n  experiments: [a.yaml]\n"
+    default = load_text(text, "g.yaml")
+    assert isinstance(default, GameDay) and default.spec.recovery_wait.total_seconds() == 120
+    waited = load_text(text + "  recoveryWait: 30s\n", "g.yaml")
+    assert isinstance(waited, GameDay) and waited.spec.recovery_wait.total_seconds() == 30
+    with pytest.raises(Exception, match=r"g.yaml:6: spec.recoveryWait: "):
+        load_text(text + "  recoveryWait: soon\n", "g.yaml")
