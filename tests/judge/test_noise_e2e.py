@@ -9,14 +9,8 @@ the estimates land near the truth, and the verdict names them.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +21,7 @@ from orchestrator.gates.dispersion import PodMoments, estimate
 from orchestrator.gates.judge import JudgeState, judge_update
 from orchestrator.gates.prometheus import PrometheusProvider
 from orchestrator.specs.checks import Check
-from tests.fixtures_temporal import free_port
+from tests.judge.backfill import openmetrics, prometheus
 
 START = datetime(2024, 7, 1, tzinfo=UTC)
 HOUR = 3600
@@ -54,25 +48,6 @@ def _per_look() -> tuple[np.ndarray, np.ndarray]:
     return n, np.minimum(sizes, n)
 
 
-def _openmetrics(n: np.ndarray, e: np.ndarray) -> Iterator[str]:
-    ts0 = int(START.timestamp())
-    yield "# TYPE http_requests counter"
-    for pod in range(4):
-        cn, ce = np.cumsum(n[pod]), np.cumsum(e[pod])
-        for code, values in (("200", cn - ce), ("500", ce)):
-            name = f'http_requests_total{{app="noisy",pod="noisy-{pod}",code="{code}"}}'
-            for look, value in enumerate(values):
-                yield f"{name} {value} {ts0 + STEP * (look + 1)}"
-    yield "# EOF"
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if not found:
-        pytest.fail(f"{name} is missing: apt-get install -y prometheus")
-    return found
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     return _per_look()
@@ -80,37 +55,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory, data: tuple[np.ndarray, np.ndarray]) -> Iterator[PrometheusProvider]:
-    root = tmp_path_factory.mktemp("noise-prom")
-    store, source = root / "data", root / "noise.om"
-    source.write_text("\n".join(_openmetrics(*data)) + "\n")
-    subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(store)],
-                   check=True, capture_output=True)  # fmt: skip
-    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
-    port = free_port()
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [_binary("prometheus"), f"--storage.tsdb.path={store}", "--storage.tsdb.retention.time=20y",
-         f"--web.listen-address=127.0.0.1:{port}", f"--config.file={root / 'prometheus.yml'}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    lines = openmetrics(*data, app="noisy", start=START, step=STEP)
+    with prometheus(tmp_path_factory.mktemp("noise-prom"), lines) as url:
         yield PrometheusProvider(PrometheusSettings(url=url))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 AT = START + timedelta(seconds=HOUR + 5 * STEP)
