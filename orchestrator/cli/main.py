@@ -50,6 +50,9 @@ COMMANDS: dict[str, Entry] = {
                    "Resilience score of SERVICE (namespace/app), or of every service in the store."),
     "replay": Entry("orchestrator.cli.replay", "replay",
                     "Evaluate FILE's checks at the times they would have run between --from and --to."),
+    "calibrate": Entry("orchestrator.cli.calibrate", "calibrate",
+                       "Measure how often FILE's judge checks roll back identical versions, on the stable's own "
+                       "history."),
     "import": Entry("orchestrator.cli.importers", "import_", "Convert other tools' analysis definitions into checks."),
     "completion": Entry("orchestrator.cli.completion", "completion", "Print the completion script for SHELL."),
 }

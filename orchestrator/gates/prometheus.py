@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +43,14 @@ SYSTEM = "Prometheus"
 # A service-account token is about 1 KiB, a CA bundle a few hundred KiB.
 TOKEN_FILE_BYTES = 64 * 1024
 TLS_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: its labels and its (unix seconds, value) points."""
+
+    labels: dict[str, str]
+    points: list[tuple[float, float]]
 
 
 class MetricProvider(Protocol):
@@ -92,6 +101,28 @@ class PrometheusProvider:
         body = _json(responses[-1]) if responses else None
         result_type = body.get("data", {}).get("resultType") if isinstance(body, dict) else None
         return _samples(result_type, result)
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> list[Series]:
+        """Evaluate ``promql`` every ``step_seconds`` from ``start`` to ``end``: one ``Series`` per returned series.
+
+        For readers of history in bulk (``orchestrator calibrate``): one request instead of one per instant.
+        """
+        from prometheus_api_client import PrometheusConnect
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        session, responses = self._session()
+        client = PrometheusConnect(url=self.url, headers=dict(session.headers), auth=self._auth(), session=session,
+                                   retry=_no_retries(), timeout=self.settings.timeout_seconds)  # fmt: skip
+        try:
+            result: Any = client.custom_query_range(promql, _aware(start), _aware(end), f"{step_seconds:g}s")
+        except PrometheusApiClientException as exc:
+            raise self._http_error(responses[-1] if responses else None, str(exc)) from exc
+        except Exception as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            session.close()
+        return [Series(labels=dict(s.get("metric", {})), points=[(float(t), _float(v)) for t, v in s.get("values", [])])
+                for s in result]  # fmt: skip
 
     # -- reachability, for the CLI ------------------------------------------------------------
 
