@@ -127,7 +127,6 @@ def test_the_judged_canary_example_is_planned_and_promoted_early_by_the_judge(sa
     # The demo app fails no request: the plan says so, and when a clean canary is shown negligible.
     assert "the stable served no error: no error ratio to judge" in plan.stdout, plan.stdout
     assert "a canary as clean is promoted after about" in plan.stdout, plan.stdout
-    assert "p95-vs-stable at 25 % weight" in plan.stdout and "slower than" in plan.stdout, plan.stdout
 
     run = sandbox.cli("canary", "run", spec, "--wait")
     assert run.returncode == 0, run.stdout + run.stderr
