@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -82,6 +83,58 @@ def preflight(s: Settings, rollout: CanaryRollout, path: str) -> None:
         from orchestrator.gates.prometheus import PrometheusProvider
 
         PrometheusProvider(s.prometheus).check_reachable()
+    judge_preflight(s, rollout, path, sized=True)
+
+
+PLAN_WINDOW = timedelta(minutes=10)
+
+
+def judge_preflight(s: Settings, rollout: CanaryRollout, path: str, *, sized: bool) -> None:
+    """Know before you start: warn of each judged step that cannot decide at the current traffic in its time
+    (``judge_plan.preflight``, on the stable's last ten minutes), and refuse the run with ``strictPlan: true``.
+
+    ``sized`` False (``--no-preflight``, e.g. a CI machine that cannot reach Prometheus): nothing is read, the
+    run says the steps were not sized, and a strict plan is refused, since it cannot be shown to hold.
+    """
+    from orchestrator.errors import MetricError
+
+    checks = rollout.spec.all_checks()
+    if not any(c.judge is not None for c in checks):
+        return
+    strict = rollout.spec.strict_plan
+    lines: list[str] = []
+    unsized = "" if sized else "--no-preflight: Prometheus was not read"
+    if sized:
+        from orchestrator.gates.counts import service_rates, service_tail
+        from orchestrator.gates.judge import alpha_per_check, rollout_alpha
+        from orchestrator.gates.judge_plan import preflight as plan_preflight
+        from orchestrator.gates.prometheus import PrometheusProvider
+
+        prom = PrometheusProvider(s.prometheus)
+        variables = {"namespace": rollout.spec.target.namespace, "app": rollout.spec.target.deployment}
+        now = datetime.now(UTC)
+        bound, n = rollout_alpha(checks)
+        try:
+            rates = {c.name: service_rates(prom, c, variables, now, PLAN_WINDOW)
+                     for c in checks if c.judge and c.judge.errors}  # fmt: skip
+            tails = {c.name: service_tail(prom, c, variables, now, PLAN_WINDOW)
+                     for c in checks if c.judge and c.judge.latency}  # fmt: skip
+            lines = plan_preflight(rollout, rates, alpha_of={c.name: alpha_per_check(bound, n) for c in checks},
+                                   tails=tails)  # fmt: skip
+        except MetricError as exc:
+            unsized = f"the stable's traffic could not be read ({exc})"
+    if unsized:
+        click.echo(f"{path}: warning: pre-flight: judged steps not sized against the current traffic: {unsized}",
+                   err=True)  # fmt: skip
+        if strict:
+            raise RefusedError(f"{path}: strictPlan: true, and the judged steps could not be sized: {unsized}; "
+                               "nothing was started")
+        return
+    for line in lines:
+        click.echo(f"{path}: warning: pre-flight: {line}", err=True)
+    if lines and strict:
+        raise RefusedError(f"{path}: strictPlan: true refuses {len(lines)} judged step(s) that cannot decide at the "
+                           "current traffic within their time (see the warnings above); nothing was started")
 
 
 @canary.command("run")
@@ -118,6 +171,8 @@ def run_cmd(ctx: click.Context, file: str, image: str | None, wait: bool, timeou
     s = settings(ctx)
     if preflight:
         globals()["preflight"](s, rollout, file)
+    else:
+        judge_preflight(s, rollout, file, sized=False)
     if dry_run:
         finish(run(_dry_run(s, rollout, policy_path, output)))
 

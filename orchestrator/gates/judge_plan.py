@@ -215,6 +215,7 @@ def plan(
     *,
     alpha_of: dict[str, float],
     tails: dict[str, Tail] | None = None,
+    catch: bool = True,
 ) -> list[StepPlan]:
     """Size every count or latency judge of every analysis step (and the background ones at each step's weight).
 
@@ -267,8 +268,11 @@ def plan(
             control = canary if judge.compare_to == "baseline" else rps * (100 - weight) / 100
             interval = check.interval.total_seconds()
             alpha = alpha_of[check.name]
-            sizing = detection_time(canary, control, rate, tolerance**2, tolerance=tolerance, interval=interval,
-                                    alpha=alpha)  # fmt: skip
+            # ``catch`` False (the pre-flight, which asks only whether a good version can be promoted): the
+            # time to catch a regression, the slowest figure at low traffic, is not simulated.
+            sizing = (detection_time(canary, control, rate, tolerance**2, tolerance=tolerance, interval=interval,
+                                     alpha=alpha) if catch
+                      else Sizing(None, canary, control, rate, tolerance**2))  # fmt: skip
             promote = detection_time(canary, control, rate, 1.0, tolerance=tolerance, interval=interval,
                                      alpha=alpha, horizon=min(HORIZON, 4 * (duration or HORIZON)))  # fmt: skip
             out.append(StepPlan(index, weight, duration, check.name, judge.effective_tolerance, alpha, sizing,
@@ -298,14 +302,17 @@ def preflight(
     Prometheus is reachable (the worker), and refuses the run on any line when the spec asks for a strict plan.
     """
     out: list[str] = []
-    for p in plan(rollout, rates, alpha_of=alpha_of, tails=tails):
+    for p in plan(rollout, rates, alpha_of=alpha_of, tails=tails, catch=False):
         if p.enough or p.duration is None:
             continue
         s = p.sizing
         interval = 10.0
         hints: list[str] = []
+        # Searched up to 30 times the step (at most the plan's horizon): a longer step is no practical answer,
+        # and the run starts without waiting for an 8-hour simulation.
         promote = detection_time(s.canary_rps, s.control_rps, s.error_rate, 1.0, tolerance=p.tolerance,
-                                 interval=interval, alpha=p.alpha, runs=100).seconds  # fmt: skip
+                                 interval=interval, alpha=p.alpha, runs=100,
+                                 horizon=min(HORIZON, 30 * p.duration)).seconds  # fmt: skip
         if promote is not None:
             hints.append(f"a step of at least {_minutes(promote)}")
         total = s.canary_rps * 100 / max(p.weight, 1)

@@ -169,6 +169,9 @@ class CanarySpec(Strict):
     canary_replicas: int | None = Field(default=None, alias="canaryReplicas", ge=1)
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
     on_inconclusive: OnInconclusive = Field(default_factory=OnInconclusive, alias="onInconclusive")
+    # Refuse to start when a judged step cannot decide at the current traffic within its time (the CLI's
+    # pre-flight, docs/judge.md): such a step ends "not enough traffic", which never promotes.
+    strict_plan: bool = Field(default=False, alias="strictPlan")
 
     @model_validator(mode="after")
     def _coherent(self) -> CanarySpec:
