@@ -332,9 +332,11 @@ def preflight(
                               alpha=p.alpha, horizon=p.duration).seconds is not None:  # fmt: skip
                 hints.append(f"a {tolerance:g}x tolerance")
                 break
-        would = " or ".join(hints) if hints else "no duration, weight or tolerance within reach at this traffic"
+        would = ("it would decide with " + " or ".join(hints) if hints else
+                 f"nothing near decides it at this traffic (a step up to {_minutes(min(HORIZON, 30 * p.duration))}, "
+                 "up to 50 % weight, or a tolerance up to 3x)")
         out.append(f"step {p.step}: {p.check} at {p.weight} % weight cannot promote a version no different from the "
                    f"{p.control} within its {_minutes(p.duration)} at the current traffic (canary "
                    f"{s.canary_rps:.3g} rps, {s.error_rate * 100:.2g} % {p.events}): it would end 'not enough "
-                   f"traffic', which never promotes; it would decide with {would}")  # fmt: skip
+                   f"traffic', which never promotes; {would}")  # fmt: skip
     return out

@@ -1,8 +1,8 @@
 """Know before you start: `canary run`'s pre-flight sizes each judged step on the stable's current traffic.
 
-Given the stable's last twenty minutes backfilled into a real Prometheus (four pods, 20 rps each, 0.5 %
+Given the stable's last twenty minutes backfilled into a real Prometheus (four pods, 100 rps each, 1 %
 errors, ending half a minute ago),
-when a rollout judges a 2-minute step at 5 % weight with a 1.2x tolerance,
+when a rollout judges a 10-minute step at 5 % weight with a 1.2x tolerance,
 then the pre-flight warns that the step cannot decide in its time and names what would, and with
 `strictPlan: true` the run is refused (exit 1); a step that can decide passes without a word either way.
 Without the pre-flight (`--no-preflight`, a CI machine that cannot reach Prometheus) the run says the steps
@@ -11,6 +11,7 @@ were not sized, and a strict plan is refused before anything is started.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,8 +67,8 @@ def spec(tmp_path: Path, *, strict: bool, weight: int = 5, duration: str = "2m",
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     rng = np.random.default_rng(5)
-    n = rng.poisson(20 * STEP, (4, LOOKS))
-    e = rng.binomial(n, 0.005)
+    n = rng.poisson(100 * STEP, (4, LOOKS))
+    e = rng.binomial(n, 0.01)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=STEP * LOOKS + 30)
     with prometheus(tmp_path_factory.mktemp("preflight-prom"),
                     openmetrics(n, e, app="quiet", start=start, step=STEP)) as address:
@@ -84,12 +85,18 @@ def test_a_step_that_cannot_decide_is_named_at_start_and_refused_when_strict(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = Settings(prometheus=PrometheusSettings(url=url))
-    loose = spec(tmp_path, strict=False)
+    loose = spec(tmp_path, strict=False, duration="10m")
     judge_preflight(s, _load(loose), str(loose), sized=True)
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{loose}: warning: pre-flight: step 2: errors at 5 % weight cannot promote"), line
-    assert "within its 2 min at the current traffic" in line and "it would decide with" in line
-    strict = spec(tmp_path, strict=True)
+    assert re.search(r"within its 10 min at the current traffic \(canary (19|20)(\.\d)? rps, 1 % errors\)", line), line
+    assert "it would decide with a step of at least" in line, line
+    # Far too short and too tight: nothing near decides it, and the run is told so.
+    hopeless = spec(tmp_path, strict=False, weight=1, duration="20s", tolerance="1.05x")
+    judge_preflight(s, _load(hopeless), str(hopeless), sized=True)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "nothing near decides it at this traffic (a step up to 10 min" in line, line
+    strict = spec(tmp_path, strict=True, duration="10m")
     with pytest.raises(RefusedError, match=r"strictPlan: true refuses 1 judged step"):
         judge_preflight(s, _load(strict), str(strict), sized=True)
 
@@ -98,7 +105,7 @@ def test_a_step_that_can_decide_passes_even_when_strict(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = Settings(prometheus=PrometheusSettings(url=url))
-    ample = spec(tmp_path, strict=True, weight=50, duration="2h", tolerance="3x")
+    ample = spec(tmp_path, strict=True, weight=50, duration="30m", tolerance="1.5x")
     judge_preflight(s, _load(ample), str(ample), sized=True)
     assert capsys.readouterr().err == ""
 
