@@ -299,7 +299,8 @@ def preflight(
     current traffic, with the duration, weight or tolerance that would (the rest of the plan's arithmetic).
 
     Pure, like ``plan``: the caller reads the traffic (``counts.service_rates`` / ``service_tail``) where
-    Prometheus is reachable (the worker), and refuses the run on any line when the spec asks for a strict plan.
+    Prometheus is reachable (``canary run``'s pre-flight), and refuses the run on any line when the spec asks for
+    a strict plan (``strictPlan``).
     """
     out: list[str] = []
     for p in plan(rollout, rates, alpha_of=alpha_of, tails=tails, catch=False):
