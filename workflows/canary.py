@@ -3,7 +3,8 @@
     snapshot stable ─► create canary (and baseline) ─► for each step:
         setWeight  → shift traffic, wait until the canary serves it (effective weight reported)
         pause      → hold for a duration, or until approved (timeout → rollback)
-        analysis   → look at every check once per interval until each one decides
+        analysis   → look at every check once per interval until each one decides (one ``watch``
+                     activity per step, ``workflows/core_watch.py``: history grows with steps, not looks)
     background checks run through all steps; a failing gate, ``abort``, a cancellation or an
     unexpected error stops the walk; a gate that cannot decide follows ``onInconclusive``
     (pause with a timeout, or rollback) ─► rollback, each step on its own, never stuck silently:
@@ -23,7 +24,7 @@ carries on without applying any step twice.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -64,9 +65,11 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.specs.checks import Check
     from orchestrator.specs.promql import image_version
     from workflows import decide as core
+    from workflows.core_watch import watch
     from workflows.engine import ContinueAsNew, Controls, Engine, Judges, MeasureAgain, Stop, UndoStep
 
 _ONCE = RetryPolicy(maximum_attempts=1)
+WATCHED = "looks-in-one-watch"  # runs begun before it took each look as an activity of its own
 FINAL_BY_STOP = {"abort": Phase.ABORTED, "cancelled": Phase.ABORTED, "refused": Phase.REFUSED}
 
 
@@ -100,7 +103,8 @@ class CanaryWorkflow(Controls):
         except ContinueAsNew:
             self._status.runs += 1
             await self.engine.hand_over(CanaryInput(rollout=inp.rollout, image=self._image,
-                                                    history_limit=inp.history_limit, state=self._state))
+                                                    history_limit=inp.history_limit, watch_seconds=inp.watch_seconds,
+                                                    state=self._state))
         except asyncio.CancelledError:
             # Rolled back to the end already (the engine shields compensation): say so, then end cancelled.
             self.engine.stage = "done"
@@ -194,10 +198,13 @@ class CanaryWorkflow(Controls):
                 until = None if step.analysis.duration is None else self.engine.step_timer(
                     began + step.analysis.duration)
                 try:
-                    await self.engine.measure(
-                        step.analysis.checks, self._state.checks, self._evaluate, started=began, until=until,
-                        data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
-                        publish=self._publish, conclude=self._judges.conclude)
+                    if workflow.patched(WATCHED):
+                        await self._watch(step.analysis.checks, self._state.checks, started=began, until=until)
+                    else:
+                        await self.engine.measure(
+                            step.analysis.checks, self._state.checks, self._evaluate, started=began, until=until,
+                            data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
+                            publish=self._publish, conclude=self._judges.conclude)
                     return
                 except MeasureAgain:
                     # Resumed after a pause for an undecided gate: the analysis runs again, from its start.
@@ -261,10 +268,21 @@ class CanaryWorkflow(Controls):
         for check in checks:  # watched from the start: a check not measured yet holds the promotion
             if check.name not in self._state.controls.verdicts:
                 self.engine.apply(core.Looked(check.name, core.Verdict.UNMEASURED))
+        if workflow.patched(WATCHED):
+            await self._watch(checks, self._state.background, started=started, until=None, background=True)
+            return
         await self.engine.measure(
             checks, self._state.background, self._evaluate, started=started,
             until=None, data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
             publish=self._publish, end_on_promote=False, watch=True)
+
+    async def _watch(self, checks: list[Check], states: dict[str, CheckStatus], *, started: datetime,
+                     until: datetime | None, background: bool = False) -> None:
+        """The looks of a timed step (or of the background checks) in watch activities."""
+        await watch(self.engine, checks, states, judges=self._state.judges,
+                    rollout_checks=self._inp.rollout.spec.all_checks(), variables=self._variables, started=started,
+                    until=until, data_since=lambda: self._status.canary_traffic_at, on_verdict=self._on_verdict,
+                    publish=self._publish, background=background, max_seconds=self._inp.watch_seconds)
 
     async def _on_verdict(self, check: Check, status: CheckStatus) -> CheckStatus:
         """A gate failed (rollback) or cannot decide (the rollout's onInconclusive)."""

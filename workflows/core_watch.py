@@ -85,12 +85,15 @@ async def watch(
     publish: Callable[[], None] = lambda: None,
     background: bool = False,
     hold: bool = False,
+    max_seconds: float | None = None,
 ) -> None:
     """Watch ``checks`` until the step is over (a background watch: until cancelled or stopped).
 
     ``states`` and ``judges`` (keyed by check name) are read and written in place; ``on_verdict``
-    is told of every final verdict that is not a success, as in ``Measuring.measure``.
+    is told of every final verdict that is not a success, as in ``Measuring.measure``. ``max_seconds``
+    bounds one watch (default ``HAND_OVER``).
     """
+    longest = timedelta(seconds=max_seconds) if max_seconds else HAND_OVER
     for check in checks:
         states.setdefault(check.name, start(check))
     for check in checks:
@@ -111,17 +114,17 @@ async def watch(
                            judges={c.name: judges[c.name] for c in checks if c.name in judges}, fresh=fresh)
         handle = workflow.start_activity(
             WATCH, WatchRequest(spec=spec, state=state, variables=variables(), step_since=epoch,
-                                max_seconds=HAND_OVER.total_seconds()),
+                                max_seconds=longest.total_seconds()),
             result_type=WatchResult, task_queue=watch_queue(workflow.info().task_queue),
-            start_to_close_timeout=HAND_OVER + timedelta(minutes=2), heartbeat_timeout=heartbeat_timeout(list(checks)),
+            start_to_close_timeout=longest + timedelta(minutes=2), heartbeat_timeout=heartbeat_timeout(list(checks)),
             cancellation_type=ActivityCancellationType.TRY_CANCEL, retry_policy=WATCH_RETRY)
         try:
             await workflow.wait_condition(_woken(engine, handle, epoch, background))
         except BaseException:
-            handle.cancel()
+            _drop(handle)
             raise
         if not handle.done():
-            handle.cancel()  # a stop, a promote or a weight change: acted on at the top of the loop
+            _drop(handle)  # a stop, a promote or a weight change: acted on at the top of the loop
             continue
         try:
             result = await handle
@@ -146,6 +149,12 @@ async def watch(
             return
         # Between watches is where a long history hands over: ``wait`` raises ContinueAsNew then.
         await engine.wait(None, also=lambda: True)
+
+
+def _drop(handle: workflow.ActivityHandle[WatchResult]) -> None:
+    """Cancel a watch without waiting for it (``TRY_CANCEL``): its outcome is of no interest any more."""
+    handle.add_done_callback(lambda h: h.cancelled() or h.exception())
+    handle.cancel()
 
 
 def _woken(engine: Watcher, handle: workflow.ActivityHandle[WatchResult], epoch: datetime | None,

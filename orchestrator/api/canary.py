@@ -95,6 +95,8 @@ class CanaryInput(BaseModel):
     image: str | None = None  # overrides spec.change.image
     # Continue as new once the history holds this many events (default: when Temporal suggests it).
     history_limit: int | None = None
+    # The longest one watch of a step's looks runs before it hands over to the next (default: 10 minutes).
+    watch_seconds: float | None = None
     state: CanaryState | None = None  # set when a long rollout continues as a new run
 
 

@@ -271,11 +271,39 @@ async def read_status(handle: WorkflowHandle[Any, Any]) -> tuple[CanaryStatus | 
         result = await handle.result()
         return (result if isinstance(result, CanaryStatus) else CanaryStatus.model_validate(result)), ""
     try:
-        return await asyncio.wait_for(handle.query(CanaryWorkflow.status), follow_module.QUERY_TIMEOUT), ""
+        queried = await asyncio.wait_for(handle.query(CanaryWorkflow.status), follow_module.QUERY_TIMEOUT)
+        return with_live_looks(queried, desc.raw_description.pending_activities), ""
     except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
         why = query_failure(exc)
     failed = await last_task_failure(handle)
     return None, (f"its workflow task fails: {failed}" if failed else why)
+
+
+def with_live_looks(status: CanaryStatus, pending: Any) -> CanaryStatus:
+    """``status`` with the gates a running watch has looked at since it last returned to the workflow.
+
+    The workflow hears of a watch's looks when the watch returns (a decision, the step's end, a
+    hand-over); until then its latest state is the pending activity's heartbeat details.
+    """
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from orchestrator.gates.watch_fold import WatchState
+    from workflows.core_watch import WATCH
+
+    live = {}
+    for act in pending:
+        if act.activity_type.name != WATCH or not act.heartbeat_details.payloads:
+            continue
+        try:
+            details = pydantic_data_converter.payload_converter.from_payloads(list(act.heartbeat_details.payloads))
+            live.update(WatchState.model_validate(details[0]).checks)
+        except (ValueError, TypeError, IndexError):
+            continue  # details of another version: the workflow's own view is shown
+    if not live:
+        return status
+    gates = [live[g.check] if g.check in live and live[g.check].measurements >= g.measurements else g
+             for g in status.gates]
+    return status.model_copy(update={"gates": gates})
 
 
 async def exists(handle: WorkflowHandle[Any, Any]) -> bool:

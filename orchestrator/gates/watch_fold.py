@@ -39,8 +39,10 @@ from orchestrator.gates.model import CheckPhase, CheckStatus, Measurement, Phase
 from orchestrator.gates.verdict import advance, finish, start
 from orchestrator.specs.checks import Check
 
-WATCH_THROTTLE = timedelta(seconds=2)
-"""Heartbeats of a watch reach the server at most this often: what a cancelled watch may read after it."""
+WATCH_THROTTLE = timedelta(seconds=20)
+"""Heartbeats of a watch reach the server at most this often. Each one is a write on the server, so this
+is what a watch costs Temporal; it also bounds what a crash repeats (the looks since the last heartbeat
+that arrived) and how long a cancelled watch reads on (harmless: the workflow does not wait for it)."""
 
 STATE_BYTES = 256_000
 """Above this (as JSON), ``bounded`` drops the kept looks' raw series: heartbeats and results stay small."""
@@ -225,7 +227,7 @@ class WatchRequest(BaseModel):
     step_since: datetime | None = None
     """When the current weight began: a judge's success is established from its own data since then."""
     max_seconds: float = 600.0
-    beat_seconds: float = 5.0
+    beat_seconds: float = 20.0
     """How often an idle watch heartbeats (cancellation reaches it through the heartbeat's answer)."""
 
 
@@ -242,7 +244,7 @@ def watch_queue(task_queue: str) -> str:
 def heartbeat_timeout(checks: list[Check]) -> timedelta:
     """Long enough that heartbeats cost the server little, short enough that a crash costs little."""
     shortest = min((c.interval for c in checks), default=timedelta(seconds=10))
-    return max(timedelta(seconds=30), 3 * shortest)
+    return max(timedelta(seconds=45), 3 * shortest)
 
 
 __all__ = [

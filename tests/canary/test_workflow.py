@@ -302,7 +302,7 @@ async def test_a_long_rollout_continues_as_new_without_repeating_steps(
                    backgroundChecks=[error_check(name="bg-errors", count=None)])
     async with running_worker(temporal_client, settings_for(prom_live.url, task_queue), kube.api_client):
         handle = await temporal_client.start_workflow(
-            CanaryWorkflow.run, CanaryInput(rollout=spec, history_limit=40),
+            CanaryWorkflow.run, CanaryInput(rollout=spec, history_limit=40, watch_seconds=1),
             id=workflow_id(kube.namespace, "healthy"), task_queue=task_queue)
         result = await handle.result()
 

@@ -18,7 +18,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -46,7 +46,7 @@ from orchestrator.config import Settings
 from orchestrator.flags.base import Allocation, Change
 from orchestrator.gates.judge import JudgeLookRequest, JudgeLookResult
 from orchestrator.gates.model import Measurement, Phase
-from orchestrator.gates.watch_fold import WATCH_THROTTLE, Look, watch_queue
+from orchestrator.gates.watch_fold import Look, watch_queue
 from orchestrator.rails.models import RailsReport, RailsRequest, RailStatus, Verdict
 from orchestrator.specs.checks import Check
 from workflows.canary import CanaryWorkflow
@@ -222,6 +222,6 @@ async def engine_worker(client: Client, world: World, extra: list[Callable[..., 
     worker = Worker(client, task_queue=queue, workflows=[CanaryWorkflow, FlagRampWorkflow, ChaosExperimentWorkflow],
                     activities=world.activities() + (extra or []))
     watcher = Worker(client, task_queue=watch_queue(queue), activities=watches.activities(),
-                     max_heartbeat_throttle_interval=WATCH_THROTTLE)
+                     max_heartbeat_throttle_interval=timedelta(seconds=1))  # tests look every second
     async with worker, watcher:
         yield queue

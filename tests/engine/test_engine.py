@@ -44,6 +44,10 @@ def canary(steps: list[dict[str, Any]], **spec: Any) -> CanaryRollout:
 
 async def start_canary(client: Client, queue: str, model: CanaryRollout, **inp: Any
                        ) -> WorkflowHandle[Any, CanaryStatus]:
+    if inp.get("history_limit") is not None:
+        # A low history limit is how a test forces hand-overs; looks no longer add to the history (a step's
+        # looks are one watch), so the watches hand over every second to add some.
+        inp.setdefault("watch_seconds", 1.0)
     return await client.start_workflow(CanaryWorkflow.run, CanaryInput(rollout=model, **inp),
                                        id=f"canary-{queue}", task_queue=queue)
 
