@@ -4,9 +4,10 @@ Each rollout: ``setWeight 50`` (replicas routing: one canary pod beside two stab
 analysis step whose two checks (error ratio, p95 latency) are looked at every ``--interval`` seconds,
 ``--looks`` times each; then promotion. Two modes, run one after the other unless ``--mode`` says:
 
-* ``engine`` — the orchestrator alone: the real ``CanaryWorkflow`` with stand-in activities registered
-  under the real names (``canary.evaluate_check`` answers "successful" at once, the kube activities
-  answer as a converged cluster would). What is measured is the engine, the worker and Temporal;
+* ``engine`` — the orchestrator alone: the real ``CanaryWorkflow`` and the real ``watch`` activity on its
+  own worker and queue, with an in-process metric stand-in (every look answers "successful" at once)
+  and stand-in kube activities registered under the real names (answering as a converged cluster
+  would). What is measured is the engine, the watch, the worker and Temporal;
 * ``e2e`` — everything real: the worker built by ``orchestrator.worker.build_worker`` (real activities),
   the sandbox API server with virtual pods (``orchestrator.sandbox.virtual``) and the real Prometheus
   scraping the one synthetic exporter that serves every pod's metrics.
@@ -14,13 +15,18 @@ analysis step whose two checks (error ratio, p95 latency) are looked at every ``
 Every component is its own process (Temporal dev server, each worker, Prometheus, the sandbox API
 server with its exporter; this driver starts the rollouts), so its CPU is sampled apart (``/proc``).
 
-Gate-evaluation lag is actual minus scheduled evaluation time, read afterwards from each rollout's
-history: a look is scheduled at the deadline of the timer that woke the measurement loop (the time of
-the workflow task that set it plus its duration; the workflow clock is that task's start), or at the
-step's start for the first look; it happened at the ``at`` of the ``Measurement`` the activity returned.
+Gate lag is (look due -> look taken) plus, with ``--fail-after``, (decision -> first undo activity
+started). A look is due at its check's ``next_at`` (or the step's start plus ``initialDelay``); the watch
+takes it at some instant after: engine mode records the difference inside the watch (each worker writes
+its lags to a file at exit). Looks taken by activities of their own (runs recorded before the watch) are
+read from history as before: due at the deadline of the timer that woke the measurement loop, taken at
+the ``at`` of the ``Measurement`` the activity returned. The decision lag is read from history: the
+completion of the watch that returned the failure to the scheduling of ``canary.reset_traffic``.
 
     python benchmarks/scale.py --rollouts 100 --workers 1
     python benchmarks/scale.py --rollouts 1000 --workers 2 --mode engine
+    python benchmarks/scale.py --rollouts 1 --mode engine --three-steps --analysis-duration 1800 --looks 0
+    python benchmarks/scale.py --rollouts 100 --mode engine --controls   # abort/promote during the analysis
 """
 
 from __future__ import annotations
@@ -78,8 +84,13 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # ---- the rollout --------------------------------------------------------------------------------
 
-def rollout_spec(name: str, interval: int, looks: int, window: int) -> CanaryRollout:
+def rollout_spec(name: str, interval: int, looks: int, window: int, *, duration: int = 0,
+                 three_steps: bool = False, fail_after: int = 0) -> CanaryRollout:
+    """``looks`` 0: no count, the analysis lasts ``duration`` seconds; ``fail_after``: the error check fails then."""
     sel = 'namespace="{{namespace}}",app="{{app}}",{{track_selector}}'
+    count = f"count: {looks}" if looks else ""
+    limit = f"duration: {duration}s" if duration else ""
+    error_query = f"fail-after-{fail_after} " if fail_after else ""
     text = f"""
 apiVersion: orchestrator.dev/v1
 kind: CanaryRollout
@@ -91,14 +102,15 @@ spec:
   steps:
     - setWeight: 50
     - analysis:
+        {limit}
         checks:
           - name: error-rate
             query: >-
-              sum(rate(http_requests_total{{{sel},code=~"5.."}}[{window}s]))
+              {error_query}sum(rate(http_requests_total{{{sel},code=~"5.."}}[{window}s]))
               / sum(rate(http_requests_total{{{sel}}}[{window}s]))
             condition: {{max: 0.02}}
             interval: {interval}s
-            count: {looks}
+            {count}
             failureLimit: 0
           - name: p95-latency
             query: >-
@@ -106,8 +118,9 @@ spec:
               sum by (le) (rate(http_request_duration_seconds_bucket{{{sel}}}[{window}s])))
             condition: {{max: 0.5}}
             interval: {interval}s
-            count: {looks}
+            {count}
             failureLimit: 1
+{"    - setWeight: 100" if three_steps else ""}
   progressDeadline: 120s
 """
     spec = load_text(text, f"<{name}>", expect="CanaryRollout")
@@ -178,6 +191,40 @@ def stand_ins() -> list[Callable[..., Any]]:
             restore_stable, delete_copy, evaluate_check, notify, stuck]
 
 
+LAGS: list[float] = []
+
+
+class SuccessfulLooker:
+    """The watch's metric stand-in: every look successful at once (a query marked ``fail-after-N`` fails
+    from its Nth look of a rollout on)."""
+
+    def __init__(self) -> None:
+        self.looks: dict[str, int] = {}
+
+    def look(self, check: Any, variables: Any, judge: Any) -> Measurement:
+        phase = Phase.SUCCESSFUL
+        if check.query.startswith("fail-after-"):
+            key = f"{variables.get('app')}/{check.name}"
+            self.looks[key] = self.looks.get(key, 0) + 1
+            if self.looks[key] >= int(check.query.split()[0].rsplit("-", 1)[1]):
+                phase = Phase.FAILED
+        return Measurement(check=check.name, phase=phase, value=0.001, query=check.query,
+                           message=f"stand-in: {phase}", at=datetime.now(UTC))
+
+
+def timed_watch() -> Any:
+    """The real watch activity, recording how late each look was taken (due -> taken)."""
+    from orchestrator.activities.watch import WatchActivities
+    from orchestrator.config import Settings
+
+    class TimedWatch(WatchActivities):
+        async def _look(self, check: Any, req: Any, state: Any, scheduled: datetime) -> Any:
+            LAGS.append((datetime.now(UTC) - scheduled).total_seconds())
+            return await super()._look(check, req, state, scheduled)
+
+    return TimedWatch(Settings(), looker=SuccessfulLooker())
+
+
 @dataclass
 class Tuning:
     max_concurrent_activities: int
@@ -198,12 +245,16 @@ async def serve_worker(mode: str, address: str, queue: str, tuning: Tuning) -> N
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     if mode == "engine":
+        from orchestrator.gates.watch_fold import WATCH_THROTTLE, watch_queue
+        from orchestrator.worker import WATCH_SLOTS, PairedWorker
         from workflows.canary import CanaryWorkflow
 
-        worker = Worker(client, task_queue=queue, workflows=[CanaryWorkflow], activities=stand_ins(),
-                        max_concurrent_activities=tuning.max_concurrent_activities,
-                        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
-                        max_cached_workflows=tuning.max_cached_workflows)
+        watcher = Worker(client, task_queue=watch_queue(queue), activities=timed_watch().activities(),
+                         max_concurrent_activities=WATCH_SLOTS, max_heartbeat_throttle_interval=WATCH_THROTTLE)
+        worker: Worker = PairedWorker(client, watcher=watcher, task_queue=queue, workflows=[CanaryWorkflow],
+                              activities=stand_ins(), max_concurrent_activities=tuning.max_concurrent_activities,
+                              max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+                              max_cached_workflows=tuning.max_cached_workflows)
     else:
         from orchestrator.config import Settings
         from orchestrator.worker import build_worker
@@ -219,6 +270,9 @@ async def serve_worker(mode: str, address: str, queue: str, tuning: Tuning) -> N
     async with worker:
         print("ready", flush=True)
         await stop.wait()
+    lag_file = os.environ.get("SCALE_LAG_FILE")
+    if lag_file:
+        Path(lag_file).write_text("\n".join(f"{lag:.4f}" for lag in LAGS))
 
 
 # ---- processes and their CPU ------------------------------------------------------------------------
@@ -347,6 +401,29 @@ def history_figures(events: Sequence[Any]) -> list[float]:
     return lags
 
 
+def first_scheduled(events: Sequence[Any], name: str) -> datetime | None:
+    for ev in events:
+        if (ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and ev.activity_task_scheduled_event_attributes.activity_type.name == name):
+            return datetime.fromtimestamp(ev.event_time.ToDatetime(tzinfo=UTC).timestamp(), UTC)
+    return None
+
+
+def decision_lag(events: Sequence[Any]) -> float | None:
+    """Seconds from the watch returning a failed gate to the first undo activity (``reset_traffic``) scheduled."""
+    names = {ev.event_id: ev.activity_task_scheduled_event_attributes.activity_type.name for ev in events
+             if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
+    returned: datetime | None = None
+    for ev in events:
+        if (ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                and names.get(ev.activity_task_completed_event_attributes.scheduled_event_id) == "watch.checks"):
+            returned = ev.event_time.ToDatetime(tzinfo=UTC)
+        if (ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and names.get(ev.event_id) == "canary.reset_traffic" and returned is not None):
+            return float((ev.event_time.ToDatetime(tzinfo=UTC) - returned).total_seconds())
+    return None
+
+
 def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -364,6 +441,8 @@ class Result:
     promoted: int = 0
     other: dict[str, int] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)
+    decision_lags: list[float] = field(default_factory=list)
+    control_lags: dict[str, list[float]] = field(default_factory=dict)
     events: list[int] = field(default_factory=list)
     start_span: float = 0.0
     finish_span: float = 0.0
@@ -400,6 +479,7 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
     queue = f"scale-{uuid.uuid4().hex[:8]}"
     names = [f"app-{i:04d}" for i in range(args.rollouts)]
     worker_env: dict[str, str] = {}
+    lag_files: list[Path] = []
     try:
         tport = free_port()
         procs["temporal"] = start_process([
@@ -427,9 +507,11 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
         wait_port(tport)
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         for w in range(args.workers):
+            lag_files.append(work / f"lags-{mode}-{w}.txt")
             procs[f"worker {w + 1}"] = start_process(
                 [sys.executable, __file__, "--serve-worker", "--mode", mode, "--temporal", address,
-                 "--task-queue", queue, *tuning.args()], env=worker_env, log=work / f"worker-{mode}-{w}.log")
+                 "--task-queue", queue, *tuning.args()], env={**worker_env, "SCALE_LAG_FILE": str(lag_files[-1])},
+                log=work / f"worker-{mode}-{w}.log")
             wait_ready(procs[f"worker {w + 1}"], f"worker {w + 1}")
         sampler = Sampler({n: p.pid for n, p in procs.items()} | {"driver": os.getpid()})
         sampling = asyncio.create_task(sampler.run())
@@ -441,7 +523,8 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
         limit = asyncio.Semaphore(args.start_concurrency)
 
         async def start(index: int, name: str) -> None:
-            spec = rollout_spec(name, args.interval, args.looks, args.window)
+            spec = rollout_spec(name, args.interval, args.looks, args.window, duration=args.analysis_duration,
+                                three_steps=args.three_steps, fail_after=args.fail_after)
             # --start-over spreads the starts evenly (rollouts begun through the day, not all in one burst).
             await asyncio.sleep(args.start_over * index / max(1, len(names)))
             async with limit:
@@ -452,6 +535,20 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
             handles.append(handle)
 
         await asyncio.gather(*(start(i, n) for i, n in enumerate(names)))
+        controlled: dict[str, tuple[str, datetime]] = {}
+
+        async def control(index: int, handle: WorkflowHandle[Any, Any]) -> None:
+            from orchestrator.api.common import ControlRequest
+
+            # Half abort, half promote, during the analysis (past its first looks).
+            await asyncio.sleep(args.controls)
+            name = "abort" if index % 2 else "promote"
+            at = datetime.now(UTC)
+            await handle.execute_update(name, ControlRequest(by="benchmark"))
+            controlled[handle.id] = (name, at)
+
+        if args.controls:
+            await asyncio.gather(*(control(i, h) for i, h in enumerate(list(handles))))
 
         async def finish(handle: WorkflowHandle[Any, Any]) -> None:
             status = await handle.result()
@@ -471,7 +568,8 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
         result.finish_span = max(finished_at) - min(finished_at)
         # The steady state: every rollout started, none finished yet (or the whole run when too short).
         first_done = min(finished_at)
-        steady = slice(int(result.start_span / sampler.every) + 1, max(int(first_done / sampler.every), 1))
+        steady = slice(int(max(result.start_span, args.settle) / sampler.every) + 1,
+                       max(int(first_done / sampler.every), 1))
         for name, series in sampler.cpu.items():
             window = series[steady] or series
             result.cpu[name] = statistics.fmean(window) if window else 0.0
@@ -486,6 +584,15 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
                 h = await handle.fetch_history()
             result.events.append(len(h.events))
             result.lags.extend(history_figures(h.events))
+            lag = decision_lag(h.events)
+            if lag is not None and args.fail_after:
+                result.decision_lags.append(lag)
+            if handle.id in controlled:
+                name, at = controlled[handle.id]
+                acted = first_scheduled(h.events, "canary.reset_traffic" if name == "abort" else
+                                        "canary.update_stable")
+                if acted is not None:
+                    result.control_lags.setdefault(name, []).append((acted - at).total_seconds())
 
         await asyncio.gather(*(history(h) for h in handles))
         return result
@@ -497,6 +604,9 @@ async def measure(args: argparse.Namespace, mode: str, tuning: Tuning, work: Pat
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for lag_file in lag_files:
+            if lag_file.exists():
+                result.lags.extend(float(x) for x in lag_file.read_text().split())
 
 
 def report(results: Sequence[Result], args: argparse.Namespace, tuning: Tuning) -> None:
@@ -511,6 +621,12 @@ def report(results: Sequence[Result], args: argparse.Namespace, tuning: Tuning) 
               + "".join(f"; {n} x {k}" for k, n in r.other.items()))
         print(f"  gate-evaluation lag: p50 {pct(r.lags, 0.5):.3f}s  p99 {pct(r.lags, 0.99):.3f}s  "
               f"max {max(r.lags, default=float('nan')):.3f}s  ({len(r.lags)} looks)")
+        if r.decision_lags:
+            print(f"  decision -> first undo activity scheduled: p50 {pct(r.decision_lags, 0.5):.3f}s  "
+                  f"p99 {pct(r.decision_lags, 0.99):.3f}s  ({len(r.decision_lags)} rollbacks)")
+        for name, lags in sorted(r.control_lags.items()):
+            print(f"  {name} -> acted on (first activity of the {name} scheduled): p50 {pct(lags, 0.5):.3f}s  "
+                  f"p99 {pct(lags, 0.99):.3f}s  max {max(lags):.3f}s  ({len(lags)} rollouts)")
         print(f"  history events per rollout: median {statistics.median(r.events):.0f}, max {max(r.events)}")
         per_min = 60.0 / max(r.start_span, 1e-3)
         print(f"  started: all {r.rollouts} in {r.start_span:.1f}s ({r.rollouts * per_min:.0f}/min); "
@@ -533,6 +649,15 @@ def main() -> None:
     parser.add_argument("--mode", choices=["engine", "e2e", "both"], default="both")
     parser.add_argument("--interval", type=int, default=10, help="seconds between looks of a check")
     parser.add_argument("--looks", type=int, default=18, help="looks per check (18 x 10 s = 3 minutes)")
+    parser.add_argument("--analysis-duration", type=int, default=0,
+                        help="seconds the analysis lasts (with --looks 0: no count, it runs the whole time)")
+    parser.add_argument("--three-steps", action="store_true", help="a final setWeight 100 after the analysis")
+    parser.add_argument("--fail-after", type=int, default=0,
+                        help="engine mode: the error check fails from this look on (measures rollback lag)")
+    parser.add_argument("--controls", type=float, default=0.0,
+                        help="seconds after the starts: abort half the rollouts and promote the others")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="the steady state begins no earlier than this many seconds after the first start")
     parser.add_argument("--window", type=int, default=30, help="rate() window of the queries, seconds")
     parser.add_argument("--scrape-interval", type=float, default=5.0)
     parser.add_argument("--tick", type=float, default=1.0, help="sandbox controller pass interval")
