@@ -303,7 +303,8 @@ def with_live_looks(status: CanaryStatus, pending: Any) -> CanaryStatus:
         return status
     gates = [live[g.check] if g.check in live and live[g.check].measurements >= g.measurements else g
              for g in status.gates]
-    return status.model_copy(update={"gates": gates})
+    known = {g.check for g in status.gates}
+    return status.model_copy(update={"gates": gates + [s for name, s in live.items() if name not in known]})
 
 
 async def exists(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -21,6 +21,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from orchestrator.activities.watch import WatchActivities
 from orchestrator.api.canary import Phase
 from orchestrator.api.common import ControlRequest
+from orchestrator.cli.canary import with_live_looks
 from orchestrator.config import Settings
 from orchestrator.gates.watch_fold import End, WatchRequest, WatchResult, WatchSpec, watch_queue
 from orchestrator.specs.checks import Check
@@ -92,6 +93,8 @@ async def test_abort_and_promote_act_at_once_during_a_long_analysis(temporal_cli
         described = await handle.describe()
         pending = [a for a in described.raw_description.pending_activities if a.activity_type.name == "watch.checks"]
         assert pending and pending[0].heartbeat_details.payloads
+        live = with_live_looks(await handle.query(CanaryWorkflow.status), pending)
+        assert {g.check for g in live.gates if g.measurements} == {"errors", "latency"}
         asked = asyncio.get_running_loop().time()
         await handle.execute_update(control, ControlRequest(by="test"))
         result = await asyncio.wait_for(handle.result(), 20)
@@ -114,4 +117,4 @@ async def test_a_failing_look_during_a_watch_rolls_back(temporal_client: Client)
     async with engine_worker(temporal_client, world) as queue:
         result = await asyncio.wait_for((await start_canary(temporal_client, queue, _analysis())).result(), 30)
     assert result.phase == Phase.ROLLED_BACK and result.reason_kind == "gate", result.reason
-    assert world.names().index("canary.reset_traffic") > 0 and CanaryWorkflow is not None
+    assert world.names().index("canary.reset_traffic") > 0
