@@ -14,12 +14,12 @@ from tests.reliability.runs import Stage, worker_killed_at
 
 pytestmark = pytest.mark.timeout(300)
 
-# A representative slice for the suite's time budget: the start, a weight change in flight, a look,
+# A representative slice for the suite's time budget: the start, a weight change in flight, a watch of looks,
 # promotion's template write and its traffic reset. ``benchmarks/reliability.py`` runs every boundary.
 BOUNDARIES = [
     ("completed", "canary.snapshot_stable", 1),
     ("scheduled", "canary.set_weight", 2),
-    ("completed", "canary.evaluate_check", 3),
+    ("scheduled", "watch.checks", 1),  # a watch in flight: the next worker resumes it from its heartbeat
     ("completed", "canary.update_stable", 1),
     ("completed", "canary.reset_traffic", 1),
 ]
