@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
@@ -177,7 +177,10 @@ async def abort_once(temporal: Client, clusters: list[Cluster], prometheus: str)
             id=workflow_id(app), task_queue=central)
         # Every canary serves traffic (its setWeight applied) before the abort.
         while True:
-            state = await handle.query(ReleaseWorkflow.status)
+            try:
+                state = await handle.query(ReleaseWorkflow.status)
+            except RPCError:  # a query timed out while twenty canaries start on a busy machine: ask again
+                continue
             if all(c.workflow_id and c.phase is ClusterPhase.RUNNING for c in state.clusters):
                 try:
                     weights = [await temporal.get_workflow_handle(c.workflow_id).query(
@@ -192,11 +195,24 @@ async def abort_once(temporal: Client, clusters: list[Cluster], prometheus: str)
         state = await handle.result()
         zeros = []
         for member in state.clusters:
-            status: CanaryStatus = await temporal.get_workflow_handle(member.workflow_id).query(
-                "status", result_type=CanaryStatus)
+            status = await closed_status(temporal, member.workflow_id)
             assert status.weight_zero_at is not None, f"{member.name} never reported weight 0"
             zeros.append(status.weight_zero_at.timestamp())
     return max(zeros) - sent
+
+
+async def closed_status(temporal: Client, wid: str) -> CanaryStatus:
+    # A query on a closed run replays its history; on a starved machine the replay can trip the SDK's
+    # 2 s deadlock detector, which says nothing about the run: ask again.
+    for attempt in range(5):
+        try:
+            status: CanaryStatus = await temporal.get_workflow_handle(wid).query("status", result_type=CanaryStatus)
+            return status
+        except (RPCError, WorkflowQueryFailedError):
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def pct(values: list[float], q: float) -> float:
