@@ -117,7 +117,8 @@ async def temporal_restarted(stage: Stage) -> Ran:
         client = await connect(temporal.address)
         workers.start()
         handle = await start(client, all_kinds(stage.namespace), stage.task_queue)
-        await kill_at_boundary(handle, nth("completed", "canary.evaluate_check", 2), temporal.kill)
+        # Mid-analysis: a watch (the step's looks) in flight.
+        await kill_at_boundary(handle, nth("scheduled", "watch.checks", 1), temporal.kill)
         await asyncio.sleep(3)  # workers and client see connection errors meanwhile
         temporal.start()
         client = await connect(temporal.address)
@@ -137,14 +138,14 @@ def _prom_rollout(namespace: str, error_limit: int) -> Any:
 
 
 async def prometheus_down(stage: Stage, *, back_after: float | None, error_limit: int) -> Ran:
-    """Prometheus SIGKILLed after the analysis's second look; restarted after ``back_after`` s, or never."""
+    """Prometheus SIGKILLed while the analysis's watch runs; restarted after ``back_after`` s, or never."""
     create_stable(stage.api_client, stage.namespace)
     prom = PromServer(stage.workdir / "prom").build(copy_from=stage.prom_data).start()
     workers = stage.workers(prom_url=prom.url)
     with stopping(workers, prom):
         workers.start()
         handle = await start(stage.client, _prom_rollout(stage.namespace, error_limit), stage.task_queue)
-        await kill_at_boundary(handle, nth("completed", "canary.evaluate_check", 2), prom.kill)
+        await kill_at_boundary(handle, nth("scheduled", "watch.checks", 1), prom.kill)
         if back_after is not None:
             await asyncio.sleep(back_after)
             prom.start()
