@@ -11,6 +11,7 @@ together, so that server starts once.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -40,6 +41,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     break
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only() -> Iterator[None]:
+    """Secrets a test's in-process CLI run remembered are forgotten after it.
+
+    In a real process the remembered secrets are that process's own credentials and only grow; here one
+    worker runs hundreds of CLI invocations, and a fuzz case whose "token" is ``spec`` would mask that
+    word in every later test's messages.
+    """
+    from orchestrator import redact
+
+    before = set(redact._known)
+    yield
+    with redact._lock:
+        redact._known.intersection_update(before)
 
 
 @pytest.hookimpl(trylast=True)
