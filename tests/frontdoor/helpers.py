@@ -49,7 +49,11 @@ class Outcome:
     code: int
     out: str
     err: str
+    # CPU seconds the command used (this process's for ``invoke``, the child's for ``run_process``): a bound on
+    # it catches a pathological input on any machine, where wall time would measure how busy the machine is.
+    # A command that waits instead of working (a FIFO, a connect) is caught by the wall-clock timeouts.
     seconds: float
+    wall: float = 0.0
 
     @property
     def err_lines(self) -> list[str]:
@@ -59,12 +63,12 @@ class Outcome:
 def invoke(args: list[str], env: dict[str, str] | None = None) -> Outcome:
     """The CLI in this process, through click's test runner (no traceback may reach it)."""
     runner = CliRunner()
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     result = runner.invoke(cli, args, env=env, catch_exceptions=True)
-    seconds = time.monotonic() - started
+    seconds, wall = time.process_time() - cpu, time.monotonic() - started
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"{args}: uncaught {type(result.exception).__name__}: {result.exception}")
-    return Outcome(result.exit_code, result.stdout, _without_server_noise(result.stderr), seconds)
+    return Outcome(result.exit_code, result.stdout, _without_server_noise(result.stderr), seconds, wall)
 
 
 _NOISE = re.compile(r"-{40}\nException occurred during processing of request.*?\n-{40}\n", re.S)
@@ -96,7 +100,7 @@ def run_process(
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     full_env.update(env or {})
-    started = time.monotonic()
+    started, before = time.monotonic(), _children_cpu()
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         capture_output=True,
@@ -106,7 +110,14 @@ def run_process(
         cwd=REPO,
         preexec_fn=limit,
     )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    return Outcome(proc.returncode, proc.stdout, proc.stderr, _children_cpu() - before, time.monotonic() - started)
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def assert_one_line(outcome: Outcome, code: int, pattern: str) -> str:

@@ -161,4 +161,5 @@ def test_a_command_against_a_hanging_api_ends_within_orchestrator_kube_timeout(s
            "ORCHESTRATOR_CHAOS_NAMESPACES": "shop"}
     outcome = invoke(["chaos", "janitor"], env=env)
     assert_one_line(outcome, 3, r"timed out")
-    assert outcome.seconds < 5, outcome.seconds
+    # Wall time: the hang ends at the 2 s timeout (a generous margin for a busy machine; unbounded it never ends).
+    assert outcome.wall < 30, outcome.wall
