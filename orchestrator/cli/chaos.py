@@ -26,6 +26,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.follow import Follower, query_failure
 from orchestrator.errors import RefusedError, SpecError
+from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     # Temporal's client and the pydantic models load inside the commands, so ``chaos --help`` stays fast.
@@ -254,9 +255,9 @@ def abort(ctx: click.Context, name: str | None, namespace: str | None, abort_all
             for line in report.reverted:
                 click.echo(f"reverted {line}")
             for line in report.problems:
-                click.echo(f"could not revert: {line}", err=True)
+                click.echo(redact(f"could not revert: {line}"), err=True)
             for line in report.blind:
-                click.echo(f"could not look: {line}", err=True)
+                click.echo(redact(f"could not look: {line}"), err=True)
             if not report.aborted and not report.reverted and report.clean:
                 click.echo("nothing was running and no fault was in place")
             return EXIT_OK if report.clean else EXIT_FAILED
@@ -393,9 +394,9 @@ def janitor(ctx: click.Context, dry_run: bool) -> None:
     for line in report.pending:
         click.echo(f"still running: {line}")
     for line in report.problems:
-        click.echo(f"could not revert: {line}", err=True)
+        click.echo(redact(f"could not revert: {line}"), err=True)
     for line in report.blind:
-        click.echo(f"could not look: {line}", err=True)
+        click.echo(redact(f"could not look: {line}"), err=True)
     if not report.reverted:
         click.echo("no expired fault found")
     finish(EXIT_FAILED if report.problems else EXIT_OK)
