@@ -46,8 +46,15 @@ def openmetrics(n: np.ndarray, e: np.ndarray, *, app: str, start: datetime, step
 @contextmanager
 def prometheus(root: Path, lines: Iterable[str]) -> Iterator[str]:
     """A real Prometheus serving the backfilled ``lines`` (one counter family ``http_requests``); its URL."""
+    with serve_openmetrics(root, ["# TYPE http_requests counter", *lines, "# EOF"]) as url:
+        yield url
+
+
+@contextmanager
+def serve_openmetrics(root: Path, lines: Iterable[str]) -> Iterator[str]:
+    """A real Prometheus serving a whole OpenMetrics text (its ``# TYPE`` lines and ``# EOF`` included); its URL."""
     store, source = root / "data", root / "history.om"
-    source.write_text("\n".join(["# TYPE http_requests counter", *lines, "# EOF"]) + "\n")
+    source.write_text("\n".join(lines) + "\n")
     subprocess.run([binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(store)],
                    check=True, capture_output=True)  # fmt: skip
     (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")

@@ -10,11 +10,6 @@ then a regressed canary is rolled back, an identical one is promoted early, a st
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +26,7 @@ from orchestrator.gates.model import Phase
 from orchestrator.gates.prometheus import PrometheusProvider
 from orchestrator.gates.slo import evaluate_slo
 from orchestrator.specs.checks import Check
-from tests.fixtures_temporal import free_port
+from tests.judge.backfill import serve_openmetrics
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 LENGTH = timedelta(minutes=40)
@@ -113,47 +108,10 @@ def _openmetrics() -> Iterator[str]:
     yield "# EOF"
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if not found:
-        pytest.fail(f"{name} is missing: apt-get install -y prometheus")
-    return found
-
-
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProvider]:
-    root = tmp_path_factory.mktemp("judge-prom")
-    data = root / "data"
-    source = root / "judge.om"
-    source.write_text("\n".join(_openmetrics()) + "\n")
-    subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-                   check=True, capture_output=True)  # fmt: skip
-    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
-    port = free_port()
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [_binary("prometheus"), f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=20y",
-         f"--web.listen-address=127.0.0.1:{port}", f"--config.file={root / 'prometheus.yml'}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    with serve_openmetrics(tmp_path_factory.mktemp("judge-prom"), _openmetrics()) as url:
         yield PrometheusProvider(PrometheusSettings(url=url))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 MEMORY = 'sum by (pod) (container_memory_working_set_bytes{app="{{app}}",{{track_selector}}})'
