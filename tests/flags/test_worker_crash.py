@@ -91,7 +91,10 @@ async def test_a_killed_worker_resumes_without_repeating_a_stage_change(
     flag_prom.traffic(app_name, {"on": (40, 0.005), "off": (40, 0.005)})
     ramp = load_ramp(ramp_yaml(
         key, app_name, "{type: flagd, name: cluster-flags}",
-        stages="[{percent: 10, hold: 3s}, {percent: 30, hold: 3s}, {percent: 60, hold: 3s}, {percent: 100}]"))
+        # The stage the worker dies in holds longer than a replacement takes to resume it (the dead worker's
+        # sticky task times out after 10 s, its looks after 5 s): a stage whose every look was lost ends
+        # undecided and pauses for a decision, which is right (missing data never ramps up) but not this test.
+        stages="[{percent: 10, hold: 3s}, {percent: 30, hold: 25s}, {percent: 60, hold: 3s}, {percent: 100}]"))
     first = start_worker(temporal_address, task_queue, kubeconfig, flag_prom.url)
     second = None
     try:
@@ -107,7 +110,18 @@ async def test_a_killed_worker_resumes_without_repeating_a_stage_change(
         first.wait(10)
         assert percent() == 30, "nothing reverted the flag while no worker ran"
         second = start_worker(temporal_address, task_queue, kubeconfig, flag_prom.url)
-        st = await asyncio.wait_for(handle.result(), timeout=120)
+        try:
+            st = await asyncio.wait_for(handle.result(), timeout=120)
+        except TimeoutError:
+            desc = await handle.describe()
+            history = await handle.fetch_history()
+            # Say where it stands: the last events (type, activity, failure, timer) and what is pending.
+            tail = [f"{e.event_id} {e.event_type} {e.activity_task_scheduled_event_attributes.activity_type.name} "
+                    f"{e.activity_task_failed_event_attributes.failure.message} "
+                    f"{e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()}"
+                    for e in history.events[-25:]]
+            pending = [(a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
+            raise AssertionError(f"ramp not finished: {desc.status} pending={pending} last events={tail}") from None
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
